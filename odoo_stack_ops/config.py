@@ -19,7 +19,7 @@ from odoo_stack_ops import redact
 from odoo_stack_ops.command import IDENTIFIER
 from odoo_stack_ops.errors import ConfigError
 
-SECRET_BLOCK_PREFIX = "prefect-secret:"
+SECRET_BLOCK_PREFIX = "prefect-secret:"  # noqa: S105 - a prefix, not a secret
 SERVICES = ("odoo-core", "nginx-proxy", "n8n", "mattermost")
 
 

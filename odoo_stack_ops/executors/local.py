@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.errors import CommandFailed, CommandTimeout
@@ -23,10 +23,8 @@ def _feed(proc: subprocess.Popen[bytes], stdin: Stdin) -> None:
     except BrokenPipeError:
         pass
     finally:
-        try:
+        with suppress(BrokenPipeError):
             proc.stdin.close()
-        except BrokenPipeError:
-            pass
 
 
 def _drain(pipe: object, tail: StderrTail) -> None:
@@ -46,10 +44,8 @@ class _Watchdog:
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         self.fired = True
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
 
     def cancel(self) -> None:
         if self._timer:
