@@ -234,7 +234,10 @@ class BackupConfig(_Model):
     dump_on: Literal["worker", "container"] = Field("worker", description="Run pg_dump on the worker or in odoo-core")
     zstd_level: int = Field(3, ge=1, le=19, description="zstd level")
     zstd_threads: int = Field(2, ge=0, description="zstd worker threads")
-    verify_dsn: SecretStr | None = Field(None, description="Server for restore-verify (default: the source server)")
+    verify_server: DatabaseConfig | None = Field(
+        None, description="Server where restore-verify creates its scratch database (default: the source server)"
+    )
+    verify_timeout_s: int = Field(4 * 3600, ge=60, description="Give up restore-verify after this long")
     verify_sample: int = Field(20, ge=0, description="Filestore objects re-hashed by verification")
     age_recipients: list[str] = Field(default_factory=list, description="age public keys; when set backups are encrypted")
     age_identity: SecretStr | None = Field(None, description="age private key used by restore and verify")

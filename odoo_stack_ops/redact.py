@@ -55,7 +55,7 @@ def _install_record_factory() -> None:
         if _secrets:
             try:
                 message = record.getMessage()
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken format string must not break logging
                 return record
             cleaned = redact(message)
             if cleaned != message:
