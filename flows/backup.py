@@ -1,0 +1,93 @@
+"""Flow `backup` (deployment `nightly`): the seed's Backup Strategy for the Odoo database and filestore.
+
+Per database: dump → filestore → restore-verify → publish the manifest (last). Then retention, which
+refuses to prune after a failed or unverified night. One database failing does not stop the others;
+the run still ends Failed, posts to Mattermost and says what to do.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup.manifest import summary_rows
+from odoo_stack_ops.config import StackConfig, load_config
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.notify import notify
+from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
+from tasks.common import logger, publish_markdown, publish_table
+from tasks.retention import apply_retention
+
+
+def backup_one(cfg: StackConfig, database: str, st: str, *, run_verify: bool) -> dict[str, Any]:
+    """One database end to end; returns its published manifest."""
+    started = datetime.now(UTC)
+    dump, facts = dump_database(cfg, database, st)
+    filestore, files = backup_filestore(cfg, database, st)
+    unverified = {"ok": False, "skipped": True, "error": "verification was not requested"}
+    parts = {"started": started, "facts": facts, "dump": dump, "filestore": filestore}
+    manifest = assemble(cfg, database, st, finished=datetime.now(UTC), verification=unverified, **parts)
+    if run_verify:
+        manifest = assemble(cfg, database, st, finished=datetime.now(UTC), verification=verify(cfg, manifest, files),
+                            **parts)
+    publish(cfg, manifest)
+    return manifest
+
+
+def report(manifests: dict[str, dict[str, Any]], failures: dict[str, str], retention: dict[str, Any] | None) -> str:
+    lines = ["# Nightly backup", ""]
+    for db, m in manifests.items():
+        verdict = "verified ✅" if m["verified"] else f"NOT verified ❌ — {m['verification'].get('error')}"
+        lines += [f"## {db} — {verdict}", "", "| item | key | MiB stored | MiB raw/new | s | MiB/s |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['item']} | `{r['key']}` | {r['size_mib']} | {r['raw_mib']} | {r['seconds']} | {r['mib_per_s']} |"
+                  for r in summary_rows(m)]
+        lines.append("")
+    for db, err in failures.items():
+        lines += [f"## {db} — FAILED ❌", "", "```", err, "```", ""]
+    if retention is not None:
+        mode = "dry run" if retention["dry_run"] else f"{retention['deleted']} key(s) deleted"
+        lines += [f"## Retention ({mode})", "", retention["skipped"] or "",
+                  f"Backups to delete: {retention['delete_backups'] or 'none'}", ""]
+    return "\n".join(lines)
+
+
+@flow(name="backup", description="Odoo database + filestore to Spaces, verified by restore, 30-day retention")
+def backup(
+    stack_file: str | None = None,
+    databases: list[str] | None = None,
+    run_verify: bool = True,
+    prune: bool = True,
+    retention_dry_run: bool = False,
+) -> dict[str, Any]:
+    """Back up each database; returns {database: manifest key}. Fails (after the others ran) if any failed."""
+    log = logger()
+    cfg = load_config(stack_file)
+    dbs = check_databases(cfg, databases or cfg.backup.databases)
+    st = layout.stamp(datetime.now(UTC))
+    prepare_bucket(cfg)
+    manifests: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for db in dbs:
+        try:
+            manifests[db] = backup_one(cfg, db, st, run_verify=run_verify)
+        except Exception as exc:  # noqa: BLE001 - isolate databases; re-raised below
+            log.error("backup of %s failed: %s", db, exc)
+            failures[db] = f"{type(exc).__name__}: {exc}"
+    night_ok = not failures and all(m["verified"] for m in manifests.values())
+    retention = apply_retention(cfg, last_run_ok=night_ok, dry_run=retention_dry_run) if prune else None
+    publish_markdown("backup-nightly", report(manifests, failures, retention), f"backup {st}")
+    if retention:
+        publish_table("backup-retention-plan", retention["rows"], f"retention plan {st}")
+    if not night_ok:
+        problems = {**failures, **{db: m["verification"].get("error") or "not verified"
+                                   for db, m in manifests.items() if not m["verified"]}}
+        text = "\n".join(f"- {db}: {p}" for db, p in problems.items())
+        notify(cfg.mattermost, f"Backup {st} of {cfg.name} FAILED", text + "\nRetention did not prune. Check the "
+               "run's logs in Prefect, fix the cause, then re-run `prefect deployment run backup/nightly`.")
+        raise OpsError(f"nightly backup {st} failed for {sorted(problems)}: " + "; ".join(
+            f"{db}: {p}" for db, p in problems.items()))
+    return {db: layout.manifest_key(cfg.spaces.prefix, db, st) for db in manifests}

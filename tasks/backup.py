@@ -1,0 +1,146 @@
+"""Backup tasks, one verb each: prepare the bucket, dump the database, copy the filestore, verify, publish, prune."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+
+from odoo_stack_ops.backup import database as dbleg
+from odoo_stack_ops.backup import filestore as fsleg
+from odoo_stack_ops.backup import layout, spaces
+from odoo_stack_ops.backup import manifest as mf
+from odoo_stack_ops.backup.verify import verify_backup
+from odoo_stack_ops.config import StackConfig
+from odoo_stack_ops.connect import Connections
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.executors.base import Executor
+from odoo_stack_ops.executors.local import LocalExecutor
+from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
+
+
+def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
+    """Where pg_dump/pg_restore run: this worker, or inside odoo-core as the seed's runbook does."""
+    return conns.container("odoo-core") if cfg.backup.dump_on == "container" else LocalExecutor()
+
+
+@task(name="prepare-bucket", **TRANSIENT_RETRIES)
+def prepare_bucket(cfg: StackConfig) -> list[str]:
+    """Check the bucket answers and abort multipart uploads a crashed run left behind (runs never overlap)."""
+    s3 = spaces.client(cfg.spaces)
+    try:
+        s3.head_bucket(Bucket=cfg.spaces.bucket)
+    except Exception as exc:
+        raise spaces.explain(exc, cfg.spaces.bucket) from exc
+    return spaces.abort_stale_uploads(s3, cfg.spaces.bucket, cfg.spaces.prefix + "/")
+
+
+@task(name="dump-database", **TRANSIENT_RETRIES)
+def dump_database(cfg: StackConfig, database: str, st: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """pg_dump (in the snapshot whose facts we record) streamed through zstd to Spaces; (dump, facts)."""
+    log = logger()
+    s3 = spaces.client(cfg.spaces)
+    key = layout.dump_key(cfg.spaces.prefix, database, st, encrypted=bool(cfg.backup.age_recipients))
+    wrap = None
+    if cfg.backup.age_recipients:
+        from odoo_stack_ops.backup.crypto import encrypting_writer  # noqa: PLC0415 - only when encrypting
+
+        wrap = encrypting_writer(cfg.backup.age_recipients)
+    with Connections(cfg) as conns, dbleg.exported_snapshot(cfg.database, database) as (snapshot, facts):
+        executor = dump_executor(cfg, conns)
+        version = dbleg.check_pg_dump(executor, facts.server_major)
+        log.info("dumping %s (PostgreSQL %s, %d tables, Odoo %s) with %s on %s", database, facts.server_version,
+                 facts.tables, facts.odoo_version or "?", version, executor.where)
+        result = dbleg.dump_to_spaces(
+            executor, cfg.database, database, snapshot, s3=s3, bucket=cfg.spaces.bucket, key=key,
+            pg_dump_version=version, level=cfg.backup.zstd_level, threads=cfg.backup.zstd_threads, wrap=wrap,
+        )
+    mib = 1 << 20
+    log.info("dump of %s uploaded: %.1f MiB raw → %.1f MiB stored in %.1f s (%.1f MiB/s), %s",
+             database, result.raw_bytes / mib, result.stored_bytes / mib, result.duration_s,
+             result.raw_bytes / mib / max(result.duration_s, 1e-6), key)
+    return result.as_dict(), facts.as_dict()
+
+
+def latest_filestore_manifest(s3: Any, cfg: StackConfig, database: str) -> str | None:
+    keys = sorted(o["Key"] for o in spaces.iter_objects(s3, cfg.spaces.bucket, f"{cfg.spaces.prefix}/filestore/{database}/"))
+    return keys[-1] if keys else None
+
+
+@task(name="backup-filestore", **TRANSIENT_RETRIES)
+def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[dict[str, Any], list[fsleg.StoredFile]]:
+    """Upload the objects the bucket lacks and the night's filestore manifest; (summary, files)."""
+    log = logger()
+    s3 = spaces.client(cfg.spaces)
+    previous = fsleg.read_previous(s3, cfg.spaces.bucket, latest_filestore_manifest(s3, cfg, database))
+    root = f"{cfg.odoo.data_dir.rstrip('/')}/filestore/{database}"
+    last = [0.0]
+
+    def progress(stats: fsleg.FilestoreStats) -> None:
+        if time.monotonic() - last[0] > 5:
+            last[0] = time.monotonic()
+            log.info("filestore %s: %d new objects, %.1f MiB uploaded so far", database, stats.new_objects,
+                     stats.new_bytes / (1 << 20))
+
+    with Connections(cfg) as conns:
+        files, stats = fsleg.backup_filestore(
+            conns.container("odoo-core"), root, s3=s3, bucket=cfg.spaces.bucket, prefix=cfg.spaces.prefix,
+            database=database, st=st, previous=previous, progress=progress,
+        )
+    key = layout.filestore_manifest_key(cfg.spaces.prefix, database, st)
+    spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files))
+    log.info("filestore %s: %d files (%.1f MiB), %d new objects (%.1f MiB) in %.1f s", database, stats.files,
+             stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20), stats.duration_s)
+    return {"manifest_key": key, **asdict(stats)}, files
+
+
+@task(name="verify-backup", **NO_RETRIES)
+def verify(cfg: StackConfig, manifest: dict[str, Any], files: list[fsleg.StoredFile]) -> dict[str, Any]:
+    """Restore into a scratch database and compare; the verdict goes into the manifest."""
+    server = cfg.backup.verify_server or cfg.database
+    decrypt = decrypt_object = None
+    if manifest["encryption"].get("enabled"):
+        from odoo_stack_ops.backup.crypto import decryptor  # noqa: PLC0415
+
+        decrypt = decrypt_object = decryptor(cfg.backup.age_identity, manifest["encryption"])
+    with Connections(cfg) as conns:
+        record = verify_backup(
+            dump_executor(cfg, conns), server, manifest, s3=spaces.client(cfg.spaces), bucket=cfg.spaces.bucket,
+            prefix=cfg.spaces.prefix, files=files, sample=cfg.backup.verify_sample,
+            timeout_s=cfg.backup.verify_timeout_s, decrypt=decrypt, decrypt_object=decrypt_object,
+        )
+    (logger().info if record["ok"] else logger().error)(
+        "restore-verify of %s/%s: %s", manifest["database"], manifest["stamp"],
+        "OK" if record["ok"] else record["error"])
+    return record
+
+
+@task(name="publish-manifest", **TRANSIENT_RETRIES)
+def publish(cfg: StackConfig, manifest: dict[str, Any]) -> str:
+    """Write the manifest last: from now on the backup exists."""
+    key = layout.manifest_key(cfg.spaces.prefix, manifest["database"], manifest["stamp"])
+    spaces.put_bytes(spaces.client(cfg.spaces), cfg.spaces.bucket, key, mf.encode(manifest), "application/json")
+    logger().info("published %s (verified: %s)", key, manifest["verified"])
+    return key
+
+
+def assemble(cfg: StackConfig, database: str, st: str, *, started: datetime, finished: datetime, facts: dict[str, Any],
+             dump: dict[str, Any], filestore: dict[str, Any], verification: dict[str, Any]) -> dict[str, Any]:
+    encryption = None
+    if cfg.backup.age_recipients:
+        from odoo_stack_ops.backup.crypto import encryption_record  # noqa: PLC0415
+
+        encryption = encryption_record(cfg.backup.age_recipients)
+    return mf.build_manifest(stack=cfg.name, database=database, st=st, started_at=started, finished_at=finished,
+                             facts=facts, dump=dump, filestore=filestore, verification=verification,
+                             encryption=encryption)
+
+
+def check_databases(cfg: StackConfig, databases: list[str]) -> list[str]:
+    unknown = [d for d in databases if d not in cfg.database.databases]
+    if unknown:
+        raise OpsError(f"databases {unknown} are not in database.databases {cfg.database.databases}")
+    return databases

@@ -1,0 +1,59 @@
+"""What every task shares: retry policy for transient errors only, the run logger, artifacts without secrets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.tasks import exponential_backoff
+
+from odoo_stack_ops.errors import is_transient
+from odoo_stack_ops.redact import redact
+
+
+def retry_transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry only network drops, 5xx and the like; a wrong password or a failed check fails at once."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classifying is the point
+        return is_transient(exc)
+    return False
+
+
+# Keyword arguments for @task: backoff 2, 4, 8 s with ±50 % jitter; never cache (inputs hold live config).
+TRANSIENT_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,
+}
+NO_RETRIES: dict[str, Any] = {"cache_policy": NO_CACHE}
+
+
+def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a run, a module logger outside (direct calls, tests)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("odoo_stack_ops")
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """A markdown artifact, redacted; outside a run it is only logged."""
+    try:
+        create_markdown_artifact(key=key, markdown=redact(markdown), description=redact(description))
+    except MissingContextError:
+        logger().info("%s", redact(markdown))
+
+
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    try:
+        create_table_artifact(key=key, table=clean, description=redact(description))
+    except MissingContextError:
+        logger().info("%s: %s", description, clean)
