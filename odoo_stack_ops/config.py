@@ -373,7 +373,9 @@ def parse_dotenv(path: Path) -> dict[str, str]:
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
-        tree = tree.setdefault(part, {})
+        if not isinstance(tree.get(part), dict):
+            tree[part] = {}
+        tree = tree[part]
     tree[path[-1]] = value
 
 

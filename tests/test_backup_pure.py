@@ -1,0 +1,179 @@
+"""Pure parts of the backup: key layout, pg tool rules, filestore planning, manifests, neutralize, tar."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from datetime import UTC, datetime
+
+import pytest
+
+from odoo_stack_ops.backup import filestore as fs, layout, manifest as mf, pgdump
+from odoo_stack_ops.backup.restore import neutralize_statements, odoo_manifest, pick_backup, tar_stream
+from odoo_stack_ops.backup.verify import compare_facts, sample_files, scratch_name
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.streams import IterReader, checked, zstd_decompressed
+
+SHA = "ab" + "c" * 38
+
+
+def test_layout_round_trip():
+    st = layout.stamp(datetime(2026, 11, 25, 2, 0, 5, tzinfo=UTC))
+    assert st == "20261125T020005Z"
+    key = layout.manifest_key("pre", "odoo_core", st)
+    assert key == "pre/manifests/odoo_core/20261125T020005Z.json"
+    assert layout.parse_manifest_key(key) == ("odoo_core", st)
+    assert layout.object_key("pre", "sha1", SHA) == f"pre/objects/sha1/ab/{SHA}"
+    assert layout.dump_key("pre", "db", st, encrypted=True).endswith(".dump.zst.age")
+    with pytest.raises(ValueError):
+        layout.parse_manifest_key("pre/manifests/odoo_core/yesterday.json")
+
+
+@pytest.mark.parametrize(("out", "major"), [
+    ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", 15), ("pg_dump (PostgreSQL) 16.4", 16),
+    ("pg_dump (PostgreSQL) 9.6.24", 9)])
+def test_tool_major(out, major):
+    assert pgdump.tool_major(out) == major
+
+
+def test_version_rule_refuses_older_pg_dump():
+    assert pgdump.dump_compatible(15, 15)
+    assert pgdump.dump_compatible(16, 15)
+    assert not pgdump.dump_compatible(15, 16)
+    assert pgdump.server_major(150010) == 15
+
+
+def test_pg_dump_argv_quotes_nothing_and_refuses_injection():
+    argv = pgdump.pg_dump_argv("odoo_core", "00000003-0000001B-1")
+    assert argv == ["pg_dump", "--format=custom", "--compress=0", "--no-password", "--dbname=odoo_core",
+                    "--snapshot=00000003-0000001B-1"]
+    for bad in ["odoo; rm -rf /", "odoo core", "$(id)", "a" * 64, "'x'"]:
+        with pytest.raises(ValueError):
+            pgdump.pg_dump_argv(bad)
+    with pytest.raises(ValueError):
+        pgdump.pg_dump_argv("odoo", "1; drop")
+    with pytest.raises(ValueError):
+        pgdump.pg_restore_argv("x", jobs=4)  # parallel restore needs a file
+
+
+def test_parse_listing_and_odoo_names():
+    text = f"12 1700000000 /var/lib/odoo/filestore/db/ab/{SHA}\n5 1700000001 /var/lib/odoo/filestore/db/x/y z.txt\n"
+    entries = fs.parse_listing(text, "/var/lib/odoo/filestore/db")
+    assert [e.path for e in entries] == [f"ab/{SHA}", "x/y z.txt"]
+    assert fs.odoo_sha1(f"ab/{SHA}") == SHA
+    assert fs.odoo_sha1(f"cd/{SHA}") is None  # directory must match the hash prefix
+    assert fs.odoo_sha1("x/y z.txt") is None
+    with pytest.raises(OpsError):
+        fs.parse_listing("1 1 /etc/passwd\n", "/var/lib/odoo/filestore/db")
+
+
+def test_plan_uploads_moves_only_what_is_missing():
+    entries = [fs.FileEntry(f"ab/{SHA}", 10, 1), fs.FileEntry("notes.txt", 3, 5), fs.FileEntry("new.txt", 1, 1)]
+    prev = {"notes.txt": fs.StoredFile("notes.txt", 3, 5, "sha256", "f" * 64)}
+    present = {layout.object_key("p", "sha1", SHA), layout.object_key("p", "sha256", "f" * 64)}
+    known, to_read = fs.plan_uploads(entries, present, prev, "p")
+    assert [k.path for k in known] == [f"ab/{SHA}", "notes.txt"]
+    assert [e.path for e in to_read] == ["new.txt"]
+    # a changed mtime means the old digest cannot be trusted
+    known, to_read = fs.plan_uploads([fs.FileEntry("notes.txt", 3, 6)], present, prev, "p")
+    assert not known and [e.path for e in to_read] == ["notes.txt"]
+    # a missing object is re-read even when the name promises its hash
+    known, to_read = fs.plan_uploads(entries[:1], set(), {}, "p")
+    assert not known and len(to_read) == 1
+
+
+def test_tar_batches_split_and_validate():
+    entries = [fs.FileEntry(f"d/{i:05d}" + "x" * 200, 1, 1) for i in range(700)]
+    batches = list(fs.tar_batches("/root", entries))
+    assert len(batches) > 1
+    assert sum(len(b) - 6 for b in batches) == 700
+    assert all(b[:6] == ["tar", "-cf", "-", "-C", "/root", "--"] for b in batches)
+    for bad in ["../etc/passwd", "a/$(id)", "a;b", "/abs", "a\nb"]:
+        with pytest.raises(OpsError):
+            list(fs.tar_batches("/root", [fs.FileEntry(bad, 1, 1)]))
+
+
+def test_filestore_manifest_round_trip():
+    files = [fs.StoredFile(f"ab/{SHA}", 10, 1, "sha1", SHA), fs.StoredFile("n é.txt", 3, 5, "sha256", "f" * 64)]
+    assert fs.decode_manifest(fs.encode_manifest("db", "st", "/r", files)) == sorted(files, key=lambda f: f.path)
+
+
+def _manifest(**over):
+    facts = {"server_version": "15.10", "odoo_version": "18.0", "modules": {"base": "18.0.1.3"}, "tables": 10,
+             "schemas": 2, "large_objects": 1, "row_counts": {"res_users": 3}}
+    dump = {"key": "k", "stored_bytes": 100, "raw_bytes": 300, "duration_s": 1.0, "stored_sha256": "s"}
+    fsd = {"manifest_key": "f", "bytes": 10, "new_bytes": 5, "duration_s": 0.5}
+    doc = mf.build_manifest(stack="s", database="odoo_core", st="20261125T020000Z",
+                            started_at=datetime(2026, 11, 25, tzinfo=UTC), finished_at=datetime(2026, 11, 25, 0, 1, tzinfo=UTC),
+                            facts=facts, dump=dump, filestore=fsd, verification={"ok": True}, encryption=None)
+    doc.update(over)
+    return doc
+
+
+def test_manifest_encode_decode_and_summary():
+    doc = _manifest()
+    assert mf.decode(mf.encode(doc)) == doc
+    assert doc["verified"] is True and doc["duration_s"] == 60
+    rows = mf.summary_rows(doc)
+    assert rows[0]["item"] == "database dump" and rows[2]["key"] == "ok"
+    with pytest.raises(ValueError):
+        mf.decode(b'{"format": "other"}')
+
+
+def test_compare_facts_reports_every_difference():
+    doc = _manifest()
+    same = {"tables": 10, "schemas": 2, "large_objects": 1, "row_counts": {"res_users": 3}, "modules": {"base": "18.0.1.3"}}
+    assert compare_facts(doc, same) == []
+    bad = {"tables": 9, "schemas": 2, "large_objects": 0, "row_counts": {"res_users": 2}, "modules": {}}
+    problems = compare_facts(doc, bad)
+    assert len(problems) == 4 and any("res_users" in p for p in problems)
+
+
+def test_pick_backup_prefers_newest_verified():
+    refs = [mf.ManifestRef.from_key(f"p/manifests/db/2026112{d}T020000Z.json") for d in range(1, 5)]
+    manifests = {r.key: {"verified": r.stamp != "20261124T020000Z"} for r in refs}
+    assert pick_backup(refs, manifests, database="db").stamp == "20261123T020000Z"
+    assert pick_backup(refs, manifests, database="db", key="20261124T020000Z").stamp == "20261124T020000Z"
+    day = datetime(2026, 11, 22, tzinfo=UTC).date()
+    assert pick_backup(refs, manifests, database="db", on_date=day).stamp == "20261122T020000Z"
+    with pytest.raises(OpsError):
+        pick_backup(refs, manifests, database="other")
+
+
+def test_neutralize_statements_only_for_present_tables():
+    assert neutralize_statements(set()) == []
+    stmts = neutralize_statements({"ir_cron", "ir_mail_server", "ir_config_parameter"})
+    assert any("ir_cron" in s and "autovacuum_job" in s for s in stmts)
+    assert any("ir_mail_server SET active = false" in s for s in stmts)
+    assert not any("fetchmail" in s for s in stmts)
+
+
+def test_odoo_manifest_shape():
+    m = odoo_manifest(_manifest(), "odoo_core")
+    assert m["odoo_dump"] == "1" and m["version"] == "18.0" and m["pg_version"] == "15.10"
+    assert m["modules"] == {"base": "18.0.1.3"}
+
+
+def test_tar_stream_is_a_valid_archive():
+    data = {"ab/one": b"x" * 1000, "deep/er/two": b"", "three": b"y" * 512}
+    stream = b"".join(tar_stream((n, len(d), 1700000000, [d]) for n, d in data.items()))
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    assert got == data
+
+
+def test_stream_helpers():
+    import zstandard
+
+    blob = zstandard.ZstdCompressor().compress(b"hello " * 1000)
+    assert b"".join(zstd_decompressed([blob[:7], blob[7:]])) == b"hello " * 1000
+    assert IterReader([b"ab", b"cd", b"e"]).read(3) == b"abc"
+    with pytest.raises(RuntimeError):
+        list(checked([b"x"], "0" * 64, lambda actual: RuntimeError(actual)))
+
+
+def test_scratch_names_and_sampling():
+    assert scratch_name("odoo_core", "20261125T020000Z") == "verify_odoo_core_20261125t020000z"
+    files = [fs.StoredFile(str(i), 1, 1, "sha1", "a") for i in range(100)]
+    assert sample_files(files, 10, "seed") == sample_files(files, 10, "seed")
+    assert len(sample_files(files, 10, "seed")) == 10
