@@ -35,6 +35,10 @@ def pick(cfg: StackConfig, database: str, on_date: date | None, manifest_key: st
     return manifests[ref.key]
 
 
+def _tag(manifest: dict[str, Any]) -> str | None:
+    return manifest.get("encryption", {}).get("object_tag")
+
+
 def _decryptors(cfg: StackConfig, manifest: dict[str, Any]) -> tuple[Any, Any]:
     if not manifest.get("encryption", {}).get("enabled"):
         return None, None
@@ -72,7 +76,7 @@ def restore_fs(cfg: StackConfig, manifest: dict[str, Any], target: str, overwrit
         container = conns.container("odoo-core")
         owner = container.run(["stat", "-c", "%u %g", cfg.odoo.data_dir]).stdout_text.split()
         rs.restore_filestore(container, root, rs.object_members(s3, cfg.spaces.bucket, cfg.spaces.prefix, files,
-                                                               decrypt_object),
+                                                               decrypt_object, _tag(manifest)),
                              overwrite=overwrite, owner=(int(owner[0]), int(owner[1])))
     logger().info("restored %d filestore files into %s", len(files), root)
     return {"filestore": root, "files": len(files)}
@@ -95,7 +99,8 @@ def odoo_zip(cfg: StackConfig, manifest: dict[str, Any], dest: str) -> str:
         rs.download_dump(s3, cfg.spaces.bucket, manifest["dump"], dump_file, decrypt)
         files = rs.filestore_files(s3, cfg.spaces.bucket, manifest)
         out = rs.write_odoo_zip(Path(dest), manifest, dump_file,
-                                rs.object_members(s3, cfg.spaces.bucket, cfg.spaces.prefix, files, decrypt_object))
+                                rs.object_members(s3, cfg.spaces.bucket, cfg.spaces.prefix, files, decrypt_object,
+                                                  _tag(manifest)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger().info("wrote Odoo database zip %s", out)

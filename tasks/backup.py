@@ -85,10 +85,15 @@ def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[dict[str
             log.info("filestore %s: %d new objects, %.1f MiB uploaded so far", database, stats.new_objects,
                      stats.new_bytes / (1 << 20))
 
+    encrypt = tag = None
+    if cfg.backup.age_recipients:
+        from odoo_stack_ops.backup.crypto import file_encryptor, object_tag  # noqa: PLC0415
+
+        encrypt, tag = file_encryptor(cfg.backup.age_recipients), object_tag(cfg.backup.age_recipients)
     with Connections(cfg) as conns:
         files, stats = fsleg.backup_filestore(
             conns.container("odoo-core"), root, s3=s3, bucket=cfg.spaces.bucket, prefix=cfg.spaces.prefix,
-            database=database, st=st, previous=previous, progress=progress,
+            database=database, st=st, previous=previous, progress=progress, encrypt=encrypt, tag=tag,
         )
     key = layout.filestore_manifest_key(cfg.spaces.prefix, database, st)
     spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files))

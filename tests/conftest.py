@@ -60,8 +60,10 @@ def leak_guard():
         pytest.fail(f"secret value(s) leaked into logs: {leaks[:3]}")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
-    from tests.fixtures import docker as docker_fx, services as services_fx, stack as stack_fx
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests.fixtures import docker as docker_fx
+    from tests.fixtures import services as services_fx
+    from tests.fixtures import stack as stack_fx
 
     costs = {**getattr(services_fx, "STARTUP_SECONDS", {}), **getattr(docker_fx, "STARTUP_SECONDS", {}),
              **getattr(stack_fx, "STARTUP_SECONDS", {})}
@@ -71,7 +73,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
             terminalreporter.write_line(f"{name:<24} {seconds:7.2f}")
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+def pytest_sessionfinish(session, exitstatus):
     """In CI a skipped test means a missing service: fail the run."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from odoo_stack_ops.backup import filestore as fs, layout, manifest as mf, pgdump
+from odoo_stack_ops.backup import filestore as fs
+from odoo_stack_ops.backup import layout, pgdump
+from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.restore import neutralize_statements, odoo_manifest, pick_backup, tar_stream
 from odoo_stack_ops.backup.verify import compare_facts, sample_files, scratch_name
 from odoo_stack_ops.errors import OpsError
@@ -169,7 +171,7 @@ def test_stream_helpers():
     assert b"".join(zstd_decompressed([blob[:7], blob[7:]])) == b"hello " * 1000
     assert IterReader([b"ab", b"cd", b"e"]).read(3) == b"abc"
     with pytest.raises(RuntimeError):
-        list(checked([b"x"], "0" * 64, lambda actual: RuntimeError(actual)))
+        list(checked([b"x"], "0" * 64, RuntimeError))
 
 
 def test_scratch_names_and_sampling():

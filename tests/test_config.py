@@ -98,7 +98,7 @@ def test_dotenv_and_precedence(tmp_path):
 
 
 def test_missing_stack_file_says_what_to_do(tmp_path):
-    with pytest.raises(ConfigError, match="stack.example.yaml"):
+    with pytest.raises(ConfigError, match=r"stack\.example\.yaml"):
         load_config(tmp_path / "nope.yaml", env={})
 
 

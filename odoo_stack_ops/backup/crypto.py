@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -47,9 +48,14 @@ def parse_identities(identity: SecretStr | str | None) -> list[Any]:
         raise OpsError("backup.age_identity holds an invalid age identity (expected AGE-SECRET-KEY-… lines)") from None
 
 
+def object_tag(recipients: list[str]) -> str:
+    """Names the recipient set in encrypted object keys (order-independent)."""
+    return hashlib.sha256("\n".join(sorted(r.strip() for r in recipients)).encode()).hexdigest()[:12]
+
+
 def encryption_record(recipients: list[str]) -> dict[str, Any]:
     return {"enabled": True, "format": "age-v1", "recipients": [r.strip() for r in recipients],
-            "fingerprints": [fingerprint(r) for r in recipients]}
+            "fingerprints": [fingerprint(r) for r in recipients], "object_tag": object_tag(recipients)}
 
 
 class _QueueReader:
@@ -118,8 +124,16 @@ def encrypting_writer(recipients: list[str]) -> Callable[[Any], EncryptingWriter
     return lambda sink: EncryptingWriter(sink, parsed)
 
 
-def encrypt_bytes(data: bytes, recipients: list[str]) -> bytes:
-    return pyrage.encrypt(data, parse_recipients(recipients))
+def file_encryptor(recipients: list[str]) -> Callable[[Any], Any]:
+    """file → a new spooled file holding its age encryption (for filestore objects)."""
+    parsed = parse_recipients(recipients)
+
+    def encrypt(src: Any) -> Any:
+        out = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned to the caller
+        pyrage.encrypt_io(src, out, parsed)
+        return out
+
+    return encrypt
 
 
 class _QueueWriter:

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +81,7 @@ def odoo_sha1(path: str) -> str | None:
 
 def plan_uploads(
     entries: Iterable[FileEntry], present: set[str], previous: dict[str, StoredFile], prefix: str,
+    tag: str | None = None,
 ) -> tuple[list[StoredFile], list[FileEntry]]:
     """Split tonight's files into those already stored (known address, object present) and those to read (pure).
 
@@ -95,7 +96,7 @@ def plan_uploads(
         else:
             prev = previous.get(e.path)
             stored = prev if prev and (prev.size, prev.mtime) == (e.size, e.mtime) else None  # type: ignore[assignment]
-        if stored is not None and layout.object_key(prefix, stored.algo, stored.digest) in present:
+        if stored is not None and layout.object_key(prefix, stored.algo, stored.digest, tag) in present:
             known.append(stored)
         else:
             to_read.append(e)
@@ -131,8 +132,8 @@ class FilestoreStats:
 class _Uploader:
     """Uploads spooled objects on a small thread pool, at most 2 x workers queued (bounded memory)."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3, self.bucket = s3, bucket
+    def __init__(self, s3: Any, bucket: str, encrypt: Callable[[Any], Any] | None = None) -> None:
+        self.s3, self.bucket, self.encrypt = s3, bucket, encrypt
         self.pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="s3obj")
         self.slots = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)
         self.futures: list[Future[None]] = []
@@ -149,6 +150,11 @@ class _Uploader:
     def _put(self, key: str, spool: Any, size: int) -> None:
         try:
             spool.seek(0)
+            if self.encrypt is not None:
+                plain, spool = spool, self.encrypt(spool)
+                plain.close()
+                size = spool.seek(0, 2)
+                spool.seek(0)
             if size > SPOOL_MAX:
                 self.s3.upload_fileobj(spool, self.bucket, key)
             else:
@@ -193,9 +199,12 @@ def present_objects(s3: Any, bucket: str, prefix: str) -> set[str]:
 
 def backup_filestore(
     executor: Executor, root: str, *, s3: Any, bucket: str, prefix: str, database: str, st: str,
-    previous: dict[str, StoredFile], progress: Any = None,
+    previous: dict[str, StoredFile], progress: Any = None, encrypt: Callable[[Any], Any] | None = None,
+    tag: str | None = None,
 ) -> tuple[list[StoredFile], FilestoreStats]:
-    """Upload what the bucket lacks; return tonight's file list (for the manifest) and statistics."""
+    """Upload what the bucket lacks; return tonight's file list (for the manifest) and statistics.
+
+    With `encrypt` (file → encrypted file) objects are stored encrypted under keys carrying `tag`."""
     start = time.monotonic()
     listing = executor.run(list_argv(root), timeout=3600, check=False)
     if listing.exit_code != 0 and "No such file" in listing.stderr_text:
@@ -205,11 +214,11 @@ def backup_filestore(
         listing.check("check that the filestore volume is mounted at odoo.data_dir in odoo-core")
         entries = parse_listing(listing.stdout.decode("utf-8", "surrogateescape"), root)
     present = present_objects(s3, bucket, prefix)
-    known, to_read = plan_uploads(entries, present, previous, prefix)
+    known, to_read = plan_uploads(entries, present, previous, prefix, tag)
     stats = FilestoreStats(files=len(entries), bytes=sum(e.size for e in entries), read_files=len(to_read))
     stored = list(known)
     by_path = {e.path: e for e in to_read}
-    uploader = _Uploader(s3, bucket)
+    uploader = _Uploader(s3, bucket, encrypt)
     try:
         for argv in tar_batches(root, to_read):
             with executor.stream(argv, timeout=3600) as out, tarfile.open(fileobj=out, mode="r|") as tar:
@@ -217,7 +226,7 @@ def backup_filestore(
                     if not member.isfile():
                         continue
                     entry = by_path[member.name.removeprefix("./")]
-                    record, key, spool, size = _spool_member(tar, member, entry, prefix)
+                    record, key, spool, size = _spool_member(tar, member, entry, prefix, tag)
                     stored.append(record)
                     if key in present:
                         spool.close()
@@ -240,8 +249,8 @@ def backup_filestore(
     return sorted(stored, key=lambda f: f.path), stats
 
 
-def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry, prefix: str
-                  ) -> tuple[StoredFile, str, Any, int]:
+def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry, prefix: str,
+                  tag: str | None) -> tuple[StoredFile, str, Any, int]:
     """Copy one tar member into a spool while hashing; check Odoo's name promise."""
     src = tar.extractfile(member)
     assert src is not None  # noqa: S101 - regular file
@@ -260,7 +269,7 @@ def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntr
         if promised:
             log.warning("filestore file %s does not hash to its name: stored by SHA-256 instead", entry.path)
         algo, digest = "sha256", sha256.hexdigest()
-    return (StoredFile(entry.path, size, entry.mtime, algo, digest), layout.object_key(prefix, algo, digest),
+    return (StoredFile(entry.path, size, entry.mtime, algo, digest), layout.object_key(prefix, algo, digest, tag),
             spool, size)
 
 

@@ -2,7 +2,7 @@
 
     {prefix}/db/{database}/{stamp}.dump.zst[.age]     custom-format dump, zstd (then age) compressed
     {prefix}/filestore/{database}/{stamp}.json.zst    the night's filestore manifest (path -> object)
-    {prefix}/objects/{algo}/{xx}/{digest}[.age]       filestore objects, content-addressed, shared by nights
+    {prefix}/objects/{algo}/{xx}/{digest}[.{tag}.age] filestore objects, content-addressed, shared by nights
     {prefix}/manifests/{database}/{stamp}.json        written last: a backup exists only when this exists
 """
 
@@ -45,8 +45,10 @@ def objects_prefix(prefix: str) -> str:
     return f"{prefix}/objects/"
 
 
-def object_key(prefix: str, algo: str, digest: str, encrypted: bool = False) -> str:
-    return f"{prefix}/objects/{algo}/{digest[:2]}/{digest}" + (".age" if encrypted else "")
+def object_key(prefix: str, algo: str, digest: str, tag: str | None = None) -> str:
+    """Content address of a filestore object; `tag` names the recipient set of an encrypted copy, so a key
+    rotation re-uploads each object once for the new keys and old backups keep theirs."""
+    return f"{prefix}/objects/{algo}/{digest[:2]}/{digest}" + (f".{tag}.age" if tag else "")
 
 
 def parse_manifest_key(key: str) -> tuple[str, str]:

@@ -25,10 +25,10 @@ def load_records(s3: Any, bucket: str, prefix: str) -> list[BackupRecord]:
         except ValueError:
             log.warning("ignoring unreadable manifest %s", obj["Key"])
             continue
-        encrypted = bool(doc.get("encryption", {}).get("enabled"))
+        tag = doc.get("encryption", {}).get("object_tag")
         fs_key = doc["filestore"]["manifest_key"]
         files = decode_manifest(get_bytes(s3, bucket, fs_key))
-        objects = frozenset(layout.object_key(prefix, f.algo, f.digest, encrypted=encrypted) for f in files)
+        objects = frozenset(layout.object_key(prefix, f.algo, f.digest, tag) for f in files)
         records.append(BackupRecord(
             key=ref.key, database=ref.database, taken_at=ref.taken_at, verified=bool(doc.get("verified")),
             objects=objects, data_keys=frozenset({ref.key, doc["dump"]["key"], fs_key}),

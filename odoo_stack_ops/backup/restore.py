@@ -145,10 +145,10 @@ def tar_stream(members: Iterable[tuple[str, int, int, Iterable[bytes]]], uid: in
     yield b"\0" * 1024
 
 
-def object_members(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None
-                   ) -> Iterator[tuple[str, int, int, Iterable[bytes]]]:
+def object_members(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None,
+                   tag: str | None = None) -> Iterator[tuple[str, int, int, Iterable[bytes]]]:
     for f in files:
-        key = layout.object_key(prefix, f.algo, f.digest, encrypted=decrypt_object is not None)
+        key = layout.object_key(prefix, f.algo, f.digest, tag)
         chunks: Iterable[bytes] = read_chunks(s3, bucket, key)
         if decrypt_object is not None:
             chunks = decrypt_object(chunks)

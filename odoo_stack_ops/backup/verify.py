@@ -81,10 +81,11 @@ def sample_files(files: list[StoredFile], n: int, seed: str) -> list[StoredFile]
     return random.Random(seed).sample(files, n)  # noqa: S311 - sampling, not security
 
 
-def check_objects(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None) -> list[str]:
+def check_objects(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None,
+                  tag: str | None = None) -> list[str]:
     problems = []
     for f in files:
-        key = layout.object_key(prefix, f.algo, f.digest, encrypted=decrypt_object is not None)
+        key = layout.object_key(prefix, f.algo, f.digest, tag)
         try:
             chunks = read_chunks(s3, bucket, key)
             if decrypt_object is not None:
@@ -122,7 +123,8 @@ def verify_backup(
         problems += compare_facts(manifest, restored)
         record["restored"] = {k: restored[k] for k in ("tables", "schemas", "large_objects", "row_counts")}
         picked = sample_files(files, sample, manifest["stamp"])
-        problems += check_objects(s3, bucket, prefix, picked, decrypt_object)
+        problems += check_objects(s3, bucket, prefix, picked, decrypt_object,
+                                  manifest.get("encryption", {}).get("object_tag"))
         record["filestore_sampled"] = len(picked)
     except Exception as exc:  # noqa: BLE001 - the verdict records the failure; the flow decides to fail
         problems.append(f"{type(exc).__name__}: {exc}")
