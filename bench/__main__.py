@@ -1,0 +1,37 @@
+"""One benchmark entry point: `python -m bench [area ...]` runs each area, prints its table and writes
+bench/results/<area>.json. Areas: backup, logs, health."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+AREAS = ("backup", "logs", "health")
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str]) -> int:
+    areas = [a for a in argv if not a.startswith("-")] or list(AREAS)
+    failed = []
+    for area in areas:
+        if area not in AREAS:
+            print(f"unknown area {area}; choose from {AREAS}")
+            return 2
+        try:
+            module = importlib.import_module(f"bench.{area}")
+        except ModuleNotFoundError as exc:
+            print(f"[{area}] not available: {exc}")
+            failed.append(area)
+            continue
+        print(f"\n=== {area} ===")
+        result = module.run()
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{area}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"written {RESULTS / f'{area}.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,230 @@
+"""Backup bench: the database leg against the seed's way and the local limit, peak memory, and the
+filestore's second night against its first. Writes bench/results/backup.json.
+
+    python -m bench backup [--gb 1.0] [--repeat 3]
+
+Everything runs in one process tree on this machine: a throwaway PostgreSQL 15, moto as the S3 endpoint.
+Medians of --repeat runs; ratios are computed from medians measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+
+GB = 1 << 30
+VOCAB_SIZE = 20000
+
+
+def vocabulary(rng: np.random.Generator) -> np.ndarray:
+    letters = np.array(list("etaoinshrdlcumwfgypbvkjxqz"))
+    lengths = rng.integers(2, 11, VOCAB_SIZE)
+    words = ["".join(rng.choice(letters, n, p=None)) for n in lengths]
+    return np.array(words, dtype=object)
+
+
+def generate(conn: psycopg.Connection[Any], target_bytes: int, seed: int = 1) -> int:
+    """Fill a table with Zipf-distributed words and small jsonb: text that compresses about 3:1."""
+    rng = np.random.default_rng(seed)
+    vocab = vocabulary(rng)
+    conn.execute("CREATE TABLE IF NOT EXISTS docs (id bigint PRIMARY KEY, title text, body text, meta jsonb)")
+    conn.execute("CREATE TABLE IF NOT EXISTS notes (id bigint, note text)")
+    written, row = 0, 0
+    with conn.cursor() as cur:
+        while written < target_bytes:
+            n_rows = 5000
+            idx = np.minimum(rng.zipf(1.3, n_rows * 80), VOCAB_SIZE) - 1
+            words = vocab[idx]
+            with cur.copy("COPY docs (id, title, body, meta) FROM STDIN") as copy:
+                for i in range(n_rows):
+                    w = words[i * 80:(i + 1) * 80]
+                    body = " ".join(w)
+                    meta = json.dumps({"partner": int(idx[i * 80]), "state": "posted" if i % 3 else "draft",
+                                       "tags": [w[0], w[1]], "amount": round(float(idx[i * 80 + 2]) * 1.17, 2)})
+                    copy.write_row((row, " ".join(w[:6]), body, meta))
+                    row += 1
+                    written += len(body) + len(meta) + 40
+    conn.commit()
+    return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+LEG_SCRIPT = r"""
+import json, resource, sys, time
+from odoo_stack_ops.backup import database as dbleg, spaces
+from odoo_stack_ops.config import DatabaseConfig, SpacesConfig
+from odoo_stack_ops.executors.local import LocalExecutor
+args = json.loads(sys.argv[1])
+db = DatabaseConfig.model_validate(args["db"])
+sp = SpacesConfig.model_validate(args["spaces"])
+wrap = None
+if args.get("recipient"):
+    from odoo_stack_ops.backup.crypto import encrypting_writer
+    wrap = encrypting_writer([args["recipient"]])
+with dbleg.exported_snapshot(db, db.name) as (snap, facts):
+    r = dbleg.dump_to_spaces(LocalExecutor(), db, db.name, snap, s3=spaces.client(sp), bucket=sp.bucket,
+                             key=args["key"], pg_dump_version="bench", wrap=wrap)
+print(json.dumps({"seconds": r.duration_s, "raw": r.raw_bytes, "stored": r.stored_bytes,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_leg(db_json: dict[str, Any], spaces_json: dict[str, Any], key: str, recipient: str | None = None) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", LEG_SCRIPT, json.dumps(
+        {"db": db_json, "spaces": spaces_json, "key": key, "recipient": recipient})],
+        check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def filestore_nights(tmp: Path, s3: Any, bucket: str, files: int, new_fraction: float) -> dict[str, Any]:
+    """Night 1 uploads everything; night 2 after adding `new_fraction` new files uploads only those."""
+    import hashlib
+
+    from odoo_stack_ops.backup import filestore as fs
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    root = tmp / "filestore" / "bench"
+    rng = np.random.default_rng(5)
+
+    def add(n: int, start: int) -> None:
+        for i in range(start, start + n):
+            data = rng.bytes(int(rng.integers(20_000, 200_000))) + str(i).encode()
+            sha = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+            (root / sha[:2]).mkdir(parents=True, exist_ok=True)
+            (root / sha[:2] / sha).write_bytes(data)
+
+    add(files, 0)
+    ex = LocalExecutor()
+    t = time.monotonic()
+    stored1, st1 = fs.backup_filestore(ex, str(root), s3=s3, bucket=bucket, prefix="bench", database="bench",
+                                        st="night1", previous={})
+    first_s = time.monotonic() - t
+    add(max(1, int(files * new_fraction)), files)
+    t = time.monotonic()
+    _, st2 = fs.backup_filestore(ex, str(root), s3=s3, bucket=bucket, prefix="bench", database="bench",
+                                 st="night2", previous={f.path: f for f in stored1})
+    second_s = time.monotonic() - t
+    return {"filestore_files": files, "filestore_bytes": st1.bytes, "filestore_first_s": round(first_s, 2),
+            "filestore_second_s": round(second_s, 2), "filestore_first_bytes": st1.new_bytes,
+            "filestore_second_bytes": st2.new_bytes,
+            "filestore_second_bytes_ratio": round(st2.new_bytes / max(st1.new_bytes, 1), 4)}
+
+
+def run(gb: float = 1.0, repeat: int = 3, files: int = 1500) -> dict[str, Any]:
+    import pyrage
+    from odoo_stack_ops.sandbox.postgres import PgCluster
+    from odoo_stack_ops.sandbox.s3 import S3Server
+
+    from odoo_stack_ops.backup import spaces
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-backup-"))
+    pg = PgCluster(tmp / "pg")
+    pg.start()
+    s3srv = S3Server()
+    s3srv.start()
+    try:
+        pg.createdb("bench")
+        t = time.monotonic()
+        with psycopg.connect(**pg.conninfo("bench")) as conn:
+            db_bytes = generate(conn, int(gb * GB))
+        gen_s = time.monotonic() - t
+        print(f"generated {db_bytes / GB:.2f} GiB in {gen_s:.0f} s")
+        db = pg.database_config("bench", sslmode="disable")
+        env = {**os.environ, **{k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+                                for k, v in db.libpq_env("bench").items()}}
+        s3srv.create_bucket("bench")
+        spaces_cfg = s3srv.spaces_config("bench", prefix="bench")
+        db_json = json.loads(db.model_dump_json())
+        db_json["password"] = db.password.get_secret_value() if db.password else None
+        sp_json = json.loads(spaces_cfg.model_dump_json())
+        sp_json["access_key_id"] = spaces_cfg.access_key_id.get_secret_value()
+        sp_json["secret_access_key"] = spaces_cfg.secret_access_key.get_secret_value()
+        s3 = spaces.client(spaces_cfg)
+        seed_file = tmp / "seed.dump"
+        recipient = str(pyrage.x25519.Identity.generate().to_public())
+        runs: dict[str, list[float]] = {"seed": [], "limit": [], "leg": [], "leg_enc": []}
+        rss: list[float] = []
+        stored = raw = 0
+        for i in range(repeat):
+            runs["seed"].append(timed(["pg_dump", "-Fc", "-f", str(seed_file), "bench"], env))
+            runs["limit"].append(timed(["bash", "-o", "pipefail", "-c", "pg_dump -Fc -Z0 bench | zstd -q -T2 -3 > /dev/null"], env))
+            leg = run_leg(db_json, sp_json, f"bench/leg{i}.zst")
+            runs["leg"].append(leg["seconds"])
+            rss.append(leg["rss_mb"])
+            stored, raw = leg["stored"], leg["raw"]
+            enc = run_leg(db_json, sp_json, f"bench/enc{i}.zst.age", recipient)
+            runs["leg_enc"].append(enc["seconds"])
+            rss.append(enc["rss_mb"])
+            s3.delete_objects(Bucket="bench", Delete={"Objects": [{"Key": f"bench/leg{i}.zst"},
+                                                                   {"Key": f"bench/enc{i}.zst.age"}]})
+            print(f"run {i + 1}: seed {runs['seed'][-1]:.1f} s, limit {runs['limit'][-1]:.1f} s, "
+                  f"leg {runs['leg'][-1]:.1f} s, leg+age {runs['leg_enc'][-1]:.1f} s")
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        result: dict[str, Any] = {
+            "db_bytes": db_bytes, "dump_raw_bytes": raw, "dump_stored_bytes": stored,
+            "seed_dump_bytes": seed_file.stat().st_size, "repeat": repeat,
+            "seed_s": round(med["seed"], 2), "limit_s": round(med["limit"], 2), "leg_s": round(med["leg"], 2),
+            "leg_encrypted_s": round(med["leg_enc"], 2),
+            "ratio": round(med["leg"] / med["seed"], 3), "limit_ratio": round(med["leg"] / med["limit"], 3),
+            "ratio_encrypted": round(med["leg_enc"] / med["seed"], 3),
+            "limit_ratio_encrypted": round(med["leg_enc"] / med["limit"], 3),
+            "peak_rss_mb": round(max(rss), 1), "runs": runs,
+        }
+        seed_file.unlink()
+        result |= filestore_nights(tmp, s3, "bench", files, 0.01)
+        result["bench_process_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    finally:
+        s3srv.stop()
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_table(result)
+    return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rows = [
+        ("database size", f"{r['db_bytes'] / GB:.2f} GiB", ""),
+        ("seed's way: pg_dump -Fc > file", f"{r['seed_s']:.1f} s", f"{r['seed_dump_bytes'] / 2**20:.0f} MiB"),
+        ("limit: pg_dump -Z0 | zstd -T2 -3", f"{r['limit_s']:.1f} s", ""),
+        ("database leg (dump→zstd→S3)", f"{r['leg_s']:.1f} s", f"{r['dump_stored_bytes'] / 2**20:.0f} MiB"),
+        ("database leg + age", f"{r['leg_encrypted_s']:.1f} s", ""),
+        ("ratio (leg / seed), target <= 0.5", f"{r['ratio']:.3f}", ""),
+        ("limit_ratio (leg / limit), target <= 1.15", f"{r['limit_ratio']:.3f}", ""),
+        ("ratio_encrypted / limit_ratio_encrypted", f"{r['ratio_encrypted']:.3f}", f"{r['limit_ratio_encrypted']:.3f}"),
+        ("peak RSS of the leg", f"{r['peak_rss_mb']:.0f} MB", ""),
+        ("filestore first night", f"{r['filestore_first_s']:.1f} s", f"{r['filestore_first_bytes'] / 2**20:.0f} MiB"),
+        ("filestore second night (+1 %)", f"{r['filestore_second_s']:.1f} s", f"{r['filestore_second_bytes'] / 2**20:.1f} MiB"),
+        ("filestore_second_bytes_ratio, target <= 0.02", f"{r['filestore_second_bytes_ratio']:.4f}", ""),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    for a, b, c in rows:
+        print(f"{a:<{width}}  {b:>10}  {c}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--gb", type=float, default=1.0)
+    p.add_argument("--repeat", type=int, default=3)
+    a = p.parse_args()
+    out = run(a.gb, a.repeat)
+    Path(__file__).with_name("results").mkdir(exist_ok=True)
+    (Path(__file__).with_name("results") / "backup.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")

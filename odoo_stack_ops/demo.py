@@ -1,0 +1,108 @@
+"""The README's main job: `backup/nightly` end to end through a real Prefect server and worker.
+
+With no real stack configured (no STACK_OPS_FILE, no DB_HOST) it starts the sandbox stack on this machine
+first. Then: local Prefect server → deployments/setup → `prefect deploy --all` → process worker →
+`prefect deployment run backup/nightly --watch` → where the backup landed and its verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from odoo_stack_ops.backup import restore as rs
+from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.config import load_config
+from odoo_stack_ops.prefect_local import LocalPrefect
+
+log = logging.getLogger("odoo_stack_ops.demo")
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def run_demo(workdir: Path, keep: bool = False) -> int:
+    real = bool(os.environ.get("STACK_OPS_FILE") or os.environ.get("DB_HOST"))
+    sandbox = None
+    env_extra: dict[str, str] = {}
+    if real:
+        say("using the configured stack (STACK_OPS_FILE / environment)")
+    else:
+        from odoo_stack_ops.sandbox.stack import SandboxStack  # noqa: PLC0415
+
+        say("no stack configured: starting the local sandbox stack (PostgreSQL with TLS, sshd, podman "
+            "Docker API with odoo-core/nginx-proxy/n8n/mattermost, S3 endpoint, Mattermost stand-in)…")
+        t = time.monotonic()
+        sandbox = SandboxStack(workdir / "sandbox")
+        stack_file = sandbox.start()
+        env_extra = {"STACK_OPS_FILE": str(stack_file), "MATTERMOST_WEBHOOK_URL": sandbox.mattermost.url}
+        os.environ["STACK_OPS_FILE"] = str(stack_file)
+        say(f"sandbox up in {time.monotonic() - t:.0f} s; stack file {stack_file}")
+    cfg = load_config()
+    prefect = LocalPrefect(workdir / "prefect")
+    try:
+        t = time.monotonic()
+        prefect.start()
+        say(f"Prefect server up in {time.monotonic() - t:.0f} s at {prefect.url}")
+        prefect.python("-m", "deployments.setup", extra_env=env_extra)
+        prefect.cli("--no-prompt", "deploy", "--all", extra_env=env_extra)
+        say("deployed every flow in prefect.yaml; starting a process worker on pool ops-process")
+        prefect.start_worker("ops-process", env_extra)
+        t = time.monotonic()
+        out = prefect.cli("deployment", "run", "backup/nightly", "--watch", "--watch-timeout", "1800",
+                          extra_env=env_extra, timeout=1900)
+        elapsed = time.monotonic() - t
+        match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
+        run_url = f"{prefect.url}/runs/flow-run/{match.group(1)}" if match else prefect.url
+        say(f"backup/nightly Completed {elapsed:.0f} s after `prefect deployment run`")
+        s3 = spaces.client(cfg.spaces)
+        for database in cfg.backup.databases:
+            ref = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix, database)[-1]
+            m = rs.load_manifest(s3, cfg.spaces.bucket, ref.key)
+            say(f"\n{database}: manifest s3://{cfg.spaces.bucket}/{ref.key}")
+            say(f"  dump      s3://{cfg.spaces.bucket}/{m['dump']['key']}  {m['dump']['stored_bytes']:,} bytes "
+                f"(raw {m['dump']['raw_bytes']:,}), sha256 {m['dump']['stored_sha256'][:16]}…")
+            say(f"  filestore {m['filestore']['files']} files, {m['filestore']['new_objects']} new objects, "
+                f"manifest {m['filestore']['manifest_key']}")
+            verdict = "VERIFIED by restore into a scratch database" if m["verified"] else \
+                f"NOT verified: {m['verification'].get('error')}"
+            say(f"  verdict   {verdict}")
+        say(f"\ndashboard: {run_url}")
+        if keep:
+            say("--keep: services stay up; press Ctrl-C to stop them")
+            while True:
+                time.sleep(3600)
+        return 0
+    finally:
+        prefect.stop()
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ops demo", description=__doc__)
+    parser.add_argument("--keep", action="store_true", help="keep the Prefect server and sandbox running")
+    parser.add_argument("--workdir", help="where the sandbox and Prefect keep their state (default: a temp dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="odoo-stack-ops-demo-"))
+    try:
+        return run_demo(workdir, keep=args.keep)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if not args.workdir and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

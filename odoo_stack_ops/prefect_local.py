@@ -1,0 +1,103 @@
+"""A local Prefect server and process worker, started and stopped by us (the demo and the end-to-end test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from odoo_stack_ops.errors import OpsError
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect_bin() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+class LocalPrefect:
+    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME (SQLite), plus helpers to deploy and work."""
+
+    def __init__(self, home: Path, port: int | None = None) -> None:
+        self.home, self.port = home, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_EXTRA_LOGGERS": "odoo_stack_ops",
+                "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                "PREFECT_CLI_COLORS": "false", **(extra or {})}
+
+    def start(self, timeout: float = 90) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "server.log").open("ab")
+        self.server = subprocess.Popen(
+            [prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise OpsError(f"prefect server exited early; see {self.home / 'server.log'}")
+            try:
+                if requests.get(f"{self.api}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise OpsError(f"prefect server not healthy after {timeout:.0f} s; see {self.home / 'server.log'}")
+
+    def cli(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 600) -> str:
+        """Run a prefect CLI command in the project directory; raise with its output when it fails."""
+        proc = subprocess.run([prefect_bin(), *args], env=self.env(extra_env), cwd=PROJECT, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise OpsError(f"`prefect {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    def python(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 300) -> str:
+        proc = subprocess.run([sys.executable, *args], env=self.env(extra_env), cwd=PROJECT, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise OpsError(f"`python {' '.join(args)}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout + proc.stderr
+
+    def start_worker(self, pool: str, extra_env: dict[str, str] | None = None) -> None:
+        log = (self.home / "worker.log").open("ab")
+        self.worker = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool], env=self.env(extra_env),
+                                       cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes] | None, signals: tuple[int, ...]) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        for sig in signals:  # an idle worker needs two SIGINTs
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._stop(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM))
+        self._stop(self.server, (signal.SIGTERM, signal.SIGINT))
