@@ -1,0 +1,165 @@
+"""A throwaway PostgreSQL 15 cluster (initdb/pg_ctl as user postgres), optionally TLS-only like the managed one.
+
+TCP connections authenticate with scram-sha-256 and a generated password (so password handling is really
+exercised); the unix socket trusts. With tls=True a self-signed CA signs the server certificate and
+non-TLS TCP connections are rejected, as DigitalOcean's `sslmode=require` cluster does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import SecretStr
+
+from odoo_stack_ops.config import DatabaseConfig
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.prefect_local import free_port
+
+BINDIR = Path("/usr/lib/postgresql/15/bin")
+RUN_AS = "postgres"
+
+
+def _demote() -> Any:
+    """preexec_fn dropping root to the postgres user (initdb and postgres refuse to run as root)."""
+    if os.getuid() != 0:
+        return None
+    pw = pwd.getpwnam(RUN_AS)
+
+    def fn() -> None:
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return fn
+
+
+def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for `hostname` signed by it: (ca.crt, server.crt, server.key)."""
+    import datetime as dt  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odoo-stack-ops test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+          .not_valid_after(now + dt.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        san: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(hostname))]
+    except ValueError:
+        san = [x509.DNSName(hostname)]
+    san.append(x509.DNSName("localhost"))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(san), critical=False).sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    return ca_file, cert_file, key_file
+
+
+class PgCluster:
+    """initdb + pg_ctl in a private directory; `start()`, `stop()`, and helpers for tests."""
+
+    def __init__(self, base: Path | None = None, *, tls: bool = False, port: int | None = None) -> None:
+        self.base = Path(base or tempfile.mkdtemp(prefix="pg-"))
+        self.tls = tls
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.user = "postgres"
+        self.password = SecretStr(secrets.token_urlsafe(18))
+        self.data = self.base / "data"
+        self.sock = self.base / "sock"
+        self.ca_file: Path | None = None
+        self.bindir = BINDIR
+
+    def _run(self, *argv: str) -> None:
+        proc = subprocess.run(list(argv), preexec_fn=_demote(), capture_output=True, text=True, check=False,
+                              cwd=self.base)
+        if proc.returncode != 0:
+            raise OpsError(f"{argv[0]} failed: {proc.stderr.strip()[-800:]}")
+
+    def start(self) -> PgCluster:
+        if not (self.bindir / "initdb").exists():
+            raise OpsError(f"PostgreSQL 15 server binaries missing in {self.bindir}: apt-get install postgresql-15")
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir(exist_ok=True)
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(self.password.get_secret_value() + "\n")
+        if os.getuid() == 0:
+            pw = pwd.getpwnam(RUN_AS)
+            for p in (self.base, self.sock, pwfile):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth-local=trust",
+                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        pwfile.unlink()
+        opts = [f"-k {self.sock}", f"-h {self.host}", f"-p {self.port}", "-c fsync=off", "-c full_page_writes=off",
+                "-c synchronous_commit=off", "-c max_connections=60"]
+        if self.tls:
+            self.ca_file, cert, key = make_ca_and_cert(self.base / "tls", self.host)
+            if os.getuid() == 0:
+                pw = pwd.getpwnam(RUN_AS)
+                for p in (self.base / "tls", cert, key):
+                    os.chown(p, pw.pw_uid, pw.pw_gid)
+            opts += ["-c ssl=on", f"-c ssl_cert_file={cert}", f"-c ssl_key_file={key}"]
+            hba = self.data / "pg_hba.conf"
+            hba.write_text("local all all trust\nhostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n"
+                           "hostssl all all 0.0.0.0/0 scram-sha-256\nhostssl all all ::/0 scram-sha-256\n")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-w",
+                  "-o", " ".join(opts), "start")
+        return self
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            with contextlib.suppress(OpsError):
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def database_config(self, dbname: str = "odoo_core", sslmode: str | None = None, **over: Any) -> DatabaseConfig:
+        """The managed-database section pointing at this cluster (sslmode=require when TLS is on)."""
+        mode = sslmode or ("require" if self.tls else "disable")
+        return DatabaseConfig(host=self.host, port=self.port, user=self.user, password=self.password, name=dbname,
+                              sslmode=mode, databases=over.pop("databases", [dbname]), **over)  # type: ignore[arg-type]
+
+    def conninfo(self, dbname: str = "postgres", sslmode: str | None = None) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname,
+                "password": self.password.get_secret_value(),
+                "sslmode": sslmode or ("require" if self.tls else "disable")}
+
+    def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        with psycopg.connect(**self.conninfo(dbname), autocommit=True) as conn:
+            cur = conn.execute(sql)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def createdb(self, name: str) -> None:
+        self.execute(f'CREATE DATABASE "{name}"')
+
+    def dropdb(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def __enter__(self) -> PgCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
