@@ -73,8 +73,9 @@ class SshServer:
         raise OpsError("sshd did not answer in time")
 
     def ssh_config(self, **over: Any) -> SSHConfig:
-        return SSHConfig(host=self.host, port=self.port, user=self.user, key_file=self.key_file,
-                         known_hosts=self.known_hosts, **over)
+        fields = {"host": self.host, "port": self.port, "user": self.user, "key_file": self.key_file,
+                  "known_hosts": self.known_hosts}
+        return SSHConfig(**{**fields, **over})
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,0 +1,319 @@
+"""SSH executor (paramiko): commands on the droplet, strict host-key checking, the Docker socket tunnelled.
+
+Secrets never appear in the remote command line: environment values are written on the channel's stdin and
+read by a tiny POSIX sh prologue (`read` consumes a pipe byte by byte, so the caller's stdin follows intact).
+The remote Docker socket is reached through OpenSSH's `direct-streamlocal@openssh.com` channel, which paramiko
+does not build itself: `_StreamLocalTransport` appends the socket path to the CHANNEL_OPEN message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from paramiko.common import cMSG_CHANNEL_OPEN
+
+from odoo_stack_ops.command import Command
+from odoo_stack_ops.config import SSHConfig
+from odoo_stack_ops.errors import CommandTimeout, ConnectError, HostKeyError
+from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
+
+log = logging.getLogger(__name__)
+STREAMLOCAL = "direct-streamlocal@openssh.com"
+
+
+class _StreamLocalTransport(paramiko.Transport):
+    """A Transport whose CHANNEL_OPEN for direct-streamlocal carries the socket path (RFC-less OpenSSH ext.)."""
+
+    _path = threading.local()
+
+    def open_unix_channel(self, path: str, timeout: float | None = None) -> paramiko.Channel:
+        self._path.value = path
+        try:
+            return self.open_channel(STREAMLOCAL, timeout=timeout)
+        finally:
+            self._path.value = None
+
+    def _send_user_message(self, data: Any) -> None:
+        path = getattr(self._path, "value", None)
+        if path and isinstance(data, paramiko.Message):
+            raw = data.asbytes()
+            kind = STREAMLOCAL.encode()
+            if raw[:1] == cMSG_CHANNEL_OPEN and raw[5:5 + len(kind)] == kind:
+                data.add_string(path)
+                data.add_string("")
+                data.add_int(0)
+        super()._send_user_message(data)
+
+
+def remote_command(command: Command, timeout: float | None) -> tuple[str, bytes]:
+    """(command line for the remote shell, bytes to send first on stdin) — pure, tested directly."""
+    env = command.plain_env()
+    prologue = "".join(f"IFS= read -r {name} && export {name} && " for name in env)
+    if command.cwd:
+        prologue += f"cd -- {shlex.quote(command.cwd)} && "
+    argv = list(command.argv)
+    if timeout:
+        argv = ["timeout", "-k", "2", f"{timeout:g}", *argv]
+    line = shlex.join(["sh", "-c", prologue + 'exec "$@"', "sh", *argv]) if prologue else shlex.join(argv)
+    preamble = "".join(f"{value}\n" for value in env.values()).encode()
+    return line, preamble
+
+
+class SSHExecutor(Executor):
+    """Runs commands on the droplet over one SSH connection (opened on first use, shared by channels)."""
+
+    def __init__(self, cfg: SSHConfig) -> None:
+        self.cfg = cfg
+        self.where = f"{cfg.user}@{cfg.host}:{cfg.port}"
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._bridges: list[_SocketBridge] = []
+
+    # -- connection ---------------------------------------------------------------------------------------
+    def client(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
+                return self._client
+            self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> paramiko.SSHClient:
+        cfg = self.cfg
+        client = paramiko.SSHClient()
+        known = Path(cfg.known_hosts).expanduser()
+        if known.exists():
+            client.load_host_keys(str(known))
+        if cfg.strict_host_key_checking:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            log.warning("SSH host key checking is OFF for %s: the connection could be intercepted. Turn "
+                        "ssh.strict_host_key_checking back on once the host key is in %s", self.where, known)
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - explicit, loudly logged opt-out
+        key_hint = f"ssh-keyscan -p {cfg.port} {cfg.host} >> {known}"
+        try:
+            client.connect(
+                cfg.host, port=cfg.port, username=cfg.user,
+                key_filename=str(Path(cfg.key_file).expanduser()) if cfg.key_file else None,
+                passphrase=cfg.key_passphrase.get_secret_value() if cfg.key_passphrase else None,
+                timeout=cfg.connect_timeout_s, banner_timeout=cfg.connect_timeout_s,
+                auth_timeout=cfg.connect_timeout_s, allow_agent=cfg.key_file is None,
+                look_for_keys=cfg.key_file is None, transport_factory=_StreamLocalTransport,
+            )
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(
+                f"the host key of {cfg.host}:{cfg.port} CHANGED: got {exc.key.get_name()} "
+                f"{exc.key.fingerprint}, known_hosts has {exc.expected_key.fingerprint}. This is either a rebuilt "
+                f"droplet or someone in the middle. Verify the new key out of band (DigitalOcean console), then "
+                f"`ssh-keygen -R '[{cfg.host}]:{cfg.port}' -f {known}` and `{key_hint}`"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise ConnectError(f"SSH authentication as {cfg.user}@{cfg.host} failed ({exc}): check ssh.user and "
+                               f"ssh.key_file, and that the public key is in the droplet's authorized_keys") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(
+                    f"{cfg.host}:{cfg.port} is not in {known}; strict host-key checking refuses unknown hosts. Add "
+                    f"its key after verifying the fingerprint out of band: `{key_hint}`") from None
+            raise ConnectError(f"SSH to {self.where} failed: {exc}") from exc
+        except OSError as exc:
+            raise ConnectError(f"cannot reach {self.where}: {exc}; check ssh.host/ssh.port and the firewall") from exc
+        transport = client.get_transport()
+        assert transport is not None  # noqa: S101 - connect succeeded
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        if cfg.keepalive_s:
+            transport.set_keepalive(cfg.keepalive_s)
+        return client
+
+    def transport(self) -> _StreamLocalTransport:
+        return self.client().get_transport()  # type: ignore[return-value]
+
+    # -- commands -----------------------------------------------------------------------------------------
+    def _run(self, command: Command, *, timeout: float | None, stdin: Stdin) -> Result:
+        start = time.monotonic()
+        with self._stream(command, timeout=timeout, check=False, stdin=stdin) as out:
+            stdout = out.read()
+        assert out.result is not None  # noqa: S101
+        return Result(command, out.result.exit_code, stdout, out.result.stderr, time.monotonic() - start, self.where)
+
+    @contextlib.contextmanager
+    def _stream(self, command: Command, *, timeout: float | None, check: bool, stdin: Stdin) -> Iterator[Stream]:
+        start = time.monotonic()
+        line, preamble = remote_command(command, timeout)
+        try:
+            chan = self.transport().open_session(timeout=self.cfg.connect_timeout_s)
+            chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"SSH channel to {self.where} failed: {exc}") from exc
+        tail = StderrTail()
+        fired = threading.Event()
+
+        def feed() -> None:
+            try:
+                if preamble:
+                    chan.sendall(preamble)
+                for chunk in iter_stdin(stdin):
+                    chan.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(OSError, EOFError):
+                    chan.shutdown_write()
+
+        def drain() -> None:
+            while data := chan.recv_stderr(CHUNK):
+                tail.add(data)
+
+        def kill() -> None:
+            fired.set()
+            chan.close()
+
+        threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
+        for t in threads:
+            t.start()
+        timer = threading.Timer(timeout + 5, kill) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        stream = _ChannelStream(chan)
+        try:
+            yield stream
+            while chan.recv(CHUNK):  # unread output: let the command finish writing
+                pass
+        except BaseException:
+            chan.close()
+            raise
+        finally:
+            got = chan.status_event.wait(None if timeout is None else timeout + 10)
+            code = chan.exit_status if got else -1
+            if timer:
+                timer.cancel()
+            for t in threads:
+                t.join(5)
+            chan.close()
+            stream.result = Result(command, code, b"", tail.value(), time.monotonic() - start, self.where)
+        if fired.is_set() or (timeout and code in (124, 137)):
+            raise CommandTimeout(stream.result, f"the command ran past its {timeout:g} s timeout")
+        if check:
+            stream.result.check()
+
+    # -- files --------------------------------------------------------------------------------------------
+    def get(self, remote_path: str, local_path: str) -> None:
+        with self.client().open_sftp() as sftp:
+            sftp.get(remote_path, local_path)
+
+    def put(self, local_path: str, remote_path: str, mode: int = 0o600) -> None:
+        with self.client().open_sftp() as sftp:
+            sftp.put(local_path, remote_path)
+            sftp.chmod(remote_path, mode)
+
+    # -- the Docker socket --------------------------------------------------------------------------------
+    def docker_socket_url(self, remote_socket: str) -> str:
+        """A local unix:// URL whose connections are tunnelled to `remote_socket` on the droplet."""
+        bridge = _SocketBridge(self, remote_socket)
+        self._bridges.append(bridge)
+        return f"unix://{bridge.path}"
+
+    def open_unix_channel(self, path: str) -> paramiko.Channel:
+        try:
+            return self.transport().open_unix_channel(path, timeout=self.cfg.connect_timeout_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"cannot open {path} on {self.where} through SSH ({exc}); check that the socket "
+                               f"exists and sshd allows stream-local forwarding") from exc
+
+    def close(self) -> None:
+        for bridge in self._bridges:
+            bridge.close()
+        self._bridges.clear()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class _ChannelStream(Stream):
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            chunks = []
+            while data := self._chan.recv(CHUNK):
+                chunks.append(data)
+            return b"".join(chunks)
+        try:
+            return self._chan.recv(size)
+        except OSError:
+            return b""
+
+
+class _SocketBridge:
+    """A local unix socket; each accepted connection gets its own SSH channel to the remote socket."""
+
+    def __init__(self, ex: SSHExecutor, remote: str) -> None:
+        self.ex, self.remote = ex, remote
+        self.dir = tempfile.mkdtemp(prefix="ssh-docker-")
+        self.path = os.path.join(self.dir, "docker.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.server.listen(64)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name="ssh-docker-bridge").start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            chan = self.ex.open_unix_channel(self.remote)
+        except ConnectError as exc:
+            log.warning("%s", exc)
+            conn.close()
+            return
+
+        def up() -> None:
+            try:
+                while data := conn.recv(CHUNK):
+                    chan.sendall(data)
+            except OSError:
+                pass
+            with contextlib.suppress(OSError, EOFError):
+                chan.shutdown_write()
+
+        t = threading.Thread(target=up, daemon=True)
+        t.start()
+        try:
+            while data := chan.recv(CHUNK):
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
+            t.join(timeout=30)
+            chan.close()
+            conn.close()
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+            os.rmdir(self.dir)
