@@ -1,0 +1,91 @@
+"""podman's Docker-compatible Engine API on a private socket, with private storage, for the sandbox and tests.
+
+crun fails on this kind of machine and podman's default ulimits cannot be applied in the sandbox, so it gets its
+own containers.conf (runc, no default ulimits), as measured in TESTBED.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from odoo_stack_ops.errors import OpsError
+
+CONF = '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n'
+
+
+class PodmanService:
+    def __init__(self, base: Path | None = None) -> None:
+        self.base = Path(base or tempfile.mkdtemp(prefix="podman-"))
+        self.socket_path = str(self.base / "podman.sock")
+        self.base_url = f"unix://{self.socket_path}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf"),
+                "TMPDIR": str(self.base / "tmp")}
+
+    def podman(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        """The podman CLI on the same private storage as the service."""
+        argv = ["podman", "--root", str(self.base / "root"), "--runroot", str(self.base / "runroot"), *args]
+        return subprocess.run(argv, env=self.env(), capture_output=True, check=True, **kw)
+
+    def start(self, timeout: float = 30) -> PodmanService:
+        if not shutil.which("podman"):
+            raise OpsError("podman missing: apt-get install podman runc")
+        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
+        (self.base / "containers.conf").write_text(CONF)
+        log = (self.base / "service.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["podman", "--root", str(self.base / "root"), "--runroot", str(self.base / "runroot"),
+             "system", "service", "--time=0", self.base_url],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise OpsError(f"podman service exited: {(self.base / 'service.log').read_text()[-500:]}")
+            try:
+                c = self.client()
+                c.ping()
+                c.close()
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        raise OpsError("podman service did not answer /_ping in time")
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.base_url, timeout=120)
+
+    def stop(self) -> None:
+        try:
+            c = self.client()
+            for ctr in c.containers.list(all=True):
+                ctr.remove(force=True)
+            c.close()
+        except Exception:  # noqa: BLE001, S110 - best effort before the service goes
+            pass
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        # container processes and conmon may outlive the service; storage mounts must go before removal
+        subprocess.run(["pkill", "-f", str(self.base)], check=False)
+        subprocess.run(["sh", "-c", f"grep -o '{self.base}[^ ]*' /proc/mounts | sort -r | xargs -r umount -l"],
+                       check=False, capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> PodmanService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
