@@ -1,0 +1,77 @@
+"""What only the SSH executor does: strict host keys, the opt-out, the Docker socket through SSH."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from odoo_stack_ops.command import Command
+from odoo_stack_ops.config import DockerConfig
+from odoo_stack_ops.errors import ConnectError, HostKeyError
+from odoo_stack_ops.executors.docker import docker_client, find_container
+from odoo_stack_ops.executors.ssh import SSHExecutor, remote_command
+from odoo_stack_ops.sandbox.sshd import keygen
+
+
+def test_unknown_host_is_refused_with_a_fix(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostKeyError) as err:
+        SSHExecutor(sshd.ssh_config(known_hosts=empty)).run(["true"])
+    assert "not in" in str(err.value) and "ssh-keyscan" in str(err.value)
+
+
+def test_changed_host_key_is_refused_with_a_fix(sshd, tmp_path):
+    other = keygen(tmp_path / "other")
+    kind, key = other.with_suffix(".pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[{sshd.host}]:{sshd.port} {kind} {key}\n")
+    with pytest.raises(HostKeyError) as err:
+        SSHExecutor(sshd.ssh_config(known_hosts=wrong)).run(["true"])
+    text = str(err.value)
+    assert "CHANGED" in text and "ssh-keygen -R" in text
+
+
+def test_opt_out_connects_and_warns(sshd, tmp_path, caplog):
+    empty = tmp_path / "kh"
+    empty.write_text("")
+    with caplog.at_level(logging.WARNING):
+        ex = SSHExecutor(sshd.ssh_config(known_hosts=empty, strict_host_key_checking=False))
+        assert ex.run(["echo", "ok"]).stdout == b"ok\n"
+        ex.close()
+    assert "host key checking is OFF" in caplog.text
+
+
+def test_wrong_key_is_a_connect_error(sshd, tmp_path):
+    with pytest.raises(ConnectError, match="authentication"):
+        SSHExecutor(sshd.ssh_config(key_file=keygen(tmp_path / "stranger"))).run(["true"])
+
+
+def test_remote_command_keeps_secrets_out_of_the_command_line():
+    from pydantic import SecretStr
+
+    line, preamble = remote_command(Command.of(["pg_dump", "db"], {"PGPASSWORD": SecretStr("s3cr3t-x")}), None)
+    assert "s3cr3t-x" not in line and preamble == b"s3cr3t-x\n"
+    assert "IFS= read -r PGPASSWORD" in line
+
+
+def test_docker_api_through_ssh_finds_the_compose_service(sshd, podman, stack_containers):
+    ssh = SSHExecutor(sshd.ssh_config())
+    try:
+        client = docker_client(DockerConfig(mode="ssh", remote_socket=podman.socket_path), ssh)
+        odoo = find_container(client, "odoo-core", "sandbox")
+        assert odoo.labels["com.docker.compose.service"] == "odoo-core"
+        assert odoo.exec_run(["odoo", "--version"]).output.strip() == b"Odoo Server 18.0"
+        assert len(client.containers.list()) >= 4
+        client.close()
+    finally:
+        ssh.close()
+
+
+def test_missing_service_lists_what_exists(docker_client, stack_containers):
+    from odoo_stack_ops.errors import OpsError
+
+    with pytest.raises(OpsError, match="no running container for service 'nope'") as err:
+        find_container(docker_client, "nope", "sandbox")
+    assert "sandbox-odoo-core-1" in str(err.value)
