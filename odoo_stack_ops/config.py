@@ -438,16 +438,23 @@ def load_config(
             parsed: Any = [v.strip() for v in value.split(",") if v.strip()] if key in LIST_VARS else value
             _set(tree, ENV_MAP[key], parsed)
     sources.append("environment")
-    tree = _resolve_secret_blocks(tree)
+    # register whatever secret-looking values we were given before validating, so no error can leak them
+    for key, value in overlay.items():
+        if ENV_MAP.get(key, ("",))[-1] in SECRET_FIELDS:
+            redact.register(value)
+    return validate_tree(_resolve_secret_blocks(tree), " + ".join(sources))
+
+
+SECRET_FIELDS = {"password", "token", "api_key", "secret_access_key", "service_role_key", "encryption_key",
+                 "webhook_url", "db_dsn", "key_passphrase", "access_key_id", "age_identity", "admin_password"}
+
+
+def validate_tree(tree: dict[str, Any], where: str = "stack") -> StackConfig:
+    """Validate a configuration tree; register its secrets for redaction. Raises ConfigError with every error."""
     try:
         config = StackConfig.model_validate(tree)
     except ValidationError as exc:
-        # register whatever secret-looking values we were given before reporting, so nothing leaks
-        for key, value in overlay.items():
-            if ENV_MAP.get(key, ("",))[-1] in {"password", "token", "api_key", "secret_access_key", "service_role_key",
-                                               "encryption_key", "webhook_url", "db_dsn", "key_passphrase"}:
-                redact.register(value)
-        raise ConfigError(format_errors(exc, " + ".join(sources))) from None
+        raise ConfigError(format_errors(exc, where)) from None
     for secret in config.secrets():
         redact.register(secret)
     return config
