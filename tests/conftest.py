@@ -35,7 +35,8 @@ class _Collector(logging.Handler):
 
 COLLECTOR = _Collector()
 logging.getLogger().addHandler(COLLECTOR)
-logging.getLogger().setLevel(logging.DEBUG)
+logging.getLogger().setLevel(logging.INFO)
+logging.getLogger("odoo_stack_ops").setLevel(logging.DEBUG)
 
 
 def find_leaks(texts: list[str]) -> list[str]:

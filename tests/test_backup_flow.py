@@ -1,0 +1,122 @@
+"""backup/nightly and restore against the real test bed: TLS PostgreSQL, sshd + podman (Docker over SSH), S3."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import psycopg
+import pytest
+
+from odoo_stack_ops.backup import layout, restore as rs, spaces
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.sandbox import odoo_data
+from odoo_stack_ops.sandbox.images import write_files
+
+pytestmark = pytest.mark.integration
+
+
+def manifests(cfg):
+    s3 = spaces.client(cfg.spaces)
+    refs = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)
+    return [rs.load_manifest(s3, cfg.spaces.bucket, r.key) for r in refs]
+
+
+def container_files(docker_executor, root):
+    """{relative path: bytes} of every file under root inside odoo-core."""
+    listing = docker_executor.run(["sh", "-c", f'cd "{root}" && find . -type f -print0'], check=False)
+    out = {}
+    for raw in filter(None, listing.stdout.split(b"\0")):
+        rel = raw.decode().removeprefix("./")
+        out[rel] = docker_executor.run(["cat", f"{root}/{rel}"]).stdout
+    return out
+
+
+@pytest.fixture
+def backup_flow(prefect_harness):
+    from flows.backup import backup
+
+    return backup
+
+
+@pytest.fixture
+def restore_flow(prefect_harness):
+    from flows.restore import restore
+
+    return restore
+
+
+def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_config, stack_file, pg_tls,
+                                           docker_executor, seeded_filestore, tmp_path):
+    result = backup_flow(stack_file=stack_file)
+    key = result["odoo_core"]
+    (m,) = manifests(stack_config)
+    assert layout.manifest_key(stack_config.spaces.prefix, "odoo_core", m["stamp"]) == key
+    assert m["verified"] and m["verification"]["ok"], m["verification"]
+    assert m["modules"]["base"] == "18.0.1.3" and m["odoo_version"] == "18.0"
+    assert m["database_facts"]["tables"] > 300 and m["database_facts"]["large_objects"] == 3
+    assert m["filestore"]["files"] == len(seeded_filestore) and m["dump"]["stored_bytes"] > 0
+
+    out = restore_flow(stack_file=stack_file, database="odoo_core", target_database="restored_core",
+                       odoo_zip_path=str(tmp_path / "odoo.zip"))
+    assert out["database"] == "restored_core"
+    with psycopg.connect(**pg_tls.conninfo("odoo_core")) as a, psycopg.connect(**pg_tls.conninfo("restored_core")) as b:
+        assert odoo_data.table_checksums(a) == odoo_data.table_checksums(b)
+    restored = container_files(docker_executor, "/var/lib/odoo/filestore/restored_core")
+    assert restored == seeded_filestore
+
+    with zipfile.ZipFile(tmp_path / "odoo.zip") as zf:
+        names = set(zf.namelist())
+        assert {"dump.sql", "manifest.json"} <= names
+        assert {f"filestore/{p}" for p in seeded_filestore} <= names
+        assert json.loads(zf.read("manifest.json"))["modules"]["base"] == "18.0.1.3"
+        with zf.open("dump.sql") as fh:
+            head = fh.read(200_000).decode("utf-8", "replace")
+        assert "CREATE TABLE" in head
+
+    with pytest.raises(OpsError, match="already exists"):
+        restore_flow.fn(stack_file=stack_file, database="odoo_core", target_database="restored_core",
+                        restore_filestore=False)
+    pg_tls.dropdb("restored_core")
+    docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/restored_core"])
+
+
+def test_second_night_uploads_only_new_objects(backup_flow, stack_config, stack_file, docker_executor):
+    backup_flow(stack_file=stack_file)
+    s3 = spaces.client(stack_config.spaces)
+    before = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/objects/")}
+    new = odoo_data.make_filestore(2, seed=99, nested_extra=False)
+    container = docker_executor.container
+    write_files(container, "/var/lib/odoo/filestore/odoo_core", new)
+    try:
+        backup_flow(stack_file=stack_file)
+    finally:
+        docker_executor.run(["rm", "-f", *[f"/var/lib/odoo/filestore/odoo_core/{p}" for p in new]])
+    after = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/objects/")}
+    added = set(after) - set(before)
+    assert len(added) == 2 and sum(after[k] for k in added) == sum(len(v) for v in new.values())
+    second = manifests(stack_config)[-1]
+    assert second["filestore"]["new_objects"] == 2
+    assert second["filestore"]["new_bytes"] == sum(len(v) for v in new.values())
+    assert second["filestore"]["files"] == second["filestore"]["files"]
+
+
+def test_staging_refresh_neutralizes_odoo_dev(backup_flow, restore_flow, stack_file, pg_tls, docker_executor):
+    backup_flow(stack_file=stack_file)
+    restore_flow(stack_file=stack_file, database="odoo_core", staging=True)
+    rows = pg_tls.execute("SELECT count(*) FILTER (WHERE active) FROM ir_mail_server", "odoo_dev")
+    assert rows[0][0] == 0
+    crons = pg_tls.execute("SELECT cron_name, active FROM ir_cron ORDER BY id", "odoo_dev")
+    assert crons[0][1] is True and all(not active for _, active in crons[1:])  # autovacuum stays on
+    flag = pg_tls.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'", "odoo_dev")
+    assert flag == [("True",)]
+    uuid_core = pg_tls.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.uuid'", "odoo_core")
+    uuid_dev = pg_tls.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.uuid'", "odoo_dev")
+    assert uuid_core != uuid_dev
+    assert pg_tls.execute("SELECT count(*) FROM ir_mail_server WHERE active", "odoo_core")[0][0] == 1
+    docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/odoo_dev"])
+
+
+def test_staging_refresh_never_targets_production(restore_flow, stack_file):
+    with pytest.raises(OpsError, match="production"):
+        restore_flow.fn(stack_file=stack_file, database="odoo_core", target_database="odoo_core", staging=True)
