@@ -307,7 +307,8 @@ class _SocketBridge:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
             t.join(timeout=30)
-            chan.close()
+            with contextlib.suppress(OSError, EOFError):
+                chan.close()
             conn.close()
 
     def close(self) -> None:

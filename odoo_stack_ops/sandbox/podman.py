@@ -80,8 +80,14 @@ class PodmanService:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         # container processes and conmon may outlive the service; storage mounts must go before removal
         subprocess.run(["pkill", "-f", str(self.base)], check=False)
-        subprocess.run(["sh", "-c", f"grep -o '{self.base}[^ ]*' /proc/mounts | sort -r | xargs -r umount -l"],
-                       check=False, capture_output=True)
+        for _ in range(10):
+            mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()
+                      if ln.split()[1].startswith(str(self.base))]
+            if not mounts:
+                break
+            for m in sorted(mounts, reverse=True):
+                subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+            time.sleep(0.3)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PodmanService:
