@@ -41,6 +41,15 @@ def drop_database(db: DatabaseConfig, name: str) -> None:
             sql.Identifier(ensure_identifier(name, "database"))))
 
 
+def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
+    """Drop scratch databases a crashed verification left behind (runs never overlap, so all are stale)."""
+    with connect(db, db.name, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'verify\_%'")]
+    for name in names:
+        drop_database(db, name)
+    return names
+
+
 def database_exists(db: DatabaseConfig, name: str) -> bool:
     with connect(db, db.name, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
@@ -111,7 +120,9 @@ def verify_backup(
     record: dict[str, Any] = {"ok": False, "scratch_database": scratch, "server": f"{server.host}:{server.port}"}
     problems: list[str] = []
     try:
-        drop_database(server, scratch)  # left over by a crashed run
+        stale = drop_stale_scratch(server)
+        if stale:
+            log.warning("dropped scratch database(s) left by an interrupted verification: %s", stale)
         create_database(server, scratch)
         executor.run(
             [*pgdump.pg_restore_argv(scratch), "--single-transaction"], env=server.libpq_env(scratch),

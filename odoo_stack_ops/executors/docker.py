@@ -126,9 +126,12 @@ class DockerExecutor(Executor):
             yield stream
             while stream.read(CHUNK):
                 pass
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 raw.shutdown(socket.SHUT_RDWR)
+            if not isinstance(exc, ConnectError) and not self._reachable():
+                raise ConnectError(f"Docker API connection lost while running {command.masked()} in {self.where}; "
+                                   f"transient, retried") from exc
             raise
         finally:
             if timer:
@@ -143,9 +146,18 @@ class DockerExecutor(Executor):
         if check:
             stream.result.check()
 
+    def _reachable(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+
     def _exit_code(self, exec_id: str) -> int:
         for _ in range(100):  # the API may report the exec running for a moment after its output ended
-            info = self.client.api.exec_inspect(exec_id)
+            try:
+                info = self.client.api.exec_inspect(exec_id)
+            except Exception as exc:
+                raise ConnectError(f"Docker API connection lost while waiting for {self.where}: {exc}") from exc
             if not info.get("Running"):
                 return int(info.get("ExitCode") if info.get("ExitCode") is not None else -1)
             time.sleep(0.05)

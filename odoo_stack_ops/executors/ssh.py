@@ -135,6 +135,10 @@ class SSHExecutor(Executor):
             transport.set_keepalive(cfg.keepalive_s)
         return client
 
+    def _alive(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return bool(transport and transport.is_active())
+
     def transport(self) -> _StreamLocalTransport:
         return self.client().get_transport()  # type: ignore[return-value]
 
@@ -190,8 +194,11 @@ class SSHExecutor(Executor):
             yield stream
             while chan.recv(CHUNK):  # unread output: let the command finish writing
                 pass
-        except BaseException:
+        except BaseException as exc:
             chan.close()
+            if not self._alive() and not isinstance(exc, ConnectError):
+                raise ConnectError(f"SSH connection to {self.where} dropped while running {command.masked()}; "
+                                   f"transient, retried") from exc
             raise
         finally:
             got = chan.status_event.wait(None if timeout is None else timeout + 10)
@@ -202,6 +209,9 @@ class SSHExecutor(Executor):
                 t.join(5)
             chan.close()
             stream.result = Result(command, code, b"", tail.value(), time.monotonic() - start, self.where)
+        if code == -1 and not fired.is_set() and not self._alive():
+            raise ConnectError(f"SSH connection to {self.where} dropped while running {command.masked()}; "
+                               f"transient, retried")
         if fired.is_set() or (timeout and code in (124, 137)):
             raise CommandTimeout(stream.result, f"the command ran past its {timeout:g} s timeout")
         if check:
