@@ -24,7 +24,7 @@ import zstandard
 
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.spaces import explain
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.errors import ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 
 log = logging.getLogger(__name__)
@@ -220,33 +220,43 @@ def backup_filestore(
     by_path = {e.path: e for e in to_read}
     uploader = _Uploader(s3, bucket, encrypt)
     try:
-        for argv in tar_batches(root, to_read):
-            with executor.stream(argv, timeout=3600) as out, tarfile.open(fileobj=out, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    entry = by_path[member.name.removeprefix("./")]
-                    record, key, spool, size = _spool_member(tar, member, entry, prefix, tag)
-                    stored.append(record)
-                    if key in present:
-                        spool.close()
-                        continue
-                    present.add(key)
-                    stats.new_objects += 1
-                    stats.new_bytes += size
-                    uploader.submit(key, spool, size)
-                    if progress:
-                        progress(stats)
-                for _ in out:  # tar's end-of-archive padding: read it so tar exits 0, not on SIGPIPE
-                    pass
+        _read_batches(executor, root, to_read, by_path, prefix, tag, present, stored, stats, uploader, progress)
+    except (tarfile.ReadError, EOFError) as exc:
+        raise ConnectError(f"the filestore transfer from {executor.where} was cut short ({exc}); transient, "
+                           f"retried") from exc
     finally:
         uploader.finish()
     if len(stored) != len(entries):
         missing = sorted({e.path for e in entries} - {s.path for s in stored})[:5]
-        raise OpsError(f"filestore changed while reading: {len(entries) - len(stored)} file(s) vanished, e.g. "
-                       f"{missing}; run the backup again")
+        raise ConnectError(f"{len(entries) - len(stored)} filestore file(s) did not arrive, e.g. {missing}: the "
+                           f"transfer was cut or the files were deleted meanwhile; transient, retried")
     stats.duration_s = round(time.monotonic() - start, 3)
     return sorted(stored, key=lambda f: f.path), stats
+
+
+def _read_batches(executor: Executor, root: str, to_read: list[FileEntry], by_path: dict[str, FileEntry],
+                  prefix: str, tag: str | None, present: set[str], stored: list[StoredFile], stats: FilestoreStats,
+                  uploader: _Uploader, progress: Any) -> None:
+    """Stream the files to read as tar batches, hash each, queue the missing objects for upload."""
+    for argv in tar_batches(root, to_read):
+        with executor.stream(argv, timeout=3600) as out, tarfile.open(fileobj=out, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                entry = by_path[member.name.removeprefix("./")]
+                record, key, spool, size = _spool_member(tar, member, entry, prefix, tag)
+                stored.append(record)
+                if key in present:
+                    spool.close()
+                    continue
+                present.add(key)
+                stats.new_objects += 1
+                stats.new_bytes += size
+                uploader.submit(key, spool, size)
+                if progress:
+                    progress(stats)
+            for _ in out:  # tar's end-of-archive padding: read it so tar exits 0, not on SIGPIPE
+                pass
 
 
 def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry, prefix: str,

@@ -35,6 +35,7 @@ def docker_client(cfg: DockerConfig, ssh: SSHExecutor | None = None) -> docker.D
     if cfg.mode == "ssh":
         if ssh is None:
             raise OpsError("docker.mode is 'ssh' but no SSH connection is configured")
+        ssh.client()  # connect first: a host-key or login problem must surface as itself
         url = ssh.docker_socket_url(cfg.remote_socket)
     else:
         url = cfg.base_url or "unix:///var/run/docker.sock"

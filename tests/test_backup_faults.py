@@ -1,0 +1,146 @@
+"""Faults during backup/nightly: S3 errors, the process killed at random points, the SSH connection cut.
+After each: nothing half-published, no orphan multipart upload once the next run is done, and the next
+run succeeds; retention never prunes after a failed night."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from odoo_stack_ops.backup import restore as rs
+from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.config import validate_tree
+from odoo_stack_ops.errors import OpsError
+from tests.faults import S3FaultProxy, TcpCutProxy
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def published(cfg):
+    s3 = spaces.client(cfg.spaces)
+    return [rs.load_manifest(s3, cfg.spaces.bucket, r.key)
+            for r in rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)]
+
+
+def assert_consistent(cfg):
+    """Every published manifest's dump exists and hashes as recorded; its filestore manifest exists."""
+    s3 = spaces.client(cfg.spaces)
+    for m in published(cfg):
+        h = hashlib.sha256()
+        for chunk in spaces.read_chunks(s3, cfg.spaces.bucket, m["dump"]["key"]):
+            h.update(chunk)
+        assert h.hexdigest() == m["dump"]["stored_sha256"]
+        s3.head_object(Bucket=cfg.spaces.bucket, Key=m["filestore"]["manifest_key"])
+
+
+def open_uploads(cfg):
+    s3 = spaces.client(cfg.spaces)
+    return s3.list_multipart_uploads(Bucket=cfg.spaces.bucket).get("Uploads", [])
+
+
+def write(tree, path):
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness, stack_tree, s3, tmp_path):
+    from flows.backup import backup
+
+    proxy = S3FaultProxy(s3.endpoint)
+    try:
+        proxy.fail(lambda m, p: m == "PUT" and "partNumber=1" in p, times=2)  # first dump part, twice
+        proxy.fail(lambda m, p: m == "PUT" and "/objects/" in p, status=503, code="SlowDown", times=3)
+        tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
+        backup(stack_file=write(tree, tmp_path / "s.yaml"))
+        cfg = validate_tree(tree)
+        assert [m["verified"] for m in published(cfg)] == [True]
+        assert all(rule[3] == 0 for rule in proxy.rules)  # every injected fault was hit
+        assert open_uploads(cfg) == []
+    finally:
+        proxy.stop()
+
+
+def test_permanent_s3_error_publishes_nothing_and_leaves_no_parts(prefect_harness, stack_tree, s3, mattermost,
+                                                                   tmp_path):
+    from flows.backup import backup
+
+    proxy = S3FaultProxy(s3.endpoint)
+    try:
+        proxy.fail(lambda m, p: m == "POST" and "uploadId=" in p, status=403, code="AccessDenied", times=100)
+        tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
+        mattermost.clear()
+        with pytest.raises(OpsError, match="AccessDenied"):
+            backup(stack_file=write(tree, tmp_path / "s.yaml"))
+        cfg = validate_tree(tree)
+        assert published(cfg) == [] and open_uploads(cfg) == []
+        assert any("FAILED" in t for t in mattermost.titles())
+    finally:
+        proxy.stop()
+
+
+def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, stack_tree, stack_file, pg_tls):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.backup import backup
+
+    cfg = validate_tree(stack_tree)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = f"from flows.backup import backup; backup(stack_file={stack_file!r})"
+    rnd = random.Random(7)
+    for delay in sorted(rnd.uniform(2.0, 9.0) for _ in range(4)):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert_consistent(cfg)  # whatever was published is whole
+    backup(stack_file=stack_file)
+    assert_consistent(cfg)
+    assert published(cfg)[-1]["verified"]
+    assert open_uploads(cfg) == []
+    leftovers = pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'")
+    assert leftovers == []
+
+
+def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path):
+    from flows.backup import backup
+
+    proxy = TcpCutProxy(sshd.host, sshd.port)
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(Path(stack_tree["ssh"]["known_hosts"]).read_text().replace(f"]:{sshd.port} ",
+                                                                                   f"]:{proxy.port} "))
+        tree = {**stack_tree, "ssh": {**stack_tree["ssh"], "port": proxy.port, "known_hosts": str(known)}}
+        proxy.cut_after = 60_000  # inside the first filestore transfer
+        backup(stack_file=write(tree, tmp_path / "s.yaml"))
+        assert proxy.cuts == 1
+        assert published(validate_tree(tree))[-1]["verified"]
+    finally:
+        proxy.stop()
+
+
+def test_failed_night_does_not_prune(prefect_harness, stack_tree, tmp_path):
+    from flows.backup import backup
+
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "retention_days": 1}}
+    path = write(tree, tmp_path / "s.yaml")
+    backup(stack_file=path)
+    cfg = validate_tree(tree)
+    first = published(cfg)
+    broken = {**tree, "backup": {**tree["backup"], "databases": ["odoo_core", "odoo_dev"]},
+              "database": {**tree["database"], "databases": ["odoo_core", "odoo_dev", "missing_db"]}}
+    broken["backup"]["databases"] = ["odoo_core", "missing_db"]
+    with pytest.raises(OpsError, match="missing_db"):
+        backup(stack_file=write(broken, tmp_path / "b.yaml"))
+    assert [m["stamp"] for m in published(cfg) if m["database"] == "odoo_core"][: len(first)] == \
+        [m["stamp"] for m in first]
