@@ -129,13 +129,13 @@ def filestore_nights(tmp: Path, s3: Any, bucket: str, files: int, new_fraction: 
 
 def run(gb: float = 1.0, repeat: int = 3, files: int = 1500) -> dict[str, Any]:
     import pyrage
+
+    from odoo_stack_ops.backup import spaces
     from odoo_stack_ops.sandbox.postgres import PgCluster
     from odoo_stack_ops.sandbox.s3 import S3Server
 
-    from odoo_stack_ops.backup import spaces
-
     tmp = Path(tempfile.mkdtemp(prefix="bench-backup-"))
-    pg = PgCluster(tmp / "pg")
+    pg = PgCluster()
     pg.start()
     s3srv = S3Server()
     s3srv.start()

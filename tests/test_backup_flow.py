@@ -8,7 +8,8 @@ import zipfile
 import psycopg
 import pytest
 
-from odoo_stack_ops.backup import layout, restore as rs, spaces
+from odoo_stack_ops.backup import layout, spaces
+from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.sandbox import odoo_data
 from odoo_stack_ops.sandbox.images import write_files
