@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from odoo_stack_ops.backup.retention import RetentionPolicy, render_plan
 from prefect import task
 
 from odoo_stack_ops.backup import prune, spaces
+from odoo_stack_ops.backup.retention import RetentionPolicy, render_plan
 from odoo_stack_ops.config import StackConfig
 from tasks.common import TRANSIENT_RETRIES, logger
 

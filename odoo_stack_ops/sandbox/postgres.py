@@ -111,6 +111,10 @@ class PgCluster:
             pw = pwd.getpwnam(RUN_AS)
             for p in (self.base, self.sock, pwfile):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
+            for parent in self.base.resolve().parents:  # postgres must be able to traverse to its directory
+                st = parent.stat()
+                if st.st_uid == 0 and not st.st_mode & 0o001:
+                    parent.chmod(st.st_mode | 0o001)
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, "--auth-local=trust",
                   "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
         pwfile.unlink()

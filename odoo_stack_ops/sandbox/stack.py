@@ -83,7 +83,7 @@ class SandboxStack:
         self.base.mkdir(parents=True, exist_ok=True)
         self.pg = PgCluster(self.base / "pg", tls=True).start()
         self.sshd = SshServer(self.base / "sshd").start()
-        self.podman = PodmanService(self.base / "podman").start()
+        self.podman = PodmanService().start()  # its runroot path must stay under 50 characters
         self.containers = start_stack(self.podman, build_image(self.podman), project=PROJECT)
         self.s3 = S3Server().start()
         self.s3.create_bucket(BUCKET)
