@@ -49,7 +49,7 @@ def database(db: DatabaseConfig, timeout: float = 10.0) -> list[CheckResult]:
     try:
         kw = db.connect_kwargs() | {"connect_timeout": max(1, int(timeout))}
         with psycopg.connect(**kw, autocommit=True) as conn:
-            conn.execute("SET statement_timeout = %s", (int(timeout * 1000),))
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(timeout * 1000)),))
             conn.execute("SELECT 1").fetchone()
             tls = conn.pgconn.ssl_in_use
             used = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname IS NOT NULL").fetchone()[0]
