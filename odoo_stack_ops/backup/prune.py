@@ -11,6 +11,7 @@ from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.filestore import decode_manifest
 from odoo_stack_ops.backup.retention import BackupRecord, RetentionPlan, RetentionPolicy, plan_retention
 from odoo_stack_ops.backup.spaces import delete_keys, get_bytes, iter_objects
+from odoo_stack_ops.errors import OpsError
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,10 @@ def load_records(s3: Any, bucket: str, prefix: str) -> list[BackupRecord]:
         try:
             ref = mf.ManifestRef.from_key(obj["Key"])
             doc = mf.decode(get_bytes(s3, bucket, obj["Key"]))
-        except ValueError:
-            log.warning("ignoring unreadable manifest %s", obj["Key"])
-            continue
+        except ValueError as exc:
+            # its objects would look unreferenced: refuse to plan rather than delete what it may need
+            raise OpsError(f"manifest {obj['Key']} is unreadable ({exc}); retention refuses to prune until it is "
+                           f"fixed or removed by hand") from exc
         tag = doc.get("encryption", {}).get("object_tag")
         fs_key = doc["filestore"]["manifest_key"]
         files = decode_manifest(get_bytes(s3, bucket, fs_key))
