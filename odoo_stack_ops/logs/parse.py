@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-NAMESPACE = uuid.UUID("6f1d3c52-8a1e-4d8e-9a7e-0d1c2b3a4f50")
 ODOO = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}) (\d+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) "
                   r"([\w.]+): ?(.*)$")
 NGINX_ACCESS = re.compile(r'^(\S+) - (\S+) \[([^\]]+)\] "(\S+) (\S+)(?: (\S+))?" (\d{3}) (\d+|-) "([^"]*)" "([^"]*)"')
@@ -55,16 +54,8 @@ def split_stamp(raw: str) -> tuple[str, str]:
 
 
 def parse_stamp(stamp: str) -> datetime:
-    """RFC 3339 with nanoseconds (Docker) → aware datetime (microseconds)."""
-    s = stamp.rstrip("Z")
-    main, _, frac = s.partition(".")
-    tz = UTC
-    if "+" in frac or "-" in frac:  # offset after the fraction
-        m = re.match(r"(\d*)([+-]\d{2}:\d{2})", frac)
-        if m:
-            frac = m.group(1)
-            return datetime.fromisoformat(f"{main}.{(frac + '000000')[:6]}{m.group(2)}").astimezone(UTC)
-    return datetime.fromisoformat(f"{main}.{(frac + '000000')[:6]}").replace(tzinfo=tz)
+    """RFC 3339 with up to nanoseconds (Docker) → aware datetime; Python 3.11 truncates past microseconds."""
+    return datetime.fromisoformat(stamp).astimezone(UTC)
 
 
 def number_lines(raw_lines: Iterable[str], after: tuple[str, int] | None = None) -> Iterator[Line]:
@@ -123,8 +114,9 @@ def parse_text(kind: str, text: str, stream: str) -> tuple[str | None, str | Non
 
 
 def row_id(host: str, container: str, stream: str, line: Line, text: str) -> uuid.UUID:
-    digest = hashlib.sha1(text.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
-    return uuid.uuid5(NAMESPACE, f"{host}\0{container}\0{stream}\0{line.stamp}\0{line.seq}\0{digest}")
+    """128 bits of BLAKE2b over where the entry sits and what it says: stable across re-reads."""
+    key = f"{host}\0{container}\0{stream}\0{line.stamp}\0{line.seq}\0{text}".encode("utf-8", "surrogateescape")
+    return uuid.UUID(bytes=hashlib.blake2b(key, digest_size=16).digest())
 
 
 def to_row(entry: Entry, *, host: str, container: str, stream: str, kind: str) -> tuple[Any, ...]:
