@@ -97,6 +97,8 @@ class DatabaseConfig(_Model):
     )
     sslrootcert: Path | None = Field(None, description="CA certificate for verify-ca / verify-full")
     pool_size: int = Field(25, ge=1, description="Connection pool size of the cluster")
+    maintenance_db: str = Field("postgres", description="Database to connect to for CREATE/DROP DATABASE and locks "
+                                "(DigitalOcean clusters also have `defaultdb`)")
     connect_timeout_s: int = Field(10, ge=1, description="libpq connect_timeout")
 
     @field_validator("name")

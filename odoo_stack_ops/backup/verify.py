@@ -31,19 +31,19 @@ def scratch_name(database: str, st: str) -> str:
 
 
 def create_database(db: DatabaseConfig, name: str) -> None:
-    with connect(db, db.name, autocommit=True) as conn:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(ensure_identifier(name, "database"))))
 
 
 def drop_database(db: DatabaseConfig, name: str) -> None:
-    with connect(db, db.name, autocommit=True) as conn:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(ensure_identifier(name, "database"))))
 
 
 def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
     """Drop scratch databases a crashed verification left behind (runs never overlap, so all are stale)."""
-    with connect(db, db.name, autocommit=True) as conn:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
         names = [r[0] for r in conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'verify\_%'")]
     for name in names:
         drop_database(db, name)
@@ -51,7 +51,7 @@ def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
 
 
 def database_exists(db: DatabaseConfig, name: str) -> bool:
-    with connect(db, db.name, autocommit=True) as conn:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 

@@ -1,0 +1,126 @@
+"""module-upgrade on the test bed: the odoo stand-in changes the real database, /web/health is real HTTP.
+Success; failing upgrade → rollback → healthy; hang → timeout → rollback; missing dependency and injection
+refused before any change; a held lock makes a second run wait and give up."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from odoo_stack_ops.backup import restore as rs
+from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.config import validate_tree
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.sandbox.images import write_files
+
+pytestmark = pytest.mark.integration
+
+ADDONS = {
+    "ipai_finance_ppm/__manifest__.py": b"{'name': 'PPM', 'version': '18.0.1.0.5', 'depends': ['account']}",
+    "ipai_finance_ppm/models.py": b"# v5\n",
+    "ipai_new/__manifest__.py": b"{'name': 'New', 'version': '18.0.1.0.0', 'depends': ['base', 'mail']}",
+    "ipai_broken/__manifest__.py": b"{'name': 'Broken', 'version': '18.0.1.0.0', 'depends': ['not_there']}",
+}
+
+
+@pytest.fixture(scope="session")
+def addons(stack_containers, docker_client, seeded_filestore):
+    odoo = docker_client.containers.get(stack_containers["odoo-core"]["container"])
+    write_files(odoo, "/mnt/extra-addons/ipai", ADDONS, uid=0)
+    return odoo
+
+
+@pytest.fixture(scope="session")
+def db_writes_limit(prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="odoo-db-writes", limit=1))
+
+
+@pytest.fixture
+def run(db_writes_limit, stack_tree, addons, tmp_path, pg_tls):
+    from flows.module_upgrade import UpgradeRequest, module_upgrade
+
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump(stack_tree))
+
+    def go(**kw):
+        return module_upgrade(UpgradeRequest(**kw), stack_file=str(path))
+
+    yield go
+    addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+    pg_tls.execute("DELETE FROM ir_module_module WHERE name = 'ipai_new'", "odoo_core")
+
+
+def state(pg, name):
+    rows = pg.execute(f"SELECT state, latest_version FROM ir_module_module WHERE name = '{name}'", "odoo_core")
+    return rows[0] if rows else None
+
+
+def published(stack_tree):
+    cfg = validate_tree(stack_tree)
+    return rs.list_manifests(spaces.client(cfg.spaces), cfg.spaces.bucket, cfg.spaces.prefix)
+
+
+def test_success_installs_and_upgrades_then_stores_hashes(run, pg_tls, stack_tree, mattermost):
+    mattermost.clear()
+    out = run(install=["ipai_new"], upgrade=["ipai_finance_ppm"])
+    assert out["result"] == "upgraded" and out["healthy_after_s"] >= 0
+    assert state(pg_tls, "ipai_new") == ("installed", "18.0.1.0.0")
+    assert state(pg_tls, "ipai_finance_ppm") == ("installed", "18.0.1.0.5")
+    assert len(published(stack_tree)) == 1  # the rollback point
+    stored = pg_tls.execute("SELECT count(*) FROM ir_config_parameter WHERE key LIKE 'odoo_stack_ops.addon_hash.%'",
+                            "odoo_core")[0][0]
+    assert stored >= 2
+    assert "upgraded" in mattermost.titles()[-1]
+    # nothing changed since: "changed" finds nothing to do, and makes no backup
+    again = run(changed=True)
+    assert again["result"] == "nothing to do" and len(published(stack_tree)) == 1
+
+
+def test_failing_upgrade_rolls_back_and_is_healthy(run, addons, pg_tls):
+    before = state(pg_tls, "ipai_finance_ppm")
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo fail > /var/lib/odoo/.standin/mode"])
+    with pytest.raises(OpsError, match="rolled back") as err:
+        run(upgrade=["ipai_finance_ppm"])
+    assert "Failed to load registry" in str(err.value)
+    assert state(pg_tls, "ipai_finance_ppm") == before  # 'to upgrade' was rolled back
+
+
+def test_hung_upgrade_times_out_and_rolls_back(run, addons, pg_tls):
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
+    with pytest.raises(OpsError, match="did not finish within 3 s"):
+        run(install=["ipai_new"], upgrade_timeout_s=3)
+    assert state(pg_tls, "ipai_new") is None
+
+
+def test_missing_dependency_refused_before_any_change(run, stack_tree):
+    with pytest.raises(OpsError, match="missing dependency not_there"):
+        run(install=["ipai_broken"])
+    assert published(stack_tree) == []
+
+
+def test_injection_in_a_module_name_is_refused(run, stack_tree, addons):
+    for bad in ["x; touch /tmp/pwned", "$(id)", "base,web", "../etc"]:
+        with pytest.raises(Exception, match=r"identifier|not plain|refusing"):
+            run(install=[bad])
+    assert addons.exec_run(["sh", "-c", "ls /tmp/pwned 2>/dev/null | wc -l"]).output.strip() == b"0"
+    assert published(stack_tree) == []
+
+
+def test_dry_run_plans_only(run, pg_tls, stack_tree):
+    out = run(install=["ipai_new"], dry_run=True)
+    assert out["plan"]["install"] == ["ipai_new"] and out["result"].startswith("dry run")
+    assert state(pg_tls, "ipai_new") is None and published(stack_tree) == []
+
+
+def test_second_run_waits_for_the_lock_then_gives_up(run, pg_tls):
+    import psycopg
+
+    with psycopg.connect(**pg_tls.conninfo("postgres"), autocommit=True) as holder:  # locks live in the maintenance db
+        holder.execute("SELECT pg_advisory_lock(hashtext('odoo-stack-ops:upgrade:odoo_core'))")
+        with pytest.raises(OpsError, match="another module upgrade of odoo_core is running"):
+            run(install=["ipai_new"], lock_wait_s=2)
+    assert state(pg_tls, "ipai_new") is None
