@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.docker",
     "tests.fixtures.stack",
+    "tests.fixtures.n8n",
 ]
 
 
