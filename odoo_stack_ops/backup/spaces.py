@@ -26,7 +26,7 @@ from odoo_stack_ops.errors import ConnectError, OpsError
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 32 * 1024 * 1024  # S3 allows 10,000 parts: 32 MiB parts cover 320 GB
+PART_SIZE = 16 * 1024 * 1024  # S3 allows 10,000 parts: 16 MiB parts cover 160 GB
 MAX_INFLIGHT = 2  # parts uploading while the next one fills: bounds memory to (2 + 1) * PART_SIZE
 
 
