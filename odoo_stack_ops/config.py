@@ -23,6 +23,14 @@ SECRET_BLOCK_PREFIX = "prefect-secret:"  # noqa: S105 - a prefix, not a secret
 SERVICES = ("odoo-core", "nginx-proxy", "n8n", "mattermost")
 
 
+def plain_identifiers(names: list[str]) -> list[str]:
+    """Database names go into commands and SQL: letters, digits and _ only."""
+    bad = [d for d in names if not IDENTIFIER.match(d)]
+    if bad:
+        raise ValueError(f"not plain identifiers: {bad}")
+    return names
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
@@ -108,13 +116,7 @@ class DatabaseConfig(_Model):
             raise ValueError("must be a plain identifier")
         return v
 
-    @field_validator("databases")
-    @classmethod
-    def _idents(cls, v: list[str]) -> list[str]:
-        bad = [d for d in v if not IDENTIFIER.match(d)]
-        if bad:
-            raise ValueError(f"not plain identifiers: {bad}")
-        return v
+    _idents = field_validator("databases")(plain_identifiers)
 
     def libpq_env(self, dbname: str | None = None) -> dict[str, str | SecretStr]:
         """Environment for pg_dump/psql/pg_restore: the password travels here, never in argv."""
@@ -244,13 +246,7 @@ class BackupConfig(_Model):
     age_recipients: list[str] = Field(default_factory=list, description="age public keys; when set backups are encrypted")
     age_identity: SecretStr | None = Field(None, description="age private key used by restore and verify")
 
-    @field_validator("databases")
-    @classmethod
-    def _idents(cls, v: list[str]) -> list[str]:
-        bad = [d for d in v if not IDENTIFIER.match(d)]
-        if bad:
-            raise ValueError(f"not plain identifiers: {bad}")
-        return v
+    _idents = field_validator("databases")(plain_identifiers)
 
 
 class Thresholds(_Model):

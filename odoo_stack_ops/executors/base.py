@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -144,8 +145,13 @@ class Executor(ABC):
         log.debug("stream on %s: %s", self.where, command.masked())
         return self._stream(command, timeout=timeout, check=check, stdin=stdin)
 
-    @abstractmethod
-    def _run(self, command: Command, *, timeout: float | None, stdin: Stdin) -> Result: ...
+    def _run(self, command: Command, *, timeout: float | None, stdin: Stdin) -> Result:
+        """Capture everything by reading the stream to its end (one code path per executor)."""
+        start = time.monotonic()
+        with self._stream(command, timeout=timeout, check=False, stdin=stdin) as out:
+            stdout = out.read()
+        assert out.result is not None  # noqa: S101 - set when the stream closes
+        return Result(command, out.result.exit_code, stdout, out.result.stderr, time.monotonic() - start, self.where)
 
     @abstractmethod
     def _stream(

@@ -64,13 +64,6 @@ class LocalExecutor(Executor):
             env=env, cwd=command.cwd, start_new_session=True,
         )
 
-    def _run(self, command: Command, *, timeout: float | None, stdin: Stdin) -> Result:
-        start = time.monotonic()
-        with self._stream(command, timeout=timeout, check=False, stdin=stdin) as out:
-            stdout = out.read()
-        assert out.result is not None  # noqa: S101 - set on leaving the block
-        return Result(command, out.result.exit_code, stdout, out.result.stderr, time.monotonic() - start, self.where)
-
     @contextmanager
     def _stream(self, command: Command, *, timeout: float | None, check: bool, stdin: Stdin) -> Iterator[Stream]:
         start = time.monotonic()

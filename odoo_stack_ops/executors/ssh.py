@@ -143,13 +143,6 @@ class SSHExecutor(Executor):
         return self.client().get_transport()  # type: ignore[return-value]
 
     # -- commands -----------------------------------------------------------------------------------------
-    def _run(self, command: Command, *, timeout: float | None, stdin: Stdin) -> Result:
-        start = time.monotonic()
-        with self._stream(command, timeout=timeout, check=False, stdin=stdin) as out:
-            stdout = out.read()
-        assert out.result is not None  # noqa: S101
-        return Result(command, out.result.exit_code, stdout, out.result.stderr, time.monotonic() - start, self.where)
-
     @contextlib.contextmanager
     def _stream(self, command: Command, *, timeout: float | None, check: bool, stdin: Stdin) -> Iterator[Stream]:
         start = time.monotonic()
