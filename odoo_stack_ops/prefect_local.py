@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None, signals: tuple[int, ...] = (signal.SIGTERM,),
+               wait_s: float = 10) -> None:
+    """Stop a process started with start_new_session: each signal in turn to its group, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig in signals:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=wait_s)
 
 
 def prefect_bin() -> str:
@@ -81,23 +102,6 @@ class LocalPrefect:
         self.worker = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool], env=self.env(extra_env),
                                        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes] | None, signals: tuple[int, ...]) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        for sig in signals:  # an idle worker needs two SIGINTs
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=10)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
     def stop(self) -> None:
-        self._stop(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM))
-        self._stop(self.server, (signal.SIGTERM, signal.SIGINT))
+        stop_group(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM))  # an idle worker needs two SIGINTs
+        stop_group(self.server, (signal.SIGTERM, signal.SIGINT))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,7 @@ import requests
 from pydantic import SecretStr
 
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.prefect_local import free_port
+from odoo_stack_ops.prefect_local import free_port, stop_group
 
 HERE = Path(__file__).parent
 
@@ -99,10 +98,5 @@ class N8nServer:
         return r.json() if r.content else None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc, wait_s=20)
         shutil.rmtree(self.base, ignore_errors=True)

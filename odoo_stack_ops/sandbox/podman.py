@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import docker
 
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.prefect_local import stop_group
 
 CONF = '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n'
 
@@ -72,12 +72,7 @@ class PodmanService:
             c.close()
         except Exception:  # noqa: BLE001, S110 - best effort before the service goes
             pass
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc, wait_s=15)
         # container processes and conmon may outlive the service; storage mounts must go before removal
         subprocess.run(["pkill", "-f", str(self.base)], check=False)
         for _ in range(10):

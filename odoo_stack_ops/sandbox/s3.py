@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from pydantic import SecretStr
 
 from odoo_stack_ops.config import SpacesConfig
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.prefect_local import free_port
+from odoo_stack_ops.prefect_local import free_port, stop_group
 
 
 class S3Server:
@@ -56,12 +54,7 @@ class S3Server:
         return name
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)
 
     def __enter__(self) -> S3Server:
         return self.start()

@@ -6,9 +6,7 @@ Root may log in with a generated key only; stream-local forwarding is on (the Do
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,7 +16,7 @@ from typing import Any
 
 from odoo_stack_ops.config import SSHConfig
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.prefect_local import free_port
+from odoo_stack_ops.prefect_local import free_port, stop_group
 
 SSHD = "/usr/sbin/sshd"
 
@@ -78,12 +76,7 @@ class SshServer:
         return SSHConfig(**{**fields, **over})
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> SshServer:
