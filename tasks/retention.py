@@ -21,8 +21,9 @@ def apply_retention(cfg: StackConfig, *, last_run_ok: bool, dry_run: bool = Fals
     b = cfg.backup
     policy = RetentionPolicy(days=b.retention_days, daily=b.keep_daily, weekly=b.keep_weekly, monthly=b.keep_monthly)
     s3 = spaces.client(cfg.spaces)
+    needs: dict[str, str] = {}
     plan = prune.plan(s3, cfg.spaces.bucket, cfg.spaces.prefix, policy, now or datetime.now(UTC),
-                      last_run_ok=last_run_ok, tz=b.timezone)
+                      last_run_ok=last_run_ok, tz=b.timezone, needs=needs)
     if plan.skipped:
         log.warning("retention skipped: %s", plan.skipped)
     deleted = 0
@@ -31,5 +32,6 @@ def apply_retention(cfg: StackConfig, *, last_run_ok: bool, dry_run: bool = Fals
     elif plan.delete_keys:
         deleted = prune.apply(s3, cfg.spaces.bucket, plan)
         log.info("retention deleted %d backup(s), %d key(s)", len(plan.delete), deleted)
-    return {"rows": render_plan(plan), "deleted": deleted, "skipped": plan.skipped, "dry_run": dry_run,
+    rows = [{**row, "needs_identity": needs.get(row["key"], "")} for row in render_plan(plan)]
+    return {"rows": rows, "deleted": deleted, "skipped": plan.skipped, "dry_run": dry_run,
             "delete_backups": [r.key for r in plan.delete]}

@@ -121,3 +121,25 @@ def test_staging_refresh_neutralizes_odoo_dev(backup_flow, restore_flow, stack_f
 def test_staging_refresh_never_targets_production(restore_flow, stack_file):
     with pytest.raises(OpsError, match="production"):
         restore_flow.fn(stack_file=stack_file, database="odoo_core", target_database="odoo_core", staging=True)
+
+
+def test_dump_inside_odoo_core_as_the_seed_does(backup_flow, stack_tree, tmp_path):
+    """backup.dump_on=container: pg_dump and pg_restore run in odoo-core through the Docker API over SSH."""
+    import yaml
+
+    from odoo_stack_ops.config import validate_tree
+
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "dump_on": "container"}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    backup_flow(stack_file=str(path))
+    (m,) = manifests(validate_tree(tree))
+    assert m["verified"] and m["dump"]["pg_dump_version"].startswith("pg_dump (PostgreSQL) 15")
+
+
+def test_retention_artifact_says_which_identity_each_backup_needs(stack_config, backup_flow, stack_file):
+    from tasks.retention import apply_retention
+
+    backup_flow(stack_file=stack_file)
+    out = apply_retention.fn(stack_config, last_run_ok=True, dry_run=True)
+    assert out["rows"] and all(r["needs_identity"] == "none (not encrypted)" for r in out["rows"])

@@ -132,3 +132,15 @@ def test_command_masks_secrets_and_refuses_shell_strings():
         Command.of(["x"], {"BAD NAME": "1"})
     with pytest.raises(ValueError):
         Command.of(["x"], {"V": "two\nlines"})
+
+
+def test_check_config_probes_every_endpoint(stack_file, capsys):
+    from odoo_stack_ops.cli import main
+
+    code = main(["--stack-file", stack_file, "check-config"])
+    out = capsys.readouterr().out
+    assert "configuration valid" in out
+    for component in ("ssh", "docker", "container", "database", "spaces", "odoo"):
+        assert component in out
+    assert "TLS on" in out and "FAIL" not in out.split("n8n")[0]
+    assert code in (0, 1)  # n8n and supabase are not part of the sandbox stack

@@ -124,3 +124,24 @@ def test_second_run_waits_for_the_lock_then_gives_up(run, pg_tls):
         with pytest.raises(OpsError, match="another module upgrade of odoo_core is running"):
             run(install=["ipai_new"], lock_wait_s=2)
     assert state(pg_tls, "ipai_new") is None
+
+
+def test_code_is_deployed_to_the_requested_ref_over_ssh(ssh_executor, tmp_path):
+    import subprocess
+
+    from odoo_stack_ops.upgrade import steps
+
+    repo = tmp_path / "compose" / "addons" / "ipai"
+    repo.mkdir(parents=True)
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
+           "PATH": "/usr/bin:/bin"}
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "v1"], ["tag", "v1"],
+                 ["commit", "-q", "--allow-empty", "-m", "v2"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
+    found = steps.deploy_code(ssh_executor, str(tmp_path / "compose"), "v1")
+    assert [p.rstrip("/") for p in found] == [str(repo)]
+    head = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%s"], capture_output=True, text=True,
+                          check=True).stdout
+    assert head.strip() == "v1"
+    with pytest.raises(OpsError, match="refusing git ref"):
+        steps.deploy_code(ssh_executor, str(tmp_path / "compose"), "--upload-pack=touch /tmp/x")

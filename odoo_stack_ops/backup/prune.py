@@ -16,8 +16,9 @@ from odoo_stack_ops.errors import OpsError
 log = logging.getLogger(__name__)
 
 
-def load_records(s3: Any, bucket: str, prefix: str) -> list[BackupRecord]:
-    """Every published backup with the keys it owns and the objects its filestore manifest references."""
+def load_records(s3: Any, bucket: str, prefix: str, needs: dict[str, str] | None = None) -> list[BackupRecord]:
+    """Every published backup with the keys it owns and the objects its filestore manifest references; `needs`
+    is filled with the age identity (fingerprints) each encrypted backup needs to be restored."""
     records = []
     for obj in iter_objects(s3, bucket, layout.manifests_prefix(prefix)):
         try:
@@ -28,6 +29,8 @@ def load_records(s3: Any, bucket: str, prefix: str) -> list[BackupRecord]:
             raise OpsError(f"manifest {obj['Key']} is unreadable ({exc}); retention refuses to prune until it is "
                            f"fixed or removed by hand") from exc
         tag = doc.get("encryption", {}).get("object_tag")
+        if needs is not None:
+            needs[ref.key] = ", ".join(doc.get("encryption", {}).get("fingerprints", [])) or "none (not encrypted)"
         fs_key = doc["filestore"]["manifest_key"]
         files = decode_manifest(get_bytes(s3, bucket, fs_key))
         objects = frozenset(layout.object_key(prefix, f.algo, f.digest, tag) for f in files)
@@ -43,8 +46,8 @@ def all_object_keys(s3: Any, bucket: str, prefix: str) -> set[str]:
 
 
 def plan(s3: Any, bucket: str, prefix: str, policy: RetentionPolicy, now: Any, *, last_run_ok: bool,
-         tz: str = "Asia/Singapore") -> RetentionPlan:
-    records = load_records(s3, bucket, prefix)
+         tz: str = "Asia/Singapore", needs: dict[str, str] | None = None) -> RetentionPlan:
+    records = load_records(s3, bucket, prefix, needs)
     return plan_retention(records, policy, now, last_run_ok=last_run_ok,
                           all_objects=all_object_keys(s3, bucket, prefix), tz=ZoneInfo(tz))
 
