@@ -10,6 +10,7 @@ from prefect import flow, task
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.config_backup import collect
 from odoo_stack_ops.connect import Connections
+from odoo_stack_ops.gitops import repo_for
 from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, publish_markdown
 
 
@@ -21,8 +22,6 @@ def collect_files(cfg: StackConfig) -> dict[str, str]:
 
 @task(name="commit-config-files", **NO_RETRIES)
 def commit_files(cfg: StackConfig, files: dict[str, str]) -> dict[str, Any]:
-    from flows.n8n import repo_for  # noqa: PLC0415
-
     repo = repo_for(cfg, cfg.git.config_remote, "config-repo")
     repo.sync()
     old = repo.read("stack/")

@@ -13,7 +13,7 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.executors.local import LocalExecutor
-from odoo_stack_ops.gitops import Repo, tags_to_prune, today, week_tag
+from odoo_stack_ops.gitops import repo_for, tags_to_prune, today, week_tag
 from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger, publish_markdown
 
 
@@ -31,12 +31,6 @@ def read_workflows(cfg: StackConfig, source: str, cli_command: list[str], cli_wh
         return n8n_source.fetch_cli(LocalExecutor(), cli_command)
     with Connections(cfg) as conns:
         return n8n_source.fetch_cli(conns.container("n8n"), cli_command)
-
-
-def repo_for(cfg: StackConfig, remote: str | None, name: str) -> Repo:
-    if not remote:
-        raise OpsError(f"no git remote configured for {name} (git.n8n_remote / git.config_remote)")
-    return Repo(cfg.state_dir.expanduser() / name, remote, cfg.git)
 
 
 @task(name="commit-workflows", **NO_RETRIES)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from odoo_stack_ops.config import GitConfig
+from odoo_stack_ops.config import GitConfig, StackConfig
 from odoo_stack_ops.errors import CommandFailed, OpsError
 from odoo_stack_ops.executors.local import LocalExecutor
 
@@ -127,6 +127,13 @@ class Repo:
 
     def tag(self, name: str) -> None:
         self.git("tag", "-f", name)
+
+
+def repo_for(cfg: StackConfig, remote: str | None, name: str) -> Repo:
+    """The working clone for one export, kept in the state directory between runs."""
+    if not remote:
+        raise OpsError(f"no git remote configured for {name} (git.n8n_remote / git.config_remote)")
+    return Repo(cfg.state_dir.expanduser() / name, remote, cfg.git)
 
 
 def today() -> date:
