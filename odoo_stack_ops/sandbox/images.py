@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -130,20 +128,8 @@ def start_stack(podman: PodmanService, image: str, *, project: str = "sandbox",
 
 def write_files(container: Any, root: str, files: dict[str, bytes], uid: int = 101) -> None:
     """Put files (relative path → bytes) under `root` in the container, via the Docker archive API."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs: set[str] = set()
-        for rel, data in files.items():
-            parts = rel.split("/")
-            for i in range(1, len(parts)):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, uid
-                    tar.addfile(info)
-            info = tarfile.TarInfo(rel)
-            info.size, info.mode, info.uid, info.gid, info.mtime = len(data), 0o644, uid, uid, 1700000000
-            tar.addfile(info, io.BytesIO(data))
+    from odoo_stack_ops.backup.restore import tar_stream  # noqa: PLC0415 - the one tar builder
+
+    members = ((rel, len(data), 1700000000, [data]) for rel, data in files.items())
     container.exec_run(["mkdir", "-p", root])
-    container.put_archive(root, buf.getvalue())
+    container.put_archive(root, b"".join(tar_stream(members, uid, uid)))
