@@ -55,7 +55,8 @@ def split_stamp(raw: str) -> tuple[str, str]:
 
 def parse_stamp(stamp: str) -> datetime:
     """RFC 3339 with up to nanoseconds (Docker) → aware datetime; Python 3.11 truncates past microseconds."""
-    return datetime.fromisoformat(stamp).astimezone(UTC)
+    parsed = datetime.fromisoformat(stamp)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def number_lines(raw_lines: Iterable[str], after: tuple[str, int] | None = None) -> Iterator[Line]:

@@ -13,7 +13,9 @@ the crash test).
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,44 @@ class ShipStats:
     critical: list[dict[str, Any]] = field(default_factory=list)
 
 
+class BackgroundSink:
+    """Writes batches on a thread so parsing the next batch overlaps the database's work on this one.
+
+    Batches (rows + their cursor) are committed in order, one transaction each, so a crash still loses or
+    doubles nothing; at most `depth` batches wait in memory. A failed write surfaces on the next call."""
+
+    def __init__(self, sink: Any, depth: int = 2) -> None:
+        self.sink = sink
+        self.q: queue.Queue[Any] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="log-sink")
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    self.sink.write(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    self.error = exc
+
+    def cursors(self, host: str) -> Any:
+        return self.sink.cursors(host)
+
+    def write(self, rows: list[tuple[Any, ...]], host: str, cursors: Any) -> int:
+        if self.error is not None:
+            raise self.error
+        self.q.put((rows, host, cursors))
+        return len(rows)
+
+    def close(self) -> None:
+        """Wait for every queued batch; raise the first failure."""
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def read_lines(container: Any, stream: str, since: float | None) -> Iterator[str]:
     """Docker log lines with timestamps, streamed (never the whole log in memory)."""
     kw: dict[str, Any] = {"stdout": stream == "stdout", "stderr": stream == "stderr", "timestamps": True,
@@ -47,9 +87,8 @@ def read_lines(container: Any, stream: str, since: float | None) -> Iterator[str
     for chunk in container.logs(**kw):
         buf += chunk
         if b"\n" in buf:
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8", "replace")
+            head, _, buf = buf.rpartition(b"\n")
+            yield from head.decode("utf-8", "replace").split("\n")
     if buf:
         yield buf.decode("utf-8", "replace")
 
@@ -93,14 +132,20 @@ def ship(client: Any, services: dict[str, Any], *, host: str, sink: Any, batch_s
     deadline = start + max_seconds
     stats = ShipStats()
     cursors: dict[CursorKey, Cursor] = sink.cursors(host)
-    for service, container in services.items():
-        for stream in STREAMS:
-            ship_stream(container, container.name, service, stream, host=host, sink=sink,
-                        cursor=cursors.get((container.name, stream)), stats=stats, batch_size=batch_size,
-                        deadline=deadline, settle_s=settle_s, is_critical=is_critical)
-            if time.monotonic() > deadline:
-                stats.finished = False
+    writer = BackgroundSink(sink)
+    try:
+        for service, container in services.items():
+            for stream in STREAMS:
+                ship_stream(container, container.name, service, stream, host=host, sink=writer,
+                            cursor=cursors.get((container.name, stream)), stats=stats, batch_size=batch_size,
+                            deadline=deadline, settle_s=settle_s, is_critical=is_critical)
+                if time.monotonic() > deadline:
+                    stats.finished = False
+                    break
+            if not stats.finished:
                 break
+    finally:
+        writer.close()
     stats.seconds = round(time.monotonic() - start, 3)
     return stats
 
