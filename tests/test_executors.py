@@ -98,6 +98,10 @@ def test_put_and_get_round_trip(executor, tmp_path):
     executor.put(str(src), remote)
     executor.get(remote, str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert executor.run(["stat", "-c", "%a", remote]).stdout == b"600\n"  # secrets by default: owner only
+    executor.run(["chmod", "666", remote])
+    executor.put(str(src), remote, mode=0o640)  # an existing file gets the asked mode too
+    assert executor.run(["stat", "-c", "%a", remote]).stdout == b"640\n"
     executor.run(["rm", "-f", remote])
 
 

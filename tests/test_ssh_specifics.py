@@ -41,6 +41,7 @@ def test_opt_out_connects_and_warns(sshd, tmp_path, caplog):
         assert ex.run(["echo", "ok"]).stdout == b"ok\n"
         ex.close()
     assert "host key checking is OFF" in caplog.text
+    assert empty.read_text() == ""  # a key accepted on trust is not written to known_hosts (strict runs refuse it)
 
 
 def test_wrong_key_is_a_connect_error(sshd, tmp_path):

@@ -106,8 +106,11 @@ class LocalExecutor(Executor):
         shutil.copyfile(remote_path, local_path)
 
     def put(self, local_path: str, remote_path: str, mode: int = 0o600) -> None:
-        shutil.copyfile(local_path, remote_path)
-        os.chmod(remote_path, mode)
+        """Copy with `mode` from creation on (a secret is never readable by others, even for a moment)."""
+        fd = os.open(remote_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out, open(local_path, "rb") as src:
+            os.fchmod(fd, mode)  # the file existed already: os.open's mode applies only when it creates
+            shutil.copyfileobj(src, out, 1 << 20)
 
 
 class _LocalStream(Stream):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import socket
 import tempfile
 import threading
@@ -22,10 +23,13 @@ from typing import Any
 
 import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
+from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
+from paramiko.sftp_attr import SFTPAttributes
+from paramiko.sftp_file import SFTPFile
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import SSHConfig
-from odoo_stack_ops.errors import CommandTimeout, ConnectError, HostKeyError
+from odoo_stack_ops.errors import CommandTimeout, ConnectError, HostKeyError, OpsError
 from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
 
 log = logging.getLogger(__name__)
@@ -93,7 +97,9 @@ class SSHExecutor(Executor):
         client = paramiko.SSHClient()
         known = Path(cfg.known_hosts).expanduser()
         if known.exists():
-            client.load_host_keys(str(known))
+            # not load_host_keys: paramiko would then write keys accepted with checking off back into the
+            # file, and a key taken on trust must not become trusted for the next strict connection
+            client.get_host_keys().load(str(known))
         if cfg.strict_host_key_checking:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
         else:
@@ -216,9 +222,13 @@ class SSHExecutor(Executor):
             sftp.get(remote_path, local_path)
 
     def put(self, local_path: str, remote_path: str, mode: int = 0o600) -> None:
-        with self.client().open_sftp() as sftp:
-            sftp.put(local_path, remote_path)
-            sftp.chmod(remote_path, mode)
+        """Copy a file to the droplet over SFTP, created with `mode` (default: owner only) so a secret is never
+        readable by others, not even between the write and a chmod."""
+        with self.client().open_sftp() as sftp, _open_private(sftp, remote_path, mode) as remote, \
+                open(local_path, "rb") as local:
+            remote.chmod(mode)  # the file existed already: creation attributes do not apply
+            remote.set_pipelined(True)
+            shutil.copyfileobj(local, remote, CHUNK)
 
     # -- the Docker socket --------------------------------------------------------------------------------
     def docker_socket_url(self, remote_socket: str) -> str:
@@ -242,6 +252,17 @@ class SSHExecutor(Executor):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _open_private(sftp: paramiko.SFTPClient, path: str, mode: int) -> SFTPFile:
+    """SFTP open for writing that sends the permissions with the create request (sftp-server passes them to
+    open(2)); paramiko's own open() sends none, so the file would be born with the server's umask."""
+    attrs = SFTPAttributes()
+    attrs.st_mode = mode
+    kind, msg = sftp._request(CMD_OPEN, path, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, attrs)
+    if kind != CMD_HANDLE:
+        raise OpsError(f"SFTP open of {path} got an unexpected answer ({kind})")
+    return SFTPFile(sftp, msg.get_binary(), "wb")
 
 
 class _ChannelStream(Stream):
