@@ -11,37 +11,47 @@ from prefect import task
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.logs import alerts
+from odoo_stack_ops.logs.options import LogShippingOptions
 from odoo_stack_ops.logs.ship import find_services, make_sink, ship
 from odoo_stack_ops.notify import notify
-from tasks.common import TRANSIENT_RETRIES, logger
+from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
 
 
 @task(name="ship-logs", **TRANSIENT_RETRIES)
-def ship_logs(cfg: StackConfig, services: list[str], batch_size: int, max_seconds: float, settle_s: float,
-              levels: list[str], patterns: list[str]) -> dict[str, Any]:
+def ship_logs(cfg: StackConfig, options: LogShippingOptions) -> dict[str, Any]:
+    """One pass over the containers' logs into ops.logs; returns the stats and this pass's critical groups."""
+    collector = alerts.CriticalCollector(samples=options.alert_samples)
     sink = make_sink(cfg)
     try:
         sink.migrate()
         with Connections(cfg) as conns:
-            found = find_services(conns.docker(), services, cfg.docker.compose_project)
-            stats = ship(conns.docker(), found, host=cfg.name, sink=sink, batch_size=batch_size,
-                         max_seconds=max_seconds, settle_s=settle_s,
-                         is_critical=alerts.critical_matcher(levels, patterns))
+            client = conns.docker()
+            found = find_services(client, options.services or list(cfg.containers), cfg.docker.compose_project)
+            stats = ship(found, host=cfg.name, sink=sink, batch_size=options.batch_size,
+                         max_seconds=options.max_seconds, settle_s=options.settle_s,
+                         matcher=alerts.CriticalMatcher(options.critical_levels, options.critical_patterns),
+                         collector=collector)
     finally:
         sink.close()
     logger().info("shipped %d rows (%d lines) in %d batches in %.1f s%s", stats.rows, stats.lines, stats.batches,
                   stats.seconds, "" if stats.finished else "; backlog left for the next run")
-    return asdict(stats)
+    return {**asdict(stats), "critical": collector.as_dict()}
 
 
-@task(name="post-critical-lines", cache_policy=TRANSIENT_RETRIES["cache_policy"])
-def post_critical(cfg: StackConfig, critical: list[dict[str, Any]], min_interval_s: float) -> list[dict[str, Any]]:
+@task(name="post-critical-lines", **NO_RETRIES)
+def post_critical(cfg: StackConfig, groups: dict[str, dict[str, Any]], min_interval_s: float) -> list[dict[str, Any]]:
+    """Grouped, rate-limited Mattermost messages; the state file keeps what was held back between runs."""
     path = cfg.state_dir.expanduser() / "log-alerts.json"
-    messages, state = alerts.plan_messages(critical, alerts.load_state(path), time.time(), min_interval_s)
+    messages, state = alerts.plan_messages(groups, alerts.load_state(path), time.time(), min_interval_s)
+    sent = []
     for m in messages:
-        lines = "\n".join(f"[{s['level']}] {s['message']}" for s in m["sample"])
-        extra = f"\n(+{m['suppressed_before']} held back since the last message)" if m["suppressed_before"] else ""
-        notify(cfg.mattermost, f"{m['count']} critical log line(s) in {m['group'].replace('|', ' / ')}",
-               f"```\n{lines}\n```{extra}", level="danger")
+        title, text, level = alerts.render(m)
+        if notify(cfg.mattermost, title, text, level=level, fields={"lines": m["count"]}):
+            sent.append(m)
+        else:
+            state = alerts.undelivered(state, m)
     alerts.save_state(path, state)
-    return messages
+    if len(sent) < len(messages):
+        logger().warning("%d of %d critical-log message(s) not delivered; kept for the next run",
+                         len(messages) - len(sent), len(messages))
+    return sent

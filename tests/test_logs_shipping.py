@@ -1,15 +1,23 @@
-"""log-shipping on the test bed: real containers write logs, rows land in real PostgreSQL line for line,
-through COPY and through a PostgREST stand-in; restarts lose and double nothing; critical lines to Mattermost."""
+"""log-shipping on the test bed: real containers (podman's Docker API, reached through SSH as on the droplet)
+write logs; rows land in real PostgreSQL line for line, through binary COPY and through the PostgREST
+stand-in; a partial line, a restart, a recreated container and log truncation lose and double nothing;
+critical lines reach the Mattermost stand-in grouped and rate-limited."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 
 import psycopg
 import pytest
+import requests
 import yaml
 
 from odoo_stack_ops.config import ContainerSpec
+from odoo_stack_ops.logs.options import LogShippingOptions
+from odoo_stack_ops.logs.ship import ship
+from odoo_stack_ops.logs.sink_pg import PgSink, migration_sql
 from odoo_stack_ops.sandbox.postgrest import PostgrestStandIn
 
 pytestmark = pytest.mark.integration
@@ -29,123 +37,274 @@ echo '10.0.0.2 - - [25/Nov/2026:01:00:01 +0000] "POST /jsonrpc HTTP/1.1" 502 0 "
 echo '2026/11/25 01:00:02 [error] 29#29: *1 connect() failed' >&2
 exec sleep 100000
 """
+ODOO_ROWS = [("stderr", "INFO", "odoo.modules.loading", "loading 42 modules"),
+             ("stderr", "INFO", "odoo.service.server", "HTTP service running"),
+             ("stderr", "ERROR", "odoo.http", 'Exception during request\nTraceback (most recent call last):\n'
+                                              '  File "http.py", line 1\nValueError: boom'),
+             ("stderr", "CRITICAL", "odoo.service.server", "Failed to initialize database")]
+NGINX_ROWS = [("stderr", "ERROR", "nginx.error", "*1 connect() failed"),
+              ("stdout", "ERROR", "nginx.access",
+               '10.0.0.2 - - [25/Nov/2026:01:00:01 +0000] "POST /jsonrpc HTTP/1.1" 502 0 "-" "curl"'),
+              ("stdout", "INFO", "nginx.access", '10.0.0.1 - - [25/Nov/2026:01:00:00 +0000] "GET /web HTTP/1.1" 200 512 "-" "curl"')]
+NOW = LogShippingOptions(settle_s=0)
 
 
 @pytest.fixture(scope="session")
 def logs_db(pg):
     pg.createdb("supabase_logs")
-    return pg.conninfo("supabase_logs")
+    info = pg.conninfo("supabase_logs")
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute(migration_sql())
+    return info
+
+
+def run_service(client, image, project, service, script, **kw):
+    return client.containers.run(
+        image, ["sh", "-c", script], detach=True, init=True, name=f"{project}-{service}-1", network_mode="host",
+        labels={"com.docker.compose.service": service, "com.docker.compose.project": project}, **kw)
+
+
+def wait_for(container, text, stream="stdout", timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while text.encode() not in container.logs(stdout=stream == "stdout", stderr=stream == "stderr"):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {container.name}"
+        time.sleep(0.2)
 
 
 @pytest.fixture
 def log_project(docker_client, sandbox_image, unique):
     project = f"logs{unique}"
-    made = {}
-    for service, script in (("odoo-core", ODOO_SCRIPT), ("nginx-proxy", NGINX_SCRIPT)):
-        made[service] = docker_client.containers.run(
-            sandbox_image, ["sh", "-c", script], detach=True, init=True, name=f"{project}-{service}-1",
-            labels={"com.docker.compose.service": service, "com.docker.compose.project": project}, network_mode="host")
-    time.sleep(1.5)
+    made = {"odoo-core": run_service(docker_client, sandbox_image, project, "odoo-core", ODOO_SCRIPT),
+            "nginx-proxy": run_service(docker_client, sandbox_image, project, "nginx-proxy", NGINX_SCRIPT)}
+    wait_for(made["odoo-core"], "Failed to initialize", "stderr")
+    wait_for(made["nginx-proxy"], "connect() failed", "stderr")
     yield project, made
-    for c in made.values():
-        c.remove(force=True)
+    for c in list(made.values()):
+        with contextlib.suppress(Exception):
+            c.remove(force=True)
 
 
-def tree_for(stack_tree, project, logs_db, unique, tmp_path, **supabase):
-    dsn = (f"postgresql://{logs_db['user']}:{logs_db['password']}@{logs_db['host']}:{logs_db['port']}/"
-           f"{logs_db['dbname']}?sslmode=disable")
-    return {**stack_tree, "name": f"host-{unique}",
+def dsn(info):
+    return (f"postgresql://{info['user']}:{info['password']}@{info['host']}:{info['port']}/{info['dbname']}"
+            "?sslmode=disable")
+
+
+def stack_file(stack_tree, project, logs_db, unique, tmp_path, **supabase):
+    tree = {**stack_tree, "name": f"host-{unique}",
             "docker": {**stack_tree["docker"], "compose_project": project},
             "containers": {s: ContainerSpec(service=s, image="x").model_dump() for s in ("odoo-core", "nginx-proxy")},
-            "supabase": {"db_dsn": dsn, "sink": "postgres", **supabase}, "state_dir": str(tmp_path / "state")}
+            "supabase": {"db_dsn": dsn(logs_db), "sink": "postgres", **supabase}, "state_dir": str(tmp_path / "state")}
+    path = tmp_path / f"stack-{len(list(tmp_path.glob('stack-*')))}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path), tree["name"]
 
 
-def write(tree, tmp_path):
-    p = tmp_path / "stack.yaml"
-    p.write_text(yaml.safe_dump(tree))
-    return str(p)
-
-
-def rows(logs_db, host):
+def db_rows(logs_db, host, container=None):
     with psycopg.connect(**logs_db) as conn:
-        return conn.execute("SELECT container, stream, level, logger, message FROM ops.logs WHERE host = %s "
-                            "ORDER BY ts, message", (host,)).fetchall()
+        return conn.execute("SELECT stream, level, logger, message FROM ops.logs WHERE host = %s AND "
+                            "(%s::text IS NULL OR container = %s) ORDER BY ts, message",
+                            (host, container, container)).fetchall()
 
 
-def test_rows_match_container_logs_line_for_line_and_restarts_add_only_new(
-        prefect_harness, stack_tree, log_project, logs_db, unique, mattermost, tmp_path):
+def titles(mattermost):
+    return sorted(a["title"] for m in mattermost.messages for a in m["attachments"])
+
+
+def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
+        prefect_harness, stack_tree, log_project, logs_db, unique, mattermost, tmp_path, docker_client, sandbox_image):
     from flows.log_shipping import log_shipping
 
     project, containers = log_project
-    tree = tree_for(stack_tree, project, logs_db, unique, tmp_path)
-    path = write(tree, tmp_path)
+    path, host = stack_file(stack_tree, project, logs_db, unique, tmp_path)
+    odoo, nginx = f"{project}-odoo-core-1", f"{project}-nginx-proxy-1"
     mattermost.clear()
-    first = log_shipping(stack_file=path, settle_s=0)
-    got = rows(logs_db, tree["name"])
-    odoo = [r for r in got if r[0].endswith("odoo-core-1")]
-    nginx = [r for r in got if r[0].endswith("nginx-proxy-1")]
-    # podman's API stamps log lines to the second (Docker: nanoseconds), so compare as sets, not in order
-    assert sorted((r[2], r[3]) for r in odoo) == sorted([("INFO", "odoo.modules.loading"), ("INFO", "odoo.service.server"),
-                                                        ("ERROR", "odoo.http"), ("CRITICAL", "odoo.service.server")])
-    (error,) = [r for r in odoo if r[2] == "ERROR"]
-    assert error[4].endswith("ValueError: boom") and error[4].count("\n") == 3
-    assert sorted((r[1], r[2], r[3]) for r in nginx) == [("stderr", "ERROR", "nginx.error"),
-                                                        ("stdout", "ERROR", "nginx.access"),
-                                                        ("stdout", "INFO", "nginx.access")]
-    assert first["rows"] == 7 and first["lines"] == 10
-    titles = [a["title"] for m in mattermost.messages for a in m["attachments"]]
-    assert sorted(titles) == sorted([f"1 critical log line(s) in {project}-odoo-core-1 / odoo.http",
-                                     f"1 critical log line(s) in {project}-odoo-core-1 / odoo.service.server",
-                                     f"1 critical log line(s) in {project}-nginx-proxy-1 / nginx.access",
-                                     f"1 critical log line(s) in {project}-nginx-proxy-1 / nginx.error"])
+    first = log_shipping(stack_file=path, options=NOW)
+    # podman stamps lines to the second, so rows within one second sort by message here
+    assert sorted(db_rows(logs_db, host, odoo)) == sorted(ODOO_ROWS)
+    assert sorted(db_rows(logs_db, host, nginx)) == sorted(NGINX_ROWS)
+    api_lines = sum(len(c.logs(stdout=s == "stdout", stderr=s == "stderr").splitlines())
+                    for c in containers.values() for s in ("stdout", "stderr"))
+    assert (first["rows"], first["lines"]) == (7, api_lines) and api_lines == 10
+    assert titles(mattermost) == sorted([f"1 critical log line(s) in {odoo} / odoo.http",
+                                         f"1 critical log line(s) in {odoo} / odoo.service.server",
+                                         f"1 critical log line(s) in {nginx} / nginx.access",
+                                         f"1 critical log line(s) in {nginx} / nginx.error"])
 
-    assert log_shipping(stack_file=path, settle_s=0)["rows"] == 0  # nothing doubled
-    assert len(rows(logs_db, tree["name"])) == 7
+    assert log_shipping(stack_file=path, options=NOW)["rows"] == 0  # nothing doubled
 
-    containers["odoo-core"].exec_run(["sh", "-c", "echo 'late line one' >> /proc/1/fd/1"])
+    # a line still being written is held back, then shipped whole, once
+    containers["nginx-proxy"].exec_run(["sh", "-c", "printf 'half' > /proc/1/fd/1"])
+    time.sleep(1.1)
+    assert log_shipping(stack_file=path, options=NOW)["rows"] == 0
+    containers["nginx-proxy"].exec_run(["sh", "-c", "echo ' done' > /proc/1/fd/1"])
+    wait_for(containers["nginx-proxy"], "done")
+    assert log_shipping(stack_file=path, options=NOW)["rows"] == 1
+    assert [r[3] for r in db_rows(logs_db, host, nginx) if "half" in r[3]] == ["half done"]
+
+    # a restart keeps the container and its log: only what came after the cursor is new
+    containers["odoo-core"].exec_run(["sh", "-c", "echo 'late line one' > /proc/1/fd/1"])
     containers["odoo-core"].restart(timeout=1)  # the script runs again: 4 more entries
+    wait_for(containers["odoo-core"], "late line one")
     time.sleep(1.5)
     mattermost.clear()
-    third = log_shipping(stack_file=path, settle_s=0)
-    after = rows(logs_db, tree["name"])
-    assert third["rows"] == 5 and len(after) == 12
-    assert sum(1 for r in after if r[4] == "late line one") == 1
-    assert mattermost.messages == []  # the same groups again within the interval: held back
+    third = log_shipping(stack_file=path, options=NOW)
+    assert third["rows"] == 5
+    after = db_rows(logs_db, host, odoo)
+    assert sorted(after) == sorted([*ODOO_ROWS, *ODOO_ROWS, ("stdout", None, None, "late line one")])
+    assert mattermost.messages == []  # the same groups again within the interval: held back, counted
+
+    # a recreated container (same name, new id, fresh log) is read from its start
+    old_id = containers["odoo-core"].id
+    containers["odoo-core"].remove(force=True)
+    containers["odoo-core"] = run_service(docker_client, sandbox_image, project, "odoo-core", ODOO_SCRIPT)
+    wait_for(containers["odoo-core"], "Failed to initialize", "stderr")
+    assert log_shipping(stack_file=path, options=NOW)["rows"] == 4
+    assert len(db_rows(logs_db, host, odoo)) == 13
+    with psycopg.connect(**logs_db) as conn:
+        cursor_ids = dict(conn.execute(
+            "SELECT stream, container_id FROM ops.log_cursors WHERE host = %s AND container = %s", (host, odoo)))
+    # stderr moved on to the new container; stdout (only the old one's late line) waits for its first line
+    assert cursor_ids == {"stderr": containers["odoo-core"].id, "stdout": old_id}
 
 
-def test_rest_sink_through_postgrest_protocol(prefect_harness, stack_tree, log_project, logs_db, unique, tmp_path):
+def test_truncated_log_loses_nothing_docker_still_has_and_doubles_nothing(podman, docker_client, sandbox_image,
+                                                                           logs_db, unique):
+    """podman truncates a log at max-size (Docker rotates): the lines still in the log are shipped exactly once,
+    though the cursor's second lost its first lines (so the ranks shifted)."""
+    project = f"rot{unique}"
+    c = run_service(docker_client, sandbox_image, project, "worker",
+                    'i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo "a $i"; done; exec sleep 100000',
+                    log_config={"type": "k8s-file", "config": {"max-size": "40000"}})
+    host = f"rot-{unique}"
+    sink = PgSink(logs_db)
+    try:
+        wait_for(c, "a 300")
+        assert ship({"worker": c}, host=host, sink=sink, settle_s=0).rows == 300
+        c.exec_run(["sh", "-c", 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo "b $i"; done > /proc/1/fd/1'])
+        wait_for(c, "b 3000")
+        present = c.logs(stdout=True, stderr=False).decode().splitlines()  # without stamps partial lines are whole
+        assert len(present) < 3300 and "a 1" not in present  # the log really was truncated
+        second = ship({"worker": c}, host=host, sink=sink, settle_s=0)
+        got = [r[3] for r in db_rows(logs_db, host)]
+        assert len(got) == len(set(got)) == 300 + second.rows  # nothing doubled
+        assert set(got) == {f"a {i}" for i in range(1, 301)} | set(present)  # nothing Docker still has is lost
+    finally:
+        sink.close()
+        c.remove(force=True)
+
+
+def test_a_big_backlog_is_worked_through_in_time_slices(podman, docker_client, sandbox_image, logs_db, unique):
+    project = f"big{unique}"
+    c = run_service(docker_client, sandbox_image, project, "worker",
+                    'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo "c $i"; done; exec sleep 100000')
+    host = f"big-{unique}"
+    sink = PgSink(logs_db)
+    try:
+        wait_for(c, "c 20000")
+        runs = []
+        while not runs or not runs[-1].finished:
+            runs.append(ship({"worker": c}, host=host, sink=sink, batch_size=1000, max_seconds=0.01, settle_s=0))
+            assert len(runs) < 40
+        assert len(runs) >= 10 and all(r.rows <= 1000 for r in runs)  # one batch per slice: bounded work per run
+        got = [r[3] for r in db_rows(logs_db, host)]
+        assert len(got) == 20000 and set(got) == {f"c {i}" for i in range(1, 20001)}
+    finally:
+        sink.close()
+        c.remove(force=True)
+
+
+def test_rest_sink_through_the_postgrest_stand_in(prefect_harness, stack_tree, log_project, logs_db, unique, tmp_path):
     from flows.log_shipping import log_shipping
     from odoo_stack_ops.errors import OpsError
 
     project, _ = log_project
-    from odoo_stack_ops.logs.sinks import migration_sql
-
-    with psycopg.connect(**logs_db, autocommit=True) as conn:
-        conn.execute(migration_sql())
     key = "service-role-" + unique * 3
     rest = PostgrestStandIn(logs_db, key)
     try:
-        tree = tree_for(stack_tree, project, logs_db, unique, tmp_path, url=rest.url, service_role_key=key)
-        tree["supabase"]["sink"] = "rest"
-        path = write(tree, tmp_path)
+        path, host = stack_file(stack_tree, project, logs_db, unique, tmp_path, url=rest.url, service_role_key=key,
+                                sink="rest")
         rest.fail_next = 1  # one 503: the task retries
-        out = log_shipping(stack_file=path, settle_s=0)
-        assert out["rows"] == 7 and len(rows(logs_db, tree["name"])) == 7
-        assert log_shipping(stack_file=path, settle_s=0)["rows"] == 0
+        out = log_shipping(stack_file=path, options=NOW)
+        assert out["rows"] == 7
+        assert sorted(db_rows(logs_db, host)) == sorted(ODOO_ROWS + NGINX_ROWS)
+        assert log_shipping(stack_file=path, options=NOW)["rows"] == 0
         posts = [r for r in rest.requests if r[0] == "POST"]
-        assert (503 in [c for _, _, c in posts]) and all(c in (201, 503) for _, _, c in posts)
-        # the protocol itself: a duplicate without ignore-duplicates is a 409, a wrong key a 401
-        import requests
+        assert 503 in [r[2] for r in posts] and {r[2] for r in posts} == {201, 503}
+        assert {r[3] for r in posts if "/logs" in r[1]} == {"return=minimal, resolution=ignore-duplicates"}
+        with psycopg.connect(**logs_db) as conn:
+            assert conn.execute("SELECT count(*) FROM ops.log_cursors WHERE host = %s", (host,)).fetchone()[0] == 3
 
-        row = {"id": "00000000-0000-0000-0000-000000000001", "ts": "2026-11-25T00:00:00Z", "host": "x",
-               "container": "c", "stream": "stdout", "message": "m", "attributes": {}}
-        h = {"apikey": key, "Authorization": f"Bearer {key}", "Content-Profile": "ops", "Prefer": "return=minimal"}
-        assert requests.post(f"{rest.url}/rest/v1/logs", json=[row], headers=h, timeout=5).status_code == 201
-        dup = requests.post(f"{rest.url}/rest/v1/logs", json=[row], headers=h, timeout=5)
-        assert dup.status_code == 409 and dup.json()["code"] == "23505"
-        wrong = tree_for(stack_tree, project, logs_db, unique, tmp_path, url=rest.url, service_role_key="nope-key")
-        wrong["supabase"]["sink"] = "rest"
+        wrong, _ = stack_file(stack_tree, project, logs_db, unique, tmp_path, url=rest.url,
+                              service_role_key="nope-key-0000", sink="rest")
         with pytest.raises(OpsError, match="401"):
-            log_shipping.fn(stack_file=write(wrong, tmp_path), settle_s=0)
+            log_shipping.fn(stack_file=wrong, options=NOW)
     finally:
         rest.stop()
+
+
+def test_postgrest_stand_in_speaks_the_insert_protocol(logs_db, unique):
+    key = "k-" + unique
+    rest = PostgrestStandIn(logs_db, key)
+    url = f"{rest.url}/rest/v1/logs"
+    h = {"apikey": key, "Authorization": f"Bearer {key}", "Content-Profile": "ops", "Prefer": "return=minimal"}
+    rid = str(uuid.uuid4())
+    row = {"id": rid, "ts": "2026-11-25T00:00:00Z", "host": f"p-{unique}", "container": "c", "stream": "stdout",
+           "message": "m", "attributes": {"a": 1}}
+    try:
+        first = requests.post(url, json=[row], headers=h, params={"on_conflict": "id"}, timeout=5)
+        assert (first.status_code, first.content) == (201, b"")
+        dup = requests.post(url, json=[row], headers=h, params={"on_conflict": "id"}, timeout=5)
+        assert dup.status_code == 409 and dup.json()["code"] == "23505"
+        ignore = {**h, "Prefer": "return=minimal, resolution=ignore-duplicates"}
+        ok = requests.post(url, json=[row], headers=ignore, params={"on_conflict": "id"}, timeout=5)
+        assert ok.status_code == 201 and ok.headers["Preference-Applied"] == "return=minimal, resolution=ignore-duplicates"
+        rep = requests.post(url, json={**row, "id": str(uuid.uuid4())}, timeout=5,
+                            headers={**h, "Prefer": "return=representation"})
+        assert rep.status_code == 201 and rep.json()[0]["shipped_at"] and rep.json()[0]["attributes"] == {"a": 1}
+        merge = {**h, "Prefer": "return=representation, resolution=merge-duplicates"}
+        merged = requests.post(url, json=[{**row, "message": "m2"}], headers=merge, params={"on_conflict": "id"},
+                               timeout=5)
+        assert merged.status_code == 201 and merged.json()[0]["message"] == "m2"
+        assert requests.post(url, json=[row], timeout=5, headers={**h, "apikey": "x"}).status_code == 401
+        assert requests.post(url, json=[row], timeout=5, headers={**h, "Authorization": "Bearer x"}).status_code == 401
+        bad = requests.post(url, data=b"[{", timeout=5, headers={**h, "Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["code"] == "PGRST102"
+        mixed = requests.post(url, json=[row, {"id": rid}], headers=h, timeout=5)
+        assert mixed.status_code == 400 and mixed.json()["message"] == "All object keys must match"
+        assert requests.post(url, json=[row], timeout=5, headers={**h, "Content-Profile": "private"}).status_code == 406
+        assert requests.post(f"{rest.url}/rest/v1/nope", json=[row], headers=h, timeout=5).status_code == 404
+        assert requests.post(url, data="x", timeout=5, headers={**h, "Content-Type": "text/plain"}).status_code == 415
+        notnull = requests.post(url, json=[{"id": str(uuid.uuid4())}], headers=h, timeout=5)
+        assert notnull.status_code == 400 and notnull.json()["code"] == "23502"
+        got = requests.get(url, params={"id": f"eq.{rid}", "select": "id,message"}, timeout=5,
+                           headers={"apikey": key, "Authorization": f"Bearer {key}", "Accept-Profile": "ops"})
+        assert got.json() == [{"id": rid, "message": "m2"}]
+    finally:
+        rest.stop()
+
+
+def test_hand_encoded_binary_copy_stores_what_psycopgs_write_row_stores(logs_db, unique):
+    """The shipper's own binary COPY encoder against psycopg's: same rows, tricky values included."""
+    from datetime import UTC, datetime, timedelta
+
+    from psycopg import sql
+
+    from odoo_stack_ops.logs.sink_pg import copy_encoded, copy_rows, register_row_dumpers
+
+    base = datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)  # before PostgreSQL's epoch: negative
+    texts = ["", "plain", "ünïcødé ✓ 日本語", "tab\there\nnewline \\ back", "x" * 300_000, '{"json": "inside"}']
+    rows = [(uuid.uuid4().bytes, base + timedelta(days=i * 400, microseconds=i), f"h-{unique}", f"c{i % 2}",
+             "stderr" if i % 3 else "stdout", None if i % 4 == 0 else "ERROR", None if i % 5 == 0 else "odoo.http",
+             texts[i % len(texts)], '{"n": %d, "s": "é\\n"}' % i) for i in range(40)]
+    with psycopg.connect(**logs_db) as conn:
+        register_row_dumpers(conn)
+        for name in ("enc_a", "enc_b"):
+            conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE ops.logs INCLUDING DEFAULTS)").format(sql.Identifier(name)))
+        kept: list = []
+        copy_encoded(conn, sql.Identifier("enc_a"), rows, kept)
+        copy_rows(conn, sql.Identifier("enc_b"), rows)
+        cols = "id, ts, host, container, stream, level, logger, message, attributes"
+        a = conn.execute(f"SELECT {cols} FROM enc_a ORDER BY id").fetchall()  # noqa: S608 - constant text
+        b = conn.execute(f"SELECT {cols} FROM enc_b ORDER BY id").fetchall()  # noqa: S608
+    assert kept == rows and len(a) == len(rows) and a == b
+    assert {r[1] for r in a} == {r[1] for r in rows} and a[0][8]["s"] == "é\n"

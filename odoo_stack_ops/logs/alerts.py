@@ -1,5 +1,12 @@
-"""Critical lines to Mattermost: grouped per container and logger, at most one message per group per interval,
-with a count of what was held back (pure planning + a tiny JSON state)."""
+"""Critical log lines → Mattermost, grouped per container and logger and rate-limited (pure + a JSON state).
+
+A crash loop writes the same error hundreds of times a minute; the channel gets one message per group per
+interval, carrying how many lines matched and a few samples, and the lines held back in between are counted
+into the next message (sent even if the group has gone quiet, so nothing is silently swallowed). Memory is
+bounded: per group a count and at most `samples` lines, at most `max_groups` groups per run.
+A message that Mattermost did not accept leaves the group's state as it was, so its lines are reported on
+the next run instead.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +14,124 @@ import json
 import os
 import re
 import tempfile
-from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from odoo_stack_ops.logs.parse import Row
+
 DEFAULT_LEVELS = ("CRITICAL", "ERROR")
+SEVERITY = {"DEBUG": 0, "INFO": 1, "WARNING": 2, "ERROR": 3, "CRITICAL": 4}
+OVERFLOW_GROUP = "(other)|-"
 
 
-def critical_matcher(levels: list[str] | tuple[str, ...], patterns: list[str]) -> Any:
-    compiled = [re.compile(p) for p in patterns]
-    wanted = {lv.upper() for lv in levels}
+class CriticalMatcher:
+    """A row is critical when its level is one of `levels` or its message matches one of `patterns`."""
 
-    def is_critical(row: tuple[Any, ...]) -> bool:
-        return (row[5] or "").upper() in wanted or any(p.search(row[7] or "") for p in compiled)
+    def __init__(self, levels: Iterable[str] = DEFAULT_LEVELS, patterns: Iterable[str] = ()) -> None:
+        self.levels = frozenset(lv.upper() for lv in levels)
+        self.patterns = [re.compile(p) for p in patterns]
 
-    return is_critical
+    def __call__(self, row: Row) -> bool:
+        if row[5] in self.levels:
+            return True
+        return any(p.search(row[7]) for p in self.patterns) if self.patterns else False
 
 
-def plan_messages(found: list[dict[str, Any]], state: dict[str, Any], now: float, min_interval_s: float
+@dataclass
+class Group:
+    count: int = 0
+    level: str | None = None
+    first: str = ""
+    last: str = ""
+    samples: list[str] = field(default_factory=list)
+
+
+class CriticalCollector:
+    """Per (container, logger): how many critical lines this run, the worst level, the first samples."""
+
+    def __init__(self, samples: int = 5, max_groups: int = 100, sample_chars: int = 300) -> None:
+        self.samples, self.max_groups, self.sample_chars = samples, max_groups, sample_chars
+        self.groups: dict[str, Group] = {}
+
+    def add(self, row: Row) -> None:
+        key = f"{row[3]}|{row[6] or '-'}"
+        group = self.groups.get(key)
+        if group is None:
+            if len(self.groups) >= self.max_groups:
+                key = OVERFLOW_GROUP
+                group = self.groups.setdefault(key, Group())
+            else:
+                group = self.groups[key] = Group()
+        group.count += 1
+        if SEVERITY.get(row[5] or "", -1) > SEVERITY.get(group.level or "", -1):
+            group.level = row[5]
+        stamp = row[1].isoformat()
+        group.first = group.first or stamp
+        group.last = stamp
+        if len(group.samples) < self.samples:
+            group.samples.append(f"[{row[5] or '-'}] {row[7][:self.sample_chars]}")
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {k: {"count": g.count, "level": g.level, "first": g.first, "last": g.last, "samples": g.samples}
+                for k, g in self.groups.items()}
+
+
+def plan_messages(groups: dict[str, dict[str, Any]], state: dict[str, Any], now: float, min_interval_s: float
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Group this pass's critical lines; send a group only if its last message is older than min_interval_s,
-    folding in the lines suppressed since. Returns (messages, new state)."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for f in found:
-        groups[f"{f['container']}|{f.get('logger') or '-'}"].append(f)
+    """Which groups to post now. A group posts when its last message is at least `min_interval_s` old
+    (or it never posted), with this run's lines plus those held back since; otherwise its lines are held
+    back. Groups with held-back lines and no new ones post their count once the interval has passed.
+    Returns (messages, state if every message is delivered)."""
     state = {k: dict(v) for k, v in state.items()}
     messages = []
-    for key, items in sorted(groups.items()):
-        g = state.setdefault(key, {"last_sent": 0.0, "suppressed": 0})
-        if now - g["last_sent"] >= min_interval_s:
-            messages.append({"group": key, "count": len(items) + g["suppressed"], "sample": items[:5],
-                             "suppressed_before": g["suppressed"]})
-            g["last_sent"], g["suppressed"] = now, 0
+    for key in sorted(set(groups) | {k for k, v in state.items() if v.get("held", 0)}):
+        g = groups.get(key, {"count": 0, "level": None, "samples": []})
+        s = state.setdefault(key, {"last_sent": 0.0, "held": 0})
+        if now - s["last_sent"] >= min_interval_s:
+            if g["count"] + s["held"] == 0:
+                continue
+            container, _, logger = key.partition("|")
+            messages.append({"group": key, "container": container, "logger": logger, "new": g["count"],
+                             "held_before": s["held"], "count": g["count"] + s["held"], "level": g["level"],
+                             "samples": g["samples"], "last_sent": s["last_sent"]})
+            s["last_sent"], s["held"] = now, 0
         else:
-            g["suppressed"] += len(items)
+            s["held"] += g["count"]
     return messages, state
 
 
+def undelivered(state: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """State after Mattermost refused `message`: the group keeps its lines for the next run."""
+    state = {k: dict(v) for k, v in state.items()}
+    state[message["group"]] = {"last_sent": message["last_sent"], "held": message["count"]}
+    return state
+
+
+def render(message: dict[str, Any]) -> tuple[str, str, str]:
+    """(title, text, colour level) for notify()."""
+    title = f"{message['count']} critical log line(s) in {message['container']} / {message['logger']}"
+    lines = "\n".join(message["samples"]) or "(no new lines since the last message)"
+    text = f"```\n{lines}\n```"
+    if message["held_before"]:
+        since = datetime.fromtimestamp(message["last_sent"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        text += f"\n{message['held_before']} line(s) held back since the last message ({since})."
+    return title, text, "danger" if message["level"] in (None, "ERROR", "CRITICAL") else "warning"
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}  # a torn or hand-edited file must not stop shipping; worst case one extra message
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomic replace: a crash leaves the old state or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".log-alerts.")
     with os.fdopen(fd, "w") as fh:
         json.dump(state, fh)
     os.replace(tmp, path)

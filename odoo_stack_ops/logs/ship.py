@@ -1,164 +1,207 @@
-"""The shipper: per container and stream, read Docker logs after the cursor, parse, write in bounded batches.
+"""The shipper: per container and stream, read Docker's log after the cursor, parse, write bounded batches.
 
-Nothing lost: the cursor moves only with the rows it covers (same transaction, or after them over REST).
-Nothing doubled: reading restarts strictly after the cursor and ids are deterministic. A container
-restart keeps its logs and timestamps go on; a recreated container (same name) starts after the cursor's
-time. Rotation drops only lines older than what Docker still holds. The newest entry of a read is held
-back until it has settled for `settle_s`, so a traceback being written is never split in two rows.
+Nothing lost: a batch's cursor is the place of its last line and is committed with (direct sink) or right
+after (REST sink) its rows; a run resumes strictly after the committed cursor. Nothing doubled: rows carry
+deterministic ids that the sinks ignore when seen again. Memory is bounded by `batch_size` whatever the
+backlog (the log is streamed from the Engine API, one batch of rows is held for a possible replay), and a
+run stops after `max_seconds`, leaving the rest for the next run. The last Odoo entry of a read is held back while it may still grow (younger than
+`settle_s`, or its last line not yet ended by a newline), so a traceback being written is not cut in two.
 
-`python -m odoo_stack_ops.logs.ship --stack-file F` runs one pass without Prefect (cheap to start; used by
-the crash test).
+`python -m odoo_stack_ops.logs.ship --stack-file F` runs one pass without Prefect (cheap to start; the
+crash test kills it at random points).
 """
 
 from __future__ import annotations
 
 import argparse
-import queue
+import contextlib
+import logging
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from odoo_stack_ops.logs import parse
-from odoo_stack_ops.logs.sinks import Cursor, CursorKey, PgSink, RestSink
+from odoo_stack_ops.logs.alerts import CriticalCollector, CriticalMatcher
+from odoo_stack_ops.logs.parse import Cursor, Row
+from odoo_stack_ops.logs.sink_pg import CursorKey
 
 STREAMS = ("stdout", "stderr")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ShipStats:
-    lines: int = 0
     rows: int = 0
+    lines: int = 0
     batches: int = 0
     held_back: int = 0
     finished: bool = True
     seconds: float = 0.0
-    critical: list[dict[str, Any]] = field(default_factory=list)
+    per_container: dict[str, int] = field(default_factory=dict)
 
 
-class BackgroundSink:
-    """Writes batches on a thread so parsing the next batch overlaps the database's work on this one.
+class LogReader:
+    """Complete `<stamp> <text>` lines of one container stream, streamed from the Engine API (never the whole
+    log in memory). Each frame of the stream is one log record. A record without a trailing newline is a
+    partial line (conmon writes one whenever its read of the pipe ends mid-line; Docker past 16 KiB): the
+    next record continues it, so its own stamp is dropped and the line keeps the first stamp. A last line
+    still unfinished is not yielded (`incomplete` is set): it is read again, whole, next time. Bytes are
+    decoded per complete line, so a UTF-8 sequence split across records stays intact."""
 
-    Batches (rows + their cursor) are committed in order, one transaction each, so a crash still loses or
-    doubles nothing; at most `depth` batches wait in memory. A failed write surfaces on the next call."""
+    def __init__(self, container: Any, stream: str, since: int | None) -> None:
+        kw: dict[str, Any] = {"stdout": stream == "stdout", "stderr": stream == "stderr", "timestamps": True,
+                              "stream": True, "follow": False}
+        if since is not None:
+            kw["since"] = max(since, 1)
+        self.chunks = container.logs(**kw)
+        self.incomplete = False
 
-    def __init__(self, sink: Any, depth: int = 2) -> None:
-        self.sink = sink
-        self.q: queue.Queue[Any] = queue.Queue(depth)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True, name="log-sink")
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (item := self.q.get()) is not None:
-            if self.error is None:
-                try:
-                    self.sink.write(*item)
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    self.error = exc
-
-    def cursors(self, host: str) -> Any:
-        return self.sink.cursors(host)
-
-    def write(self, rows: list[tuple[Any, ...]], host: str, cursors: Any) -> int:
-        if self.error is not None:
-            raise self.error
-        self.q.put((rows, host, cursors))
-        return len(rows)
+    def __iter__(self) -> Iterator[str]:
+        buf = b""
+        for frame in self.chunks:
+            if buf:
+                stamp, space, rest = frame.partition(b" ")
+                data = buf + (rest if space and _is_stamp(stamp) else frame)
+                buf = b""
+            else:
+                data = frame
+            if data[-1:] == b"\n":
+                yield from data[:-1].decode("utf-8", "replace").split("\n")
+            else:
+                head, newline, buf = data.rpartition(b"\n")
+                if newline:
+                    yield from head.decode("utf-8", "replace").split("\n")
+        self.incomplete = bool(buf)
 
     def close(self) -> None:
-        """Wait for every queued batch; raise the first failure."""
-        self.q.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
+        with contextlib.suppress(Exception):
+            self.chunks.close()
 
 
-def read_lines(container: Any, stream: str, since: float | None) -> Iterator[str]:
-    """Docker log lines with timestamps, streamed (never the whole log in memory)."""
-    kw: dict[str, Any] = {"stdout": stream == "stdout", "stderr": stream == "stderr", "timestamps": True,
-                          "stream": True, "follow": False}
-    if since is not None:
-        kw["since"] = since
-    buf = b""
-    for chunk in container.logs(**kw):
-        buf += chunk
-        if b"\n" in buf:
-            head, _, buf = buf.rpartition(b"\n")
-            yield from head.decode("utf-8", "replace").split("\n")
-    if buf:
-        yield buf.decode("utf-8", "replace")
+def _is_stamp(token: bytes) -> bool:
+    """Cheap test for an RFC 3339 log stamp such as 2026-11-25T06:22:04Z or …04.123456789Z."""
+    return 20 <= len(token) <= 35 and token[4:5] == b"-" and token[10:11] == b"T" and token[:4].isdigit()
 
 
-def ship_stream(container: Any, name: str, service: str, stream: str, *, host: str, sink: Any,
-                cursor: Cursor | None, stats: ShipStats, batch_size: int, deadline: float, settle_s: float,
-                is_critical: Any) -> None:
-    kind = parse.parser_kind(service)
-    since = parse.parse_stamp(cursor[0]).timestamp() - 1 if cursor else None  # re-read the cursor's second whole
-    lines = parse.number_lines(read_lines(container, stream, since), after=cursor)
-    batch: list[tuple[Any, ...]] = []
-    last: tuple[Cursor, datetime] | None = None
-    now = datetime.now(UTC)
-    for entry, is_last in parse.group_entries(lines, multiline=kind == "odoo"):
-        if is_last and (now - parse.parse_stamp(entry.last.stamp)).total_seconds() < settle_s:
-            stats.held_back += 1
-            break
-        row = parse.to_row(entry, host=host, container=name, stream=stream, kind=kind)
-        batch.append(row)
-        stats.lines += len(entry.lines)
-        last = ((entry.last.stamp, entry.last.seq), row[1])
-        if is_critical(row):
-            stats.critical.append({"container": name, "logger": row[6], "level": row[5],
-                                   "message": row[7].splitlines()[0][:300] if row[7] else ""})
-        if len(batch) >= batch_size:
-            stats.rows += sink.write(batch, host, {(name, stream): last})
-            stats.batches += 1
-            batch = []
+class Batch:
+    """Up to `size` rows pulled from one stream's rows while the sink consumes them: the direct sink's COPY
+    streams as the parser goes, so parsing overlaps the database's work (one thread; a writer thread was
+    slower, the GIL serialising the two). Remembers the place of its last row for the cursor and hands
+    critical rows to the collector."""
+
+    def __init__(self, rows: Iterator[tuple[Row, str, int, str]], size: int, source: parse.Source,
+                 critical: Callable[[Row], None] | None, hot_levels: frozenset[str] | None = None) -> None:
+        self.rows, self.size, self.source, self.critical = rows, size, source, critical
+        self.hot_levels = hot_levels  # when set, only rows of these levels can be critical (no patterns)
+        self.count = self.lines = 0
+        self.place: tuple[str, int, str] | None = None
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[Row]:
+        count_lines = self.source.kind == "odoo"  # an Odoo entry's message holds its continuation lines
+        critical, hot = self.critical, self.hot_levels
+        for row, stamp, seq, line in self.rows:
+            self.count += 1
+            self.place = (stamp, seq, line)
+            if count_lines:
+                self.lines += row[7].count("\n")
+            if critical is not None and (hot is None or row[5] in hot):
+                critical(row)
+            yield row
+            if self.count >= self.size:
+                return
+        self.exhausted = True
+
+    def cursors(self) -> dict[CursorKey, Cursor]:
+        if self.place is None:
+            raise RuntimeError("an empty batch has no cursor")
+        stamp, seq, line = self.place
+        return {(self.source.container, self.source.stream):
+                Cursor(self.source.container_id, parse.stamp_ns(stamp), seq, parse.line_hash(line))}
+
+
+def ship_stream(container: Any, service: str, stream: str, *, host: str, sink: Any, cursor: Cursor | None,
+                stats: ShipStats, batch_size: int, deadline: float, settle_s: float,
+                critical: Callable[[Row], None] | None = None, hot_levels: frozenset[str] | None = None) -> None:
+    """One container stream after its cursor, batch by batch; returns early (resumable) past the deadline."""
+    source = parse.Source(host, container.name, container.id, stream, parse.parser_kind(service))
+    if cursor is not None and cursor.container_id != container.id:
+        log.info("%s was recreated (new container id): reading its %s from the start", container.name, stream)
+        cursor = None
+    reader = LogReader(container, stream, parse.since_for(cursor))
+    cutoff = time.time_ns() - int(settle_s * 1e9)
+
+    def hold_last(stamp: str) -> bool:
+        held = reader.incomplete or parse.stamp_ns(stamp) > cutoff
+        stats.held_back += held
+        return held
+
+    rows = parse.iter_rows(source, iter(reader), cursor, hold_last)
+    try:
+        while True:
+            batch = Batch(rows, batch_size, source, critical, hot_levels)
+            written = sink.write(batch, host, batch.cursors)
+            if written:
+                stats.rows += written
+                stats.lines += written + batch.lines
+                stats.batches += 1
+                stats.per_container[source.container] = stats.per_container.get(source.container, 0) + written
+            if batch.exhausted or not written:
+                return
             if time.monotonic() > deadline:
                 stats.finished = False
                 return
-    if batch and last:
-        stats.rows += sink.write(batch, host, {(name, stream): last})
-        stats.batches += 1
+    finally:
+        rows.close()
+        reader.close()
 
 
-def ship(client: Any, services: dict[str, Any], *, host: str, sink: Any, batch_size: int = 5000,
-         max_seconds: float = 240, settle_s: float = 5.0, is_critical: Any = lambda row: False) -> ShipStats:
-    """One pass over every container; stops early (resumable) when `max_seconds` is spent."""
+def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int = 5000, max_seconds: float = 240,
+         settle_s: float = 5.0, matcher: CriticalMatcher | None = None, collector: CriticalCollector | None = None
+         ) -> ShipStats:
+    """One pass over every container (service → docker container) and both streams; stops early
+    (resumable) when `max_seconds` is spent. Critical rows (per `matcher`) go to `collector`."""
     start = time.monotonic()
     deadline = start + max_seconds
     stats = ShipStats()
     cursors: dict[CursorKey, Cursor] = sink.cursors(host)
-    writer = BackgroundSink(sink)
-    try:
-        for service, container in services.items():
-            for stream in STREAMS:
-                ship_stream(container, container.name, service, stream, host=host, sink=writer,
-                            cursor=cursors.get((container.name, stream)), stats=stats, batch_size=batch_size,
-                            deadline=deadline, settle_s=settle_s, is_critical=is_critical)
-                if time.monotonic() > deadline:
-                    stats.finished = False
-                    break
+    critical, hot_levels = None, None
+    if matcher is not None and collector is not None:
+        hot_levels = None if matcher.patterns else matcher.levels  # levels alone: most rows skip the call
+        add = collector.add
+
+        def critical(row: Row) -> None:
+            if matcher(row):
+                add(row)
+
+    for service, container in containers.items():
+        for stream in STREAMS:
+            ship_stream(container, service, stream, host=host, sink=sink, cursor=cursors.get((container.name, stream)),
+                        stats=stats, batch_size=batch_size, deadline=deadline, settle_s=settle_s, critical=critical,
+                        hot_levels=hot_levels)
             if not stats.finished:
                 break
-    finally:
-        writer.close()
+        if not stats.finished:
+            break
     stats.seconds = round(time.monotonic() - start, 3)
     return stats
 
 
 def make_sink(cfg: Any) -> Any:
     """The configured sink: PostgreSQL (SUPABASE_DB_URL) or Supabase REST (SUPABASE_URL + service role key)."""
+    from odoo_stack_ops.errors import ConfigError  # noqa: PLC0415
+    from odoo_stack_ops.logs.sink_pg import PgSink  # noqa: PLC0415
+    from odoo_stack_ops.logs.sink_rest import RestSink  # noqa: PLC0415
+
     sb = cfg.supabase
     if sb.sink == "rest":
         if not (sb.url and sb.service_role_key):
-            raise ValueError("supabase.sink is 'rest' but SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY are missing")
+            raise ConfigError("supabase.sink is 'rest' but SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY are missing")
         return RestSink(sb.url, sb.service_role_key.get_secret_value(), sb.schema_name, sb.table)
     if sb.db_dsn is None:
-        raise ValueError("supabase.sink is 'postgres' but SUPABASE_DB_URL is missing")
+        raise ConfigError("supabase.sink is 'postgres' but SUPABASE_DB_URL is missing")
     return PgSink(sb.db_dsn.get_secret_value(), sb.schema_name, sb.table)
 
 
@@ -174,18 +217,30 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description="one log-shipping pass without Prefect")
     p.add_argument("--stack-file")
-    p.add_argument("--services", default="")
+    p.add_argument("--services", default="", help="comma-separated compose services (default: all configured)")
     p.add_argument("--settle", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--max-seconds", type=float, default=240)
+    p.add_argument("--loop", action="store_true", help="pass after pass until killed (the crash test)")
     a = p.parse_args(argv)
     cfg = load_config(a.stack_file)
     names = [s for s in a.services.split(",") if s] or list(cfg.containers)
     sink = make_sink(cfg)
-    with Connections(cfg) as conns:
-        stats = ship(conns.docker(), find_services(conns.docker(), names, cfg.docker.compose_project), host=cfg.name,
-                     sink=sink, batch_size=a.batch, settle_s=a.settle)
-    sink.close()
-    sys.stdout.write(f"{stats.rows} rows, {stats.lines} lines, {stats.batches} batches\n")
+    try:
+        sink.migrate()
+        with Connections(cfg) as conns:
+            found = find_services(conns.docker(), names, cfg.docker.compose_project)
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
+            while True:
+                stats = ship(found, host=cfg.name, sink=sink, batch_size=a.batch, max_seconds=a.max_seconds,
+                             settle_s=a.settle)
+                if not a.loop:
+                    break
+                time.sleep(0.02)
+    finally:
+        sink.close()
+    sys.stdout.write(f"{stats.rows} rows in {stats.batches} batches, {stats.seconds} s\n")
     return 0
 
 
