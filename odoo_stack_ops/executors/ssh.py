@@ -34,6 +34,7 @@ from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, S
 
 log = logging.getLogger(__name__)
 STREAMLOCAL = "direct-streamlocal@openssh.com"
+DRAIN_LIMIT = 4 * CHUNK  # output left unread when a stream is closed early: read this much, then hang up
 
 
 class _StreamLocalTransport(paramiko.Transport):
@@ -191,8 +192,7 @@ class SSHExecutor(Executor):
         stream = _ChannelStream(chan)
         try:
             yield stream
-            while chan.recv(CHUNK):  # unread output: let the command finish writing
-                pass
+            _finish_reading(chan)
         except BaseException as exc:
             chan.close()
             if not self._alive() and not isinstance(exc, ConnectError):
@@ -211,7 +211,9 @@ class SSHExecutor(Executor):
         if code == -1 and not fired.is_set() and not self._alive():
             raise ConnectError(f"SSH connection to {self.where} dropped while running {command.masked()}; "
                                f"transient, retried")
-        if fired.is_set() or (timeout and code in (124, 137)):
+        # coreutils `timeout` exits 124, or dies with its group on -k's SIGKILL (paramiko reports no code: -1)
+        timed_out = timeout and code in (124, 137, -1) and time.monotonic() - start >= timeout
+        if fired.is_set() or timed_out:
             raise CommandTimeout(stream.result, f"the command ran past its {timeout:g} s timeout")
         if check:
             stream.result.check()
@@ -254,6 +256,16 @@ class SSHExecutor(Executor):
                 self._client = None
 
 
+def _finish_reading(chan: paramiko.Channel) -> None:
+    """Read what the caller left unread so a short tail lets the command exit 0; past DRAIN_LIMIT hang up,
+    as a closed local pipe would (the command then gets SIGPIPE: endless output cannot hang us)."""
+    left = DRAIN_LIMIT
+    while left > 0 and (data := chan.recv(CHUNK)):
+        left -= len(data)
+    if left <= 0:
+        chan.close()
+
+
 def _open_private(sftp: paramiko.SFTPClient, path: str, mode: int) -> SFTPFile:
     """SFTP open for writing that sends the permissions with the create request (sftp-server passes them to
     open(2)); paramiko's own open() sends none, so the file would be born with the server's umask."""
@@ -270,14 +282,14 @@ class _ChannelStream(Stream):
         self._chan = chan
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            chunks = []
-            while data := self._chan.recv(CHUNK):
-                chunks.append(data)
-            return b"".join(chunks)
         try:
+            if size is None or size < 0:
+                chunks = []
+                while data := self._chan.recv(CHUNK):
+                    chunks.append(data)
+                return b"".join(chunks)
             return self._chan.recv(size)
-        except OSError:
+        except OSError:  # the channel was closed under us (timeout): the exit code tells the rest
             return b""
 
 
