@@ -13,7 +13,7 @@ class LogShippingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     services: list[str] | None = Field(None, description="Compose services to ship (default: every configured container)")
-    batch_size: int = Field(5000, ge=1, le=100_000, description="Rows per transaction (bounds memory)")
+    batch_size: int = Field(20_000, ge=1, le=100_000, description="Rows per transaction (bounds memory: ~10 MB at 20,000)")
     max_seconds: float = Field(240, gt=0, description="Time budget of one run; a bigger backlog continues next run")
     settle_s: float = Field(5.0, ge=0, description="Hold back an Odoo entry younger than this (a traceback may still grow)")
     critical_levels: list[str] = Field(["CRITICAL", "ERROR"], description="Levels posted to Mattermost")

@@ -158,7 +158,7 @@ def ship_stream(container: Any, service: str, stream: str, *, host: str, sink: A
         reader.close()
 
 
-def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int = 5000, max_seconds: float = 240,
+def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int = 20_000, max_seconds: float = 240,
          settle_s: float = 5.0, matcher: CriticalMatcher | None = None, collector: CriticalCollector | None = None
          ) -> ShipStats:
     """One pass over every container (service → docker container) and both streams; stops early
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-file")
     p.add_argument("--services", default="", help="comma-separated compose services (default: all configured)")
     p.add_argument("--settle", type=float, default=5.0)
-    p.add_argument("--batch", type=int, default=5000)
+    p.add_argument("--batch", type=int, default=20_000)
     p.add_argument("--max-seconds", type=float, default=240)
     p.add_argument("--loop", action="store_true", help="pass after pass until killed (the crash test)")
     a = p.parse_args(argv)
