@@ -1,19 +1,33 @@
 """Flows `health-sweep` (every minute) and `diagnose` (on demand): the seed's Health Checks, Monitoring
-thresholds and Troubleshooting runbooks. A sweep completes even when checks fail (the alert state machine
-notifies, not the run state, so a minute-by-minute schedule never floods the channel)."""
+thresholds and Troubleshooting runbooks.
+
+A sweep completes even when checks fail: the alert state machine notifies, not the run state, so a
+minute-by-minute schedule never floods the channel (a Failed run would trigger the failure automation).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
 
 from odoo_stack_ops.config import load_config
 from odoo_stack_ops.connect import Connections
-from odoo_stack_ops.health import checks, state
-from odoo_stack_ops.health.evaluate import AlertPolicy
+from odoo_stack_ops.health import runbooks
+from odoo_stack_ops.health.alerting import STATE_FILE, AlertPolicy, SweepState, load_state, locked, save_state
 from tasks.common import logger, publish_markdown, publish_table
-from tasks.health import evaluate_alerts, run_checks, table
+from tasks.health import (
+    SweepOptions,
+    container_runbook,
+    database_runbook,
+    evaluate_alerts,
+    module_runbook,
+    now_iso,
+    run_checks,
+    send_alerts,
+    table_rows,
+)
 
 
 @flow(name="health-sweep", description="HTTP, database, containers, CPU/memory/disk/network; alerts that do not spam")
@@ -22,51 +36,63 @@ def health_sweep(
     fail_after: int = 3,
     ok_after: int = 2,
     remind_minutes: float = 60,
-    disk_mounts: list[str] | None = None,
-    timeout_s: float = 10,
-    extra_urls: dict[str, str] | None = None,
+    disk_paths: list[str] | None = None,
+    endpoints: dict[str, str] | None = None,
+    check_timeout_s: float = 10,
+    slow_response_s: float = 2,
+    container_stats: bool = True,
 ) -> dict[str, Any]:
-    """One sweep; returns {"results": rows, "sent": messages}."""
+    """One sweep: check everything at once, step each check's alert state, post what changed, publish the table.
+
+    disk_paths: paths whose filesystems are judged against the disk threshold (default "/").
+    endpoints: service → URL, overriding the URLs derived from the configuration (Service Discovery table).
+    """
     cfg = load_config(stack_file)
-    path = cfg.state_dir.expanduser() / "health-state.json"
-    states, samples = state.load(path)
-    results = run_checks(cfg, samples, disk_mounts or ["/"], timeout_s, extra_urls)
+    opt = SweepOptions(disk_paths=disk_paths or ["/"], endpoints=endpoints or {}, check_timeout_s=check_timeout_s,
+                       slow_response_s=slow_response_s, container_stats=container_stats)
     policy = AlertPolicy(fail_after=fail_after, ok_after=ok_after, remind_s=remind_minutes * 60)
-    states, sent = evaluate_alerts(cfg, results, states, policy)
-    state.save(path, states, samples)
-    rows = table(results, states)
-    publish_table("health-sweep", rows, f"health of {cfg.name}: "
-                  f"{sum(r.status == 'fail' for r in results)} failing of {len(results)}")
-    return {"results": rows, "sent": sent}
+    path = cfg.state_dir.expanduser() / STATE_FILE
+    started = time.monotonic()
+    with locked(path):
+        state = load_state(path)
+        reading = run_checks(cfg, state.samples, opt)
+        now = time.time()
+        checks, notices = evaluate_alerts(reading.results, state.checks, policy, cfg.name, now)
+        checks, delivered = send_alerts(cfg, notices, checks, now)
+        save_state(path, SweepState(checks, {**state.samples, **reading.samples}))
+    rows = table_rows(reading.results, checks)
+    failing = sum(r.status == "fail" for r in reading.results)
+    publish_table("health-sweep", rows, f"health of {cfg.name}: {failing} failing of {len(rows)} checks; "
+                  f"{len(notices)} message(s) {'sent' if delivered else 'NOT delivered'}")
+    return {"results": rows, "notices": [{"check": n.check, "action": n.action, "delivered": delivered}
+                                         for n in notices], "seconds": round(time.monotonic() - started, 3)}
 
 
 @flow(name="diagnose", description="The seed's troubleshooting runbooks, collected as one evidence artifact")
-def diagnose(stack_file: str | None = None, service: str = "odoo-core", log_lines: int = 100) -> dict[str, Any]:
-    """Container won't start / database connection failed / module installation failed: the evidence."""
-    cfg = load_config(stack_file)
-    evidence: dict[str, str] = {}
-    with Connections(cfg) as conns:
-        host = conns.host()
-        for title, argv in (("df -h", ["df", "-h"]), ("free -m", ["free", "-m"])):
-            r = host.run(argv, check=False, timeout=20)
-            evidence[title] = r.stdout_text or r.stderr_text
-        try:
-            from odoo_stack_ops.executors.docker import find_container  # noqa: PLC0415
+def diagnose(
+    stack_file: str | None = None,
+    service: str = "odoo-core",
+    log_lines: int = 100,
+    module_log_lines: int = 5000,
+    database: str | None = None,
+    odoo_dry_start: bool = False,
+) -> dict[str, Any]:
+    """Container won't start, database connection failed, module installation failed: the evidence of each.
 
-            c = find_container(conns.docker(), service, cfg.docker.compose_project)
-            logs = c.logs(tail=log_lines, timestamps=True).decode("utf-8", "replace")
-            evidence[f"{service}: last {log_lines} log lines"] = logs
-            evidence[f"{service}: state"] = f"{c.status}, restarts {c.attrs.get('RestartCount')}, " \
-                                            f"exit code {c.attrs.get('State', {}).get('ExitCode')}"
-            missing = [ln for ln in c.logs(tail=2000).decode("utf-8", "replace").splitlines()
-                       if "missing" in ln.lower() or "not installable" in ln.lower()]
-            evidence["module installation: missing dependencies"] = "\n".join(missing) or "none found in the log"
-        except Exception as exc:  # noqa: BLE001 - evidence of its own
-            evidence[f"{service}: container"] = f"{type(exc).__name__}: {exc}"
-    db = checks.database(cfg.database)
-    evidence["database: TCP, TLS, credentials (SELECT 1)"] = "\n".join(
-        f"{r.name}: {r.status} — {r.value} {r.evidence}" for r in db)
-    md = "# Diagnosis\n\n" + "\n\n".join(f"## {k}\n\n```\n{v.strip()[:20000]}\n```" for k, v in evidence.items())
-    publish_markdown("diagnose", md, f"diagnosis of {service} on {cfg.name}")
-    logger().info("diagnosis collected: %s", ", ".join(evidence))
-    return evidence
+    odoo_dry_start: also run the seed's `odoo -d DB --stop-after-init` in the container (loads the registry
+    against the database: heavy, so off by default; the container's log is always searched).
+    """
+    cfg = load_config(stack_file)
+    with Connections(cfg) as conns:
+        sections = [
+            container_runbook(cfg, conns, service, log_lines),
+            database_runbook(cfg),
+            module_runbook(cfg, conns, service, module_log_lines, database or cfg.database.name, odoo_dry_start),
+        ]
+    md = runbooks.evidence_markdown(cfg.name, service, now_iso(), sections)
+    problems = [s.title for s in sections if s.verdict != "ok"]
+    publish_markdown("diagnose", md, f"diagnosis of {service} on {cfg.name}: "
+                     f"{'problems in ' + ', '.join(problems) if problems else 'no problem found'}")
+    logger().info("diagnosis of %s: %s", service, "; ".join(f"{s.title}: {s.summary}" for s in sections))
+    return {"verdicts": {s.title: s.verdict for s in sections}, "summaries": {s.title: s.summary for s in sections},
+            "markdown": md}

@@ -1,109 +1,233 @@
-"""Health tasks: run every check concurrently with its own timeout; evaluate alerts; notify; report."""
+"""Health tasks, one verb each: run the checks, evaluate alerts, send them, publish the table; and the
+diagnose runbooks. Checks never raise (a failure is a result); only an unusable configuration fails a sweep."""
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
 
+from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
-from odoo_stack_ops.health import checks
-from odoo_stack_ops.health.evaluate import AlertPolicy, AlertState, CheckResult, step
-from odoo_stack_ops.notify import notify
+from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.health import checks, facts, runbooks
+from odoo_stack_ops.health.alerting import (
+    AlertPolicy,
+    AlertState,
+    Notice,
+    delivered,
+    forget_stale,
+    iso,
+    notice,
+    step,
+)
+from odoo_stack_ops.health.checks import CheckResult, Probe, Reading
+from odoo_stack_ops.notify import build_message, post
+from odoo_stack_ops.redact import redact
 from tasks.common import NO_RETRIES, logger
 
-Probe = tuple[str, Any]
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a sweep probes and how patiently (flow parameters today; candidates for a `health` config section)."""
+
+    disk_paths: list[str] = field(default_factory=lambda: ["/"])
+    endpoints: dict[str, str] = field(default_factory=dict)
+    check_timeout_s: float = 10.0
+    slow_response_s: float = 2.0
+    container_stats: bool = True
 
 
-def plan_checks(cfg: StackConfig, conns: Connections, samples: dict[str, Any], now: float,
-                mounts: list[str], urls: dict[str, str]) -> list[Probe]:
-    """(name, zero-argument callable returning CheckResult or a list of them), one per check group."""
-    probes: list[Probe] = [(f"http.{name}", lambda n=name, u=url: checks.http(f"http.{n}", u))
-                           for name, url in urls.items()]
-    probes.append(("db", lambda: checks.database(cfg.database)))
-    probes.append(("containers", lambda: checks.containers(conns.docker(), list(cfg.containers),
-                                                           cfg.docker.compose_project)))
-    probes.append(("host", lambda: checks.resources(conns.host(), cfg.thresholds, samples, now, mounts)))
+class _Lazy:
+    """One host executor and one Docker client for all check threads, opened on first use, once."""
+
+    def __init__(self, conns: Connections) -> None:
+        self.conns = conns
+        self.lock = threading.Lock()
+
+    def host(self) -> Any:
+        with self.lock:
+            return self.conns.host()
+
+    def docker(self) -> Any:
+        with self.lock:
+            return self.conns.docker()
+
+
+def plan_probes(cfg: StackConfig, lazy: _Lazy, samples: dict[str, Any], now: float, opt: SweepOptions) -> list[Probe]:
+    """Every check group of one sweep, each with its own timeout."""
+    t = opt.check_timeout_s
+    services = list(cfg.containers)
+    project = cfg.docker.compose_project
+    probes = [Probe(f"http.{svc}", lambda s=svc, u=url: checks.http(f"http.{s}", u, t, opt.slow_response_s), t + 1)
+              for svc, url in checks.service_urls(cfg, opt.endpoints).items()]
+    probes.append(Probe("db", lambda: checks.database(cfg.database, t), 3 * t + 1))
+    probes.append(Probe("containers", lambda: checks.containers(lazy.docker(), services, project,
+                                                                samples.get("restarts", {})), 2 * t))
+    if opt.container_stats:
+        probes.append(Probe("container-stats", lambda: checks.container_stats(
+            lazy.docker(), services, project, cfg.thresholds, samples.get("container_stats", {}), now), 2 * t))
+    probes.append(Probe("host", lambda: checks.host_resources(lazy.host(), cfg.thresholds, opt.disk_paths,
+                                                              samples.get("host", {}), now, t), 2 * t))
     if cfg.digitalocean.token is not None:
-        probes.append(("do", lambda: checks.digitalocean(cfg, now)))
+        probes.append(Probe("do", lambda: checks.digitalocean(cfg.digitalocean, cfg.thresholds, now, t,
+                                                              (samples.get("do") or {}).get("droplet_id")), 2 * t))
     return probes
 
 
-def run_concurrently(probes: list[Probe], timeout_s: float) -> list[CheckResult]:
-    """Every probe in parallel; one that overruns its timeout is a failed check, the others still count."""
-    results: list[CheckResult] = []
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(probes)))) as pool:
-        futures = [(name, pool.submit(fn)) for name, fn in probes]
-        deadline = time.monotonic() + timeout_s
-        for name, fut in futures:
-            try:
-                out = fut.result(timeout=max(0.0, deadline - time.monotonic()))
-            except FutureTimeout:
-                results.append(CheckResult(name, "fail", "timeout", f"< {timeout_s:g} s", "no answer in time"))
-                continue
-            except Exception as exc:  # noqa: BLE001 - a crashed check is a failed check
-                results.append(CheckResult(name, "fail", "error", "", f"{type(exc).__name__}: {exc}"[:300]))
-                continue
-            results.extend(out if isinstance(out, list) else [out])
-        pool.shutdown(wait=False, cancel_futures=True)
-    return results
-
-
-def service_urls(cfg: StackConfig) -> dict[str, str]:
-    """The Service Discovery endpoints: Odoo's health URL, plus n8n's."""
-    urls = {"odoo-core": cfg.odoo.health_url}
-    n8n = cfg.containers.get("n8n")
-    if n8n and n8n.health_path:
-        urls["n8n"] = cfg.n8n.url.rstrip("/") + n8n.health_path
-    return urls
-
-
 @task(name="run-checks", **NO_RETRIES)
-def run_checks(cfg: StackConfig, samples: dict[str, Any], mounts: list[str], timeout_s: float,
-               extra_urls: dict[str, str] | None = None) -> list[CheckResult]:
+def run_checks(cfg: StackConfig, samples: dict[str, Any], opt: SweepOptions) -> Reading:
+    """All checks at once; returns their results and the readings to keep."""
     now = time.time()
     with Connections(cfg) as conns:
-        probes = plan_checks(cfg, conns, samples, now, mounts, {**service_urls(cfg), **(extra_urls or {})})
-        return run_concurrently(probes, timeout_s)
-
-
-MESSAGES = {"alert": ("danger", "ALERT"), "remind": ("warning", "STILL FAILING"), "resolve": ("good", "RESOLVED")}
+        reading = checks.run_all(plan_probes(cfg, _Lazy(conns), samples, now, opt))
+    failing = [r.name for r in reading.results if r.status == "fail"]
+    logger().info("%d checks, %d failing%s", len(reading.results), len(failing),
+                  f": {', '.join(failing)}" if failing else "")
+    return reading
 
 
 @task(name="evaluate-alerts", **NO_RETRIES)
-def evaluate_alerts(cfg: StackConfig, results: list[CheckResult], states: dict[str, AlertState],
-                    policy: AlertPolicy) -> tuple[dict[str, AlertState], list[dict[str, Any]]]:
-    """Step each check's state machine and send what it says; returns new states and the sent messages."""
-    now = time.time()
-    sent = []
-    seen = set()
+def evaluate_alerts(results: list[CheckResult], states: dict[str, AlertState], policy: AlertPolicy, stack: str,
+                    now: float) -> tuple[dict[str, AlertState], list[Notice]]:
+    """Step each check's state machine; returns the new states and the messages due (pure)."""
+    new = dict(states)
+    due = []
     for r in results:
-        seen.add(r.name)
-        states[r.name], action = step(states.get(r.name, AlertState()), r, now, policy)
-        if action is None:
-            continue
-        level, word = MESSAGES[action]
-        since = states[r.name].since
-        fields = {"value": r.value, "threshold": r.threshold}
-        if since:
-            fields["since"] = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
-        ok = notify(cfg.mattermost, f"{word}: {r.name} on {cfg.name}", r.evidence or r.value, level=level,
-                    fields=fields)
-        sent.append({"check": r.name, "action": action, "delivered": ok})
-        logger().warning("%s %s: %s", word, r.name, r.value)
-    return states, sent
+        before = new.get(r.name, AlertState())
+        after, action = step(before, r.status, r.value, now, policy)
+        new[r.name] = after
+        if action is not None:
+            due.append(notice(r.name, action, before, after, value=r.value, threshold=r.threshold,
+                              evidence=r.evidence, now=now, stack=stack))
+    return forget_stale(new, now, policy), due
 
 
-def table(results: list[CheckResult], states: dict[str, AlertState]) -> list[dict[str, Any]]:
+def alert_payload(cfg: StackConfig, notices: list[Notice]) -> dict[str, Any]:
+    """One webhook post per sweep: one coloured attachment per changed check."""
+    parts = [build_message(cfg.mattermost, n.title, n.text, level=n.level, fields=n.fields) for n in notices]
+    payload = parts[0]
+    payload["attachments"] = [p["attachments"][0] for p in parts]
+    return payload
+
+
+@task(name="send-alerts", **NO_RETRIES)
+def send_alerts(cfg: StackConfig, notices: list[Notice], states: dict[str, AlertState],
+                now: float) -> tuple[dict[str, AlertState], bool]:
+    """Post the due messages to Mattermost; a failed post leaves them due again next sweep (never raises)."""
+    if not notices:
+        return states, True
+    if cfg.mattermost.webhook_url is None:  # nowhere to send: the table artifact is the record, nothing to retry
+        for n in notices:
+            logger().warning("%s (no Mattermost webhook configured)", n.title)
+        return {**states, **{n.check: delivered(states[n.check], n.action, True, now) for n in notices}}, False
+    ok = post(cfg.mattermost, alert_payload(cfg, notices))
+    new = dict(states)
+    for n in notices:
+        new[n.check] = delivered(new[n.check], n.action, ok, now)
+        logger().warning("%s%s", n.title, "" if ok else " (not delivered; will retry next sweep)")
+    return new, ok
+
+
+def table_rows(results: list[CheckResult], states: dict[str, AlertState]) -> list[dict[str, Any]]:
+    """The sweep table: failing first; `since` is when the current failure episode began."""
+    order = {"fail": 0, "warn": 1, "ok": 2}
     rows = []
-    for r in sorted(results, key=lambda r: (r.status != "fail", r.status != "warn", r.name)):
-        since = states.get(r.name, AlertState()).since
+    for r in sorted(results, key=lambda r: (order.get(r.status, 3), r.name)):
+        s = states.get(r.name, AlertState())
         rows.append({"check": r.name, "status": r.status, "value": r.value, "threshold": r.threshold,
-                     "since": datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds") if since else "",
-                     "evidence": r.evidence[:200]})
+                     "since": iso(s.since), "alerting": "yes" if s.alerting else "", "evidence": r.evidence[:300],
+                     "seconds": round(r.duration, 3)})
     return rows
+
+
+# --- diagnose -----------------------------------------------------------------------------------------------------
+
+def _text(data: bytes | str) -> str:
+    return redact(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+
+
+@task(name="runbook-container", **NO_RETRIES)
+def container_runbook(cfg: StackConfig, conns: Connections, service: str, lines: int) -> runbooks.Section:
+    """Container won't start: its state, the last log lines, `df -h` and `free -m` on the droplet."""
+    details: dict[str, str] = {}
+    problems: list[str] = []
+    try:
+        c = checks.by_service(conns.docker(), cfg.docker.compose_project).get(service)
+        if c is None:
+            problems.append(f"no container for service {service}")
+        else:
+            f = facts.docker_inspect(c.attrs)
+            details["state"] = (f"{f.name}: {f.status}, exit code {f.exit_code}, restarts {f.restarts}, health "
+                                f"{f.health or 'no healthcheck'}, OOM killed {f.oom_killed}, started {f.started_at}, "
+                                f"finished {f.finished_at or '-'}{', error ' + f.error if f.error else ''}")
+            details[f"docker compose logs {service} --tail {lines}"] = _text(c.logs(tail=lines, timestamps=True))
+            if not f.running:
+                problems.append(f"{f.name} is {f.status} (exit code {f.exit_code}{', OOM killed' if f.oom_killed else ''})")
+            elif f.health == "unhealthy":
+                problems.append(f"{f.name} runs but is unhealthy")
+    except Exception as exc:  # noqa: BLE001 - an unreachable Docker API is itself the finding
+        problems.append(f"Docker API: {type(exc).__name__}: {_text(str(exc))[:300]}")
+    for title, argv in (("df -h", ["df", "-h"]), ("free -m", ["free", "-m"])):
+        try:
+            r = conns.host().run(argv, check=False, timeout=30)
+            details[title] = r.stdout_text + r.stderr_text
+        except Exception as exc:  # noqa: BLE001 - an unreachable droplet is itself the finding
+            details[title] = ""
+            problems.append(f"{title} on the droplet: {type(exc).__name__}: {_text(str(exc))[:300]}")
+    problems += runbooks.resource_findings(details["df -h"], details["free -m"], cfg.thresholds.disk_percent,
+                                           cfg.thresholds.memory_percent)
+    return runbooks.Section("Container won't start", "problem" if problems else "ok",
+                            "; ".join(problems) or f"{service} is running; disk and memory below the thresholds",
+                            details)
+
+
+@task(name="runbook-database", **NO_RETRIES)
+def database_runbook(cfg: StackConfig, timeout_s: float = 10.0) -> runbooks.Section:
+    """Database connection failed: TCP (`nc -zv`), TLS (`openssl s_client -starttls postgres`), SELECT 1."""
+    results = checks.database(cfg.database, timeout_s)
+    lines = [f"{r.name}: {r.status} — {r.value} (wanted {r.threshold}){' — ' + r.evidence if r.evidence else ''}"
+             for r in results]
+    failed = [r for r in results if r.status == "fail"]
+    db = cfg.database
+    summary = (f"{failed[0].name} failed: {failed[0].value}" if failed
+               else f"{db.host}:{db.port} reachable, TLS as sslmode={db.sslmode} demands, credentials accepted")
+    return runbooks.Section("Database connection failed", "problem" if failed else "ok", summary,
+                            {"TCP, TLS, credentials (SELECT 1)": "\n".join(lines)})
+
+
+@task(name="runbook-modules", **NO_RETRIES)
+def module_runbook(cfg: StackConfig, conns: Connections, service: str, lines: int, database: str,
+                   dry_start: bool, timeout_s: float = 300.0) -> runbooks.Section:
+    """Module installation failed: missing dependencies in the Odoo log (`grep -i missing`); with dry_start,
+    the seed's `odoo -d DB --stop-after-init` inside the container too."""
+    details: dict[str, str] = {}
+    try:
+        c = checks.by_service(conns.docker(), cfg.docker.compose_project).get(service)
+        log = _text(c.logs(tail=lines)) if c is not None else ""
+    except Exception as exc:  # noqa: BLE001 - reported as evidence
+        log = ""
+        details["Docker API"] = f"{type(exc).__name__}: {_text(str(exc))[:300]}"
+    if dry_start:
+        argv = ["odoo", "-d", ensure_identifier(database, "database"), "--stop-after-init"]
+        try:
+            r = conns.container(service).run(argv, check=False, timeout=timeout_s)
+            log += "\n" + r.stdout_text + r.stderr_text
+            details[" ".join(argv)] = f"exit code {r.exit_code}"
+        except OpsError as exc:  # a stopped container or a timeout: the evidence says so
+            details[" ".join(argv)] = str(exc)
+    found = runbooks.missing_lines(log)
+    modules = runbooks.missing_modules(found)
+    details["grep -i missing"] = "\n".join(found) or "(no line mentions anything missing)"
+    summary = (f"missing or unmet: {', '.join(modules)}" if modules
+               else ("lines mention something missing; read them below" if found else "no missing dependency logged"))
+    return runbooks.Section("Module installation failed", "problem" if found else "ok", summary, details)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
