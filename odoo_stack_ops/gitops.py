@@ -1,76 +1,145 @@
 """Git on the worker for the export flows: commit only on change, weekly tags, pruning, push — nothing half-done.
 
-Credentials never reach argv or the remote URL: an HTTPS token travels as an http.extraHeader set through
-GIT_CONFIG_* environment variables (a SecretStr, masked in logs); SSH uses a key and a known_hosts file with
-strict checking.
+Credentials never reach argv, the remote URL or `.git/config`: an HTTPS token travels as an `http.extraHeader`
+set through `GIT_CONFIG_*` environment variables (a SecretStr, masked wherever the command is shown); SSH uses a
+key and a known_hosts file with strict checking, through a GIT_SSH_COMMAND quoted with shlex.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
 from odoo_stack_ops.config import GitConfig, StackConfig
-from odoo_stack_ops.errors import CommandFailed, OpsError
+from odoo_stack_ops.errors import CommandFailed, ConfigError, ConnectError, OpsError
+from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.executors.local import LocalExecutor
 
-TAG = re.compile(r"^n8n-(\d{4})-W(\d{2})$")
+WEEK_TAG = re.compile(r"^n8n-(\d{4})-W(\d{2})$")
+_TRANSIENT_GIT = re.compile(r"could not resolve host|connection (timed out|refused|reset)|early eof|"
+                            r"the remote end hung up unexpectedly|http 5\d\d|returned error: 5\d\d", re.IGNORECASE)
 
 
-def git_env(cfg: GitConfig) -> dict[str, str | SecretStr]:
-    env: dict[str, str | SecretStr] = {"GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": cfg.author.split(" <")[0],
-                                       "GIT_COMMITTER_NAME": cfg.author.split(" <")[0]}
-    email = cfg.author.partition("<")[2].rstrip(">") or "ops@localhost"
-    env |= {"GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_EMAIL": email}
+def check_remote(remote: str) -> str:
+    """The remote, refused when it carries a password or token (those belong in git.token, never in a URL)."""
+    parts = urlsplit(remote)
+    if parts.scheme in ("http", "https") and parts.password:
+        raise ConfigError("the git remote URL holds a password or token: remove it from the URL and set GIT_TOKEN")
+    if parts.scheme not in ("", "http", "https", "ssh", "file") and not re.match(r"^[\w.-]+@[\w.-]+:", remote):
+        raise ConfigError(f"unsupported git remote {shown_remote(remote)!r}: use https://, ssh://, user@host:path "
+                          "or a local path")
+    return remote
+
+
+def shown_remote(remote: str) -> str:
+    """The remote as it may be logged: any user-info of an http(s) URL masked."""
+    parts = urlsplit(remote)
+    if parts.scheme in ("http", "https") and (parts.username or parts.password):
+        return parts._replace(netloc=f"***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")).geturl()
+    return remote
+
+
+def author_identity(author: str) -> tuple[str, str]:
+    """('name', 'email') from 'Name <email>' (email defaults to ops@localhost)."""
+    m = re.fullmatch(r"\s*(.*?)\s*<([^<>\s]+)>\s*", author)
+    return (m.group(1) or "odoo-stack-ops", m.group(2)) if m else (author.strip() or "odoo-stack-ops", "ops@localhost")
+
+
+def git_env(cfg: GitConfig, remote: str | None = None) -> dict[str, str | SecretStr]:
+    """Environment for every git command: identity, no prompts, the token header (scoped to the remote's host
+    when it is an http(s) URL, so a redirect elsewhere never receives it), the SSH command (pure)."""
+    name, email = author_identity(cfg.author)
+    env: dict[str, str | SecretStr] = {
+        "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": name, "GIT_COMMITTER_NAME": name,
+        "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_EMAIL": email, "GIT_CONFIG_NOSYSTEM": "1",
+    }
     if cfg.token is not None:
         basic = base64.b64encode(f"x-access-token:{cfg.token.get_secret_value()}".encode()).decode()
-        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+        parts = urlsplit(remote or "")
+        scope = f"{parts.scheme}://{parts.netloc}/." if parts.scheme in ("http", "https") else ""
+        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{scope}extraHeader",
                 "GIT_CONFIG_VALUE_0": SecretStr(f"Authorization: Basic {basic}")}
     if cfg.ssh_key_file or cfg.known_hosts:
-        parts = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-        if cfg.known_hosts:
-            parts += ["-o", f"UserKnownHostsFile={Path(cfg.known_hosts).expanduser()}"]
-        if cfg.ssh_key_file:
-            parts += ["-i", str(Path(cfg.ssh_key_file).expanduser()), "-o", "IdentitiesOnly=yes"]
-        env["GIT_SSH_COMMAND"] = shlex.join(parts)
+        env["GIT_SSH_COMMAND"] = ssh_command(cfg.ssh_key_file, cfg.known_hosts)
     return env
 
 
+def ssh_command(key_file: Path | None, known_hosts: Path | None) -> str:
+    """`ssh` with batch mode and strict host-key checking against `known_hosts`, every path shell-quoted (pure)."""
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20"]
+    if known_hosts:
+        parts += ["-o", f"UserKnownHostsFile={Path(known_hosts).expanduser()}", "-o", "GlobalKnownHostsFile=/dev/null"]
+    if key_file:
+        parts += ["-i", str(Path(key_file).expanduser()), "-o", "IdentitiesOnly=yes"]
+    return shlex.join(parts)
+
+
 def week_tag(day: date) -> str:
+    """The ISO-week tag of `day`, e.g. n8n-2026-W48."""
     year, week, _ = day.isocalendar()
     return f"n8n-{year}-W{week:02d}"
 
 
 def tags_to_prune(tags: Iterable[str], today: date, keep_weeks: int = 12) -> list[str]:
-    """Weekly tags older than `keep_weeks` weeks (pure)."""
+    """Weekly tags whose week ended more than `keep_weeks` weeks before `today`; other tags are never touched."""
+    if keep_weeks < 1:
+        raise ValueError("keep_weeks must be at least 1")
     cutoff = today - timedelta(weeks=keep_weeks)
     out = []
     for t in tags:
-        m = TAG.match(t)
-        if m and date.fromisocalendar(int(m.group(1)), int(m.group(2)), 7) < cutoff:
+        m = WEEK_TAG.match(t)
+        if not m:
+            continue
+        try:
+            week_end = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 7)
+        except ValueError:
+            continue
+        if week_end < cutoff:
             out.append(t)
     return sorted(out)
 
 
-class Repo:
-    """A working clone on the worker; every operation goes through the local executor as argv."""
+def today(tz: str = "Asia/Singapore") -> date:
+    """Today's date in the stack's time zone (the weekly tag follows the schedule's calendar)."""
+    return datetime.now(ZoneInfo(tz)).date()
 
-    def __init__(self, path: Path, remote: str, cfg: GitConfig) -> None:
-        self.path, self.remote, self.cfg = path, remote, cfg
-        self.ex = LocalExecutor()
-        self.env = git_env(cfg)
+
+class Repo:
+    """A working clone on the worker; every git call is an argv list run by an Executor with `git_env`."""
+
+    def __init__(self, path: Path, remote: str, cfg: GitConfig, executor: Executor | None = None) -> None:
+        self.path, self.remote, self.cfg = Path(path), check_remote(remote), cfg
+        self.ex = executor or LocalExecutor()
+        self.env = git_env(cfg, self.remote)
 
     def git(self, *args: str, check: bool = True, timeout: float = 300) -> str:
-        return self.ex.run(["git", "-C", str(self.path), *args], env=self.env, timeout=timeout, check=check).stdout_text
+        """Run `git -C <clone> args…`; returns stdout (raw, not redacted: it is repository content)."""
+        result = self.ex.run(["git", "-C", str(self.path), *args], env=self.env, timeout=timeout, check=check)
+        return result.stdout.decode("utf-8", "replace")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Repo]:
+        """Holds an exclusive lock on the clone so two runs never interleave their commits."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with (self.path.parent / f".{self.path.name}.lock").open("w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise OpsError(f"another run is using {self.path}; try again when it has finished") from exc
+            yield self
 
     def sync(self) -> None:
-        """Clone, or fetch and reset to the remote branch (drops anything a crashed run left behind)."""
+        """Clone, or fetch and hard-reset to the remote branch: whatever a failed run left behind is dropped."""
         branch = self.cfg.branch
         if not (self.path / ".git").exists():
             self.path.mkdir(parents=True, exist_ok=True)
@@ -80,61 +149,82 @@ class Repo:
         try:
             self.git("fetch", "-q", "--force", "--prune", "--prune-tags", "--tags", "origin")
         except CommandFailed as exc:
-            raise OpsError(f"cannot fetch {self.remote}: {exc.result.stderr_text.strip()[-300:]}") from exc
-        if self.git("ls-remote", "--heads", "origin", branch).strip():
+            stderr = exc.result.stderr_text.strip()[-300:]
+            kind = ConnectError if _TRANSIENT_GIT.search(stderr) else OpsError
+            raise kind(f"cannot fetch {shown_remote(self.remote)}: {stderr}") from exc
+        if self.remote_has_branch():
             self.git("checkout", "-q", "-B", branch, f"origin/{branch}")
             self.git("reset", "-q", "--hard", f"origin/{branch}")
+        else:  # an empty remote: start the branch from nothing (drops a local commit a failed push left)
+            self.git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            self.git("update-ref", "-d", f"refs/heads/{branch}", check=False)
+            self.git("read-tree", "--empty")
         self.git("clean", "-q", "-fdx")
 
+    def remote_has_branch(self) -> bool:
+        return bool(self.git("rev-parse", "--verify", "-q", f"refs/remotes/origin/{self.cfg.branch}", check=False)
+                    .strip())
+
     def read(self, prefix: str = "") -> dict[str, str]:
+        """{path: text} of the tracked-tree files under `prefix` in the working copy."""
         out = {}
         for p in sorted(self.path.rglob("*")):
             rel = p.relative_to(self.path).as_posix()
             if p.is_file() and not rel.startswith(".git/") and rel.startswith(prefix):
-                out[rel] = p.read_text()
+                out[rel] = p.read_text(encoding="utf-8")
         return out
 
     def replace(self, files: dict[str, str], prefix: str) -> None:
-        """Make the tree under `prefix` exactly `files` (others under it are removed)."""
+        """Make the files under `prefix` exactly `files`: others there are removed, these (re)written."""
+        for rel in files:
+            _safe_relative(rel)
         for rel in self.read(prefix):
             if rel not in files:
                 (self.path / rel).unlink()
         for rel, text in files.items():
             target = self.path / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            target.write_text(text, encoding="utf-8")
 
     def commit_if_changed(self, message: str) -> bool:
+        """Stage everything and commit; False (no commit) when the tree did not change."""
         self.git("add", "-A")
-        if self.git("status", "--porcelain").strip() == "":
+        if not self.git("status", "--porcelain").strip():
             return False
-        self.git("commit", "-q", "-m", message)
+        self.git("commit", "-q", "--no-verify", "--no-gpg-sign", "-m", message)
         return True
-
-    def push(self, tags: Iterable[str] = (), delete_tags: Iterable[str] = ()) -> None:
-        """Push the branch and tags; on rejection, undo the local commit so the next run starts clean."""
-        refs = [f"HEAD:refs/heads/{self.cfg.branch}", *[f"+refs/tags/{t}:refs/tags/{t}" for t in tags],
-                *[f":refs/tags/{t}" for t in delete_tags]]
-        try:
-            self.git("push", "-q", "--atomic", "origin", *refs, timeout=600)
-        except CommandFailed as exc:
-            self.sync()
-            raise OpsError(f"push to {self.remote} was rejected; nothing was published and the local clone was "
-                           f"reset: {exc.result.stderr_text.strip()[-400:]}") from exc
 
     def tags(self) -> list[str]:
         return self.git("tag", "--list").split()
 
     def tag(self, name: str) -> None:
+        """Point tag `name` at HEAD (moved when it exists: the weekly tag follows the week's last commit)."""
         self.git("tag", "-f", name)
 
+    def push(self, tags: Iterable[str] = (), delete_tags: Iterable[str] = ()) -> None:
+        """Push branch, tags and tag deletions atomically; on any failure reset to the remote and raise,
+        so nothing is left half-published and the next run starts clean and retries."""
+        refs = [f"HEAD:refs/heads/{self.cfg.branch}", *[f"+refs/tags/{t}:refs/tags/{t}" for t in tags],
+                *[f":refs/tags/{t}" for t in delete_tags]]
+        try:
+            self.git("push", "-q", "--atomic", "--porcelain", "origin", *refs, timeout=600)
+        except CommandFailed as exc:
+            stderr = exc.result.stderr_text.strip()[-400:]
+            with contextlib.suppress(OpsError):
+                self.sync()
+            kind = ConnectError if _TRANSIENT_GIT.search(stderr) else OpsError
+            raise kind(f"push to {shown_remote(self.remote)} was rejected; nothing was published and the local "
+                       f"clone was reset to the remote, so the next run retries: {stderr}") from exc
 
-def repo_for(cfg: StackConfig, remote: str | None, name: str) -> Repo:
+
+def _safe_relative(rel: str) -> str:
+    if rel.startswith("/") or ".." in Path(rel).parts or rel.startswith(".git"):
+        raise OpsError(f"refusing to write {rel!r} outside the export tree")
+    return rel
+
+
+def repo_for(cfg: StackConfig, remote: str | None, name: str, git: GitConfig | None = None) -> Repo:
     """The working clone for one export, kept in the state directory between runs."""
     if not remote:
-        raise OpsError(f"no git remote configured for {name} (git.n8n_remote / git.config_remote)")
-    return Repo(cfg.state_dir.expanduser() / name, remote, cfg.git)
-
-
-def today() -> date:
-    return datetime.now().astimezone().date()
+        raise ConfigError(f"no git remote configured for {name} (git.n8n_remote / git.config_remote)")
+    return Repo(cfg.state_dir.expanduser() / name, remote, git or cfg.git)

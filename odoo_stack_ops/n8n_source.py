@@ -1,86 +1,146 @@
-"""Reading workflows out of n8n: its public REST API (cursor pagination) or its CLI inside the container."""
+"""Reading workflows out of n8n and loading them back: its public REST API (X-N8N-API-KEY, cursor pagination)
+or its CLI (`n8n export:workflow --backup`) run by any Executor — inside the `n8n` container in production,
+on the worker in tests."""
 
 from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
+from pydantic import SecretStr
 
-from odoo_stack_ops.errors import ConnectError, OpsError
+from odoo_stack_ops.errors import CommandFailed, ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 
+# Settings the public API accepts on create/update (anything else is answered with 400).
+API_SETTINGS = ("executionOrder", "saveManualExecutions", "callerPolicy", "callerIds", "errorWorkflow", "timezone",
+                "saveExecutionProgress", "saveDataErrorExecution", "saveDataSuccessExecution", "executionTimeout",
+                "timeSavedPerExecution", "availableInMCP")
 
-def fetch_api(url: str, api_key: str, timeout: float = 30) -> list[dict[str, Any]]:
-    """Every workflow through GET /api/v1/workflows, following nextCursor."""
-    out: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 100}
-        if cursor:
-            params["cursor"] = cursor
+
+class N8nApi:
+    """The few public-API calls the export and import need; every failure becomes a clear OpsError/ConnectError."""
+
+    def __init__(self, url: str, api_key: SecretStr, timeout: float = 30) -> None:
+        self.url, self.api_key, self.timeout = url.rstrip("/"), api_key, timeout
+
+    def request(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw: Any) -> requests.Response:
+        headers = {"X-N8N-API-KEY": self.api_key.get_secret_value(), "Accept": "application/json"}
         try:
-            resp = requests.get(f"{url.rstrip('/')}/api/v1/workflows", params=params, timeout=timeout,
-                                headers={"X-N8N-API-KEY": api_key, "Accept": "application/json"})
+            resp = requests.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
-            raise ConnectError(f"n8n is unreachable at {url} ({type(exc).__name__}); check n8n.url and that the "
-                               f"n8n container runs") from exc
+            raise ConnectError(f"n8n is unreachable at {self.url} ({type(exc).__name__}); check n8n.url and that "
+                               f"the n8n container runs") from exc
+        if resp.status_code in ok:
+            return resp
         if resp.status_code == 401:
             raise OpsError("n8n refused the API key (401): create one in n8n (Settings → n8n API) and set N8N_API_KEY")
         if resp.status_code >= 500:
-            raise ConnectError(f"n8n answered {resp.status_code}: transient, retried")
-        if resp.status_code != 200:
-            raise OpsError(f"n8n answered {resp.status_code}: {resp.text[:200]}")
+            raise ConnectError(f"n8n answered {resp.status_code} to {method} {path}: retried as transient")
+        raise OpsError(f"n8n answered {resp.status_code} to {method} {path}: {resp.text[:300]}")
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.request(method, path, **kw)
         try:
-            page = resp.json()
+            return resp.json() if resp.content else None
         except ValueError as exc:
-            raise OpsError("n8n returned malformed JSON for /api/v1/workflows") from exc
-        out += page.get("data", [])
-        cursor = page.get("nextCursor")
-        if not cursor:
-            return out
+            raise OpsError(f"n8n returned malformed JSON for {method} {path}") from exc
+
+    def paged(self, path: str, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every item of a list endpoint, following nextCursor."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
+            page = self.json("GET", path, params=params)
+            if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+                raise OpsError(f"n8n returned an unexpected page for {path}: expected {{data: [...], nextCursor}}")
+            out += page["data"]
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return out
 
 
-def fetch_cli(executor: Executor, command: list[str]) -> list[dict[str, Any]]:
-    """`n8n export:workflow --backup` into a temporary folder on the executor's side, read back as a tar stream."""
+def fetch_api(url: str, api_key: SecretStr, page_size: int = 100) -> list[dict[str, Any]]:
+    """Every workflow through GET /api/v1/workflows."""
+    return N8nApi(url, api_key).paged("/workflows", page_size)
+
+
+def fetch_cli(executor: Executor, argv_prefix: Sequence[str], env: Mapping[str, str | SecretStr] | None = None,
+              timeout: float = 600) -> list[dict[str, Any]]:
+    """`<argv_prefix> export:workflow --backup` into a temporary folder on the executor's side, read back as one
+    tar stream (no per-file round trips), the folder removed afterwards. An instance without workflows gives []."""
     tmp = executor.run(["mktemp", "-d"], timeout=30).stdout_text.strip()
+    if not tmp.startswith("/"):
+        raise OpsError(f"mktemp -d gave no usable directory on {executor.where}")
     try:
-        executor.run([*command, "export:workflow", "--backup", f"--output={tmp}/"], timeout=600,
-                     hint="check that the n8n CLI runs in the n8n container")
-        out = []
-        with executor.stream(["tar", "-cf", "-", "-C", tmp, "."], timeout=600) as stream, \
-                tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if not (member.isfile() and member.name.endswith(".json")):
-                    continue
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                try:
-                    out.append(json.loads(data))
-                except ValueError as exc:
-                    raise OpsError(f"malformed workflow JSON in {member.name} from the n8n CLI: {exc}") from exc
-            for _ in stream:
-                pass
-        return out
+        result = executor.run([*argv_prefix, "export:workflow", "--backup", f"--output={tmp}/"], env=env,
+                              timeout=timeout, check=False)
+        if not result.ok:
+            if "no workflows found" in (result.stdout_text + result.stderr_text).lower():
+                return []
+            raise CommandFailed(result, "check that the n8n CLI runs there (n8n.source 'cli' runs it in the n8n "
+                                        "container) and can read its database")
+        return _read_json_tar(executor, tmp, timeout)
     finally:
-        executor.run(["rm", "-rf", tmp], check=False, timeout=60)
+        executor.run(["rm", "-rf", "--", tmp], check=False, timeout=60)
 
 
-def import_api(url: str, api_key: str, workflow: dict[str, Any], timeout: float = 30) -> str:
-    """Create or update one workflow from its exported file; returns 'created' or 'updated'."""
-    headers = {"X-N8N-API-KEY": api_key}
-    body = {k: workflow[k] for k in ("name", "nodes", "connections") if k in workflow}
-    body["settings"] = {k: v for k, v in (workflow.get("settings") or {}).items()
-                        if k in ("executionOrder", "saveManualExecutions", "callerPolicy", "errorWorkflow",
-                                 "timezone", "saveExecutionProgress", "saveDataErrorExecution",
-                                 "saveDataSuccessExecution", "executionTimeout")}
-    base = f"{url.rstrip('/')}/api/v1/workflows"
-    try:
-        exists = requests.get(f"{base}/{workflow['id']}", headers=headers, timeout=timeout).status_code == 200
-        resp = (requests.put(f"{base}/{workflow['id']}", json=body, headers=headers, timeout=timeout) if exists
-                else requests.post(base, json=body, headers=headers, timeout=timeout))
-    except requests.RequestException as exc:
-        raise ConnectError(f"n8n is unreachable at {url}: {type(exc).__name__}") from exc
-    if resp.status_code >= 300:
-        raise OpsError(f"n8n refused workflow {workflow.get('name')!r}: {resp.status_code} {resp.text[:200]}")
-    return "updated" if exists else "created"
+def _read_json_tar(executor: Executor, folder: str, timeout: float) -> list[dict[str, Any]]:
+    out = []
+    with executor.stream(["tar", "-cf", "-", "-C", folder, "."], timeout=timeout) as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not (member.isfile() and member.name.endswith(".json")):
+                continue
+            fh = tar.extractfile(member)
+            data = fh.read() if fh else b""
+            try:
+                out.append(json.loads(data))
+            except ValueError as exc:
+                raise OpsError(f"malformed workflow JSON in {member.name} from the n8n CLI: {exc}") from exc
+        for _ in stream:  # drain to the end so the exit code is known
+            pass
+    return out
+
+
+def api_body(wf: dict[str, Any]) -> dict[str, Any]:
+    """The create/update body the public API accepts, from a normalised workflow file (pure)."""
+    settings = {k: v for k, v in (wf.get("settings") or {}).items() if k in API_SETTINGS}
+    return {"name": wf["name"], "nodes": wf["nodes"], "connections": wf["connections"], "settings": settings}
+
+
+class Importer:
+    """Loads normalised workflows into n8n: update by id when it exists (the id is kept), else create (n8n gives
+    a new id); tags by name (created when missing); the active flag restored when asked."""
+
+    def __init__(self, api: N8nApi) -> None:
+        self.api = api
+        self._tags: dict[str, str] | None = None
+
+    def tag_ids(self, names: list[str]) -> list[dict[str, str]]:
+        if self._tags is None:
+            self._tags = {t["name"]: t["id"] for t in self.api.paged("/tags")}
+        for name in names:
+            if name not in self._tags:
+                self._tags[name] = self.api.json("POST", "/tags", ok=(200, 201), json={"name": name})["id"]
+        return [{"id": self._tags[n]} for n in names]
+
+    def load(self, wf: dict[str, Any], restore_active: bool = True) -> dict[str, str]:
+        """{'name', 'id', 'action': created|updated, 'active'} for one workflow."""
+        exists = self.api.request("GET", f"/workflows/{wf['id']}", ok=(200, 404)).status_code == 200
+        if exists:
+            made = self.api.json("PUT", f"/workflows/{wf['id']}", json=api_body(wf))
+        else:
+            made = self.api.json("POST", "/workflows", ok=(200, 201), json=api_body(wf))
+        wid = made["id"]
+        self.api.json("PUT", f"/workflows/{wid}/tags", json=self.tag_ids(wf.get("tags") or []))
+        active = bool(made.get("active"))
+        if restore_active and bool(wf.get("active")) != active:
+            self.api.json("POST", f"/workflows/{wid}/{'activate' if wf.get('active') else 'deactivate'}")
+            active = bool(wf.get("active"))
+        return {"name": wf["name"], "id": wid, "action": "updated" if exists else "created",
+                "active": str(active).lower()}
