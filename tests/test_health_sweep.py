@@ -18,6 +18,7 @@ from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.health import checks
 from odoo_stack_ops.sandbox.do_api import DigitalOceanStandIn
 from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
+from odoo_stack_ops.sandbox.podman import force_remove
 
 pytestmark = pytest.mark.integration
 
@@ -287,8 +288,8 @@ def test_unhealthy_and_crash_looping_containers(docker_client, podman, sandbox_i
         assert r["container.crash.restarts"].status == "fail" and "since the last sweep" in r["container.crash.restarts"].value
         assert second.samples["restarts"]["crash"] > first.samples["restarts"]["crash"]
     finally:
-        sick.remove(force=True)
-        crash.remove(force=True)
+        force_remove(sick)
+        force_remove(crash)
 
 
 def test_diagnose_collects_the_runbooks_evidence(prefect_harness, stack_tree, stack_file, lone_web, tmp_path):

@@ -22,6 +22,24 @@ from odoo_stack_ops.prefect_local import stop_group
 CONF = '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n'
 
 
+def force_remove(container: Any, attempts: int = 20) -> None:
+    """Remove a container, even one its restart policy is restarting right now.
+
+    podman answers 500 "container state improper" when the kill lands between an exit and the restart;
+    the next try, a moment later, succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if attempt == attempts - 1 or "state improper" not in str(exc):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 class PodmanService:
     def __init__(self, base: Path | None = None) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="podman-"))
@@ -68,7 +86,7 @@ class PodmanService:
         try:
             c = self.client()
             for ctr in c.containers.list(all=True):
-                ctr.remove(force=True)
+                force_remove(ctr)
             c.close()
         except Exception:  # noqa: BLE001, S110 - best effort before the service goes
             pass
