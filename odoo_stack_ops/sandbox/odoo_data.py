@@ -17,7 +17,6 @@ MODULES = {"base": "18.0.1.3", "web": "18.0.1.0", "mail": "18.0.1.15", "contacts
            "account": "18.0.1.2", "ipai_finance_ppm": "18.0.1.0.4"}
 
 CORE_SQL = """
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar NOT NULL,
     latest_version varchar, write_date timestamp DEFAULT now());
 CREATE TABLE ir_module_module_dependency (id serial PRIMARY KEY, module_id int REFERENCES ir_module_module(id),
@@ -47,10 +46,14 @@ NAMES = ["Ngọc Anh", "Zoë Ångström", "José Müller", "李小龍", "Ólafur
          "Дмитрий", "محمد", "Emoji 🎉 Person", "Back\\slash Tab\there", "Semi;colon -- comment"]
 
 
-def populate(conn: psycopg.Connection[Any], *, partners: int = 200, extra_tables: int = 300, seed: int = 7) -> None:
-    """Create and fill the Odoo-like schema in the connected (empty) database."""
+def populate(conn: psycopg.Connection[Any], *, partners: int = 200, extra_tables: int = 300, seed: int = 7,
+             extension: bool = True) -> None:
+    """Create and fill the Odoo-like schema in the connected (empty) database (with an extension, when the
+    server ships contrib: dumps must carry it)."""
     rnd = random.Random(seed)  # noqa: S311 - test data
     with conn.cursor() as cur:
+        if extension:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
         cur.execute(CORE_SQL)
         for name, version in MODULES.items():
             cur.execute("INSERT INTO ir_module_module (name, state, latest_version) VALUES (%s, 'installed', %s)",

@@ -82,7 +82,8 @@ def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path
 class PgCluster:
     """initdb + pg_ctl in a private directory; `start()`, `stop()`, and helpers for tests."""
 
-    def __init__(self, base: Path | None = None, *, tls: bool = False, port: int | None = None) -> None:
+    def __init__(self, base: Path | None = None, *, tls: bool = False, port: int | None = None,
+                 bindir: Path = BINDIR) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="pg-"))
         self.tls = tls
         self.host = "127.0.0.1"
@@ -92,7 +93,7 @@ class PgCluster:
         self.data = self.base / "data"
         self.sock = self.base / "sock"
         self.ca_file: Path | None = None
-        self.bindir = BINDIR
+        self.bindir = bindir
 
     def _run(self, *argv: str) -> None:
         proc = subprocess.run(list(argv), preexec_fn=_demote(), capture_output=True, text=True, check=False,
@@ -102,7 +103,7 @@ class PgCluster:
 
     def start(self) -> PgCluster:
         if not (self.bindir / "initdb").exists():
-            raise OpsError(f"PostgreSQL 15 server binaries missing in {self.bindir}: apt-get install postgresql-15")
+            raise OpsError(f"PostgreSQL server binaries missing in {self.bindir}: apt-get install postgresql-15")
         self.base.mkdir(parents=True, exist_ok=True)
         self.sock.mkdir(exist_ok=True)
         pwfile = self.base / "pwfile"
