@@ -68,7 +68,9 @@ def backup(
     cfg = load_config(stack_file)
     dbs = check_databases(cfg, databases or cfg.backup.databases)
     st = layout.stamp(datetime.now(UTC))
-    prepare_bucket(cfg)
+    for warning in prepare_bucket(cfg):
+        log.warning("%s", warning)
+        notify(cfg.mattermost, f"Backup bucket of {cfg.name} needs attention", warning)
     manifests: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for db in dbs:

@@ -238,6 +238,9 @@ class BackupConfig(_Model):
     dump_on: Literal["worker", "container"] = Field("worker", description="Run pg_dump on the worker or in odoo-core")
     zstd_level: int = Field(3, ge=1, le=19, description="zstd level")
     zstd_threads: int = Field(2, ge=0, description="zstd worker threads")
+    abort_incomplete_uploads_days: int = Field(
+        3, ge=0, description="Bucket lifecycle rule: Spaces drops multipart uploads left incomplete this many days "
+        "(0: leave the bucket's lifecycle alone)")
     verify_server: DatabaseConfig | None = Field(
         None, description="Server where restore-verify creates its scratch database (default: the source server)"
     )

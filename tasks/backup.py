@@ -7,16 +7,17 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
 from prefect import task
 
 from odoo_stack_ops.backup import database as dbleg
 from odoo_stack_ops.backup import filestore as fsleg
-from odoo_stack_ops.backup import layout, spaces
+from odoo_stack_ops.backup import layout, lifecycle, spaces
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.verify import verify_backup
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.errors import ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.executors.local import LocalExecutor
 from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
@@ -29,13 +30,23 @@ def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
 
 @task(name="prepare-bucket", **TRANSIENT_RETRIES)
 def prepare_bucket(cfg: StackConfig) -> list[str]:
-    """Check the bucket answers and abort multipart uploads a crashed run left behind (runs never overlap)."""
+    """Check the bucket answers, abort multipart uploads a crashed run left behind (runs never overlap), keep the
+    lifecycle safety net in place; returns warnings for the operator (the night goes on)."""
     s3 = spaces.client(cfg.spaces)
+    bucket, prefix = cfg.spaces.bucket, cfg.spaces.prefix + "/"
     try:
-        s3.head_bucket(Bucket=cfg.spaces.bucket)
+        s3.head_bucket(Bucket=bucket)
     except Exception as exc:
-        raise spaces.explain(exc, cfg.spaces.bucket) from exc
-    return spaces.abort_stale_uploads(s3, cfg.spaces.bucket, cfg.spaces.prefix + "/")
+        raise spaces.explain(exc, bucket) from exc
+    spaces.abort_stale_uploads(s3, bucket, prefix)
+    try:
+        return lifecycle.ensure(s3, bucket, prefix, cfg.backup.abort_incomplete_uploads_days).dangers
+    except ClientError as exc:  # e.g. a key that may not manage the bucket: the safety net is optional
+        err = spaces.explain(exc, bucket)
+        if isinstance(err, ConnectError):
+            raise err from exc
+        return [f"could not read or set the bucket's lifecycle rules ({err}); set "
+                "backup.abort_incomplete_uploads_days: 0 to stop trying"]
 
 
 @task(name="dump-database", **TRANSIENT_RETRIES)

@@ -96,10 +96,30 @@ def test_second_night_uploads_only_new_objects(backup_flow, stack_config, stack_
     after = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/objects/")}
     added = set(after) - set(before)
     assert len(added) == 2 and sum(after[k] for k in added) == sum(len(v) for v in new.values())
-    second = manifests(stack_config)[-1]
+    first, second = manifests(stack_config)
     assert second["filestore"]["new_objects"] == 2
     assert second["filestore"]["new_bytes"] == sum(len(v) for v in new.values())
-    assert second["filestore"]["files"] == second["filestore"]["files"]
+    assert second["filestore"]["files"] == first["filestore"]["files"] + 2
+
+
+def test_lifecycle_safety_net_and_a_rule_that_would_delete_backups(backup_flow, stack_config, stack_file,
+                                                                   mattermost):
+    from odoo_stack_ops.backup import lifecycle
+
+    s3, bucket = spaces.client(stack_config.spaces), stack_config.spaces.bucket
+    theirs = [{"ID": "logs-7d", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 7}},
+              {"ID": "everything-30d", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 30}}]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": theirs})
+    mattermost.clear()
+    backup_flow(stack_file=stack_file)
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert set(rules) == {"logs-7d", "everything-30d", lifecycle.RULE_ID}  # theirs kept, ours added
+    assert rules[lifecycle.RULE_ID]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}
+    assert "Expiration" not in rules[lifecycle.RULE_ID]
+    assert lifecycle.plan(list(rules.values()), "odoo-erp-prod/", 3).rules is None  # next night puts nothing
+    warned = [m for m in mattermost.messages if "needs attention" in str(m)]
+    assert len(warned) == 1 and "everything-30d" in str(warned[0]) and "logs-7d" not in str(warned[0])
+    assert [m["verified"] for m in manifests(stack_config)] == [True]  # the night itself went on
 
 
 def test_staging_refresh_neutralizes_odoo_dev(backup_flow, restore_flow, stack_file, pg_tls, docker_executor):

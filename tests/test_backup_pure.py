@@ -179,3 +179,41 @@ def test_scratch_names_and_sampling():
     files = [fs.StoredFile(str(i), 1, 1, "sha1", "a") for i in range(100)]
     assert sample_files(files, 10, "seed") == sample_files(files, 10, "seed")
     assert len(sample_files(files, 10, "seed")) == 10
+
+
+def test_lifecycle_plan_adds_only_an_abort_rule_and_keeps_the_others():
+    from odoo_stack_ops.backup import lifecycle as lc
+
+    logs = {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"}, "Expiration": {"Days": 7}}
+    first = lc.plan([logs], "odoo-erp-prod/", 3)
+    assert first.dangers == [] and first.rules == [logs, lc.our_rule("odoo-erp-prod/", 3)]
+    assert not any(k in first.rules[1] for k in lc.EXPIRING)  # ours never deletes an object
+    assert lc.plan(first.rules, "odoo-erp-prod/", 3).rules is None  # already right: nothing to put
+    assert lc.plan(first.rules, "odoo-erp-prod/", 5).rules == [logs, lc.our_rule("odoo-erp-prod/", 5)]
+    assert lc.plan(first.rules, "odoo-erp-prod/", 0).rules == [logs]  # 0 takes ours away, keeps theirs
+    assert lc.plan([logs], "odoo-erp-prod/", 0).rules is None
+
+
+@pytest.mark.parametrize(("rule", "dangerous"), [
+    ({"ID": "all", "Status": "Enabled", "Filter": {}, "Expiration": {"Days": 30}}, True),
+    ({"ID": "legacy", "Status": "Enabled", "Prefix": "", "Expiration": {"Days": 30}}, True),
+    ({"ID": "objs", "Status": "Enabled", "Filter": {"Prefix": "odoo-erp-prod/objects/"}, "Expiration": {"Days": 9}},
+     True),
+    ({"ID": "and", "Status": "Enabled", "Filter": {"And": {"Prefix": "odoo", "ObjectSizeGreaterThan": 1}},
+      "Expiration": {"Days": 9}}, True),
+    ({"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "odoo-erp-prod/"},
+      "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}, True),
+    ({"ID": "off", "Status": "Disabled", "Filter": {}, "Expiration": {"Days": 1}}, False),
+    ({"ID": "tagged", "Status": "Enabled", "Filter": {"Tag": {"Key": "tmp", "Value": "1"}},
+      "Expiration": {"Days": 1}}, False),
+    ({"ID": "other", "Status": "Enabled", "Filter": {"Prefix": "n8n/"}, "Expiration": {"Days": 1}}, False),
+    ({"ID": "parts", "Status": "Enabled", "Filter": {},
+      "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}, False),
+])
+def test_lifecycle_plan_names_rules_that_would_delete_backups(rule, dangerous):
+    from odoo_stack_ops.backup import lifecycle as lc
+
+    dangers = lc.plan([rule], "odoo-erp-prod/", 3).dangers
+    assert bool(dangers) is dangerous
+    if dangerous:
+        assert rule["ID"] in dangers[0] and "remove it" in dangers[0]
