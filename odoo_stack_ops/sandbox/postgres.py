@@ -112,7 +112,8 @@ class PgCluster:
             pw = pwd.getpwnam(RUN_AS)
             for p in (self.base, self.sock, pwfile):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
-            for parent in self.base.resolve().parents:  # postgres must be able to traverse to its directory
+            # postgres must be able to traverse to its directory and to its binaries (e.g. in a root-owned venv)
+            for parent in {*self.base.resolve().parents, *self.bindir.resolve().parents}:
                 st = parent.stat()
                 if st.st_uid == 0 and not st.st_mode & 0o001:
                     parent.chmod(st.st_mode | 0o001)
