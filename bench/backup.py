@@ -72,7 +72,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 
 LEG_SCRIPT = r"""
-import json, resource, sys, time
+import json, sys, time
 from odoo_stack_ops.backup import database as dbleg, spaces
 from odoo_stack_ops.config import DatabaseConfig, SpacesConfig
 from odoo_stack_ops.executors.local import LocalExecutor
@@ -106,7 +106,8 @@ with dbleg.exported_snapshot(db, db.name) as (snap, facts):
     r = dbleg.dump_to_spaces(LocalExecutor(), db, db.name, snap, s3=spaces.client(sp), bucket=sp.bucket,
                              key=args["key"], pg_dump_version="bench", wrap=wrap)
 print(json.dumps({"seconds": r.duration_s, "raw": r.raw_bytes, "stored": r.stored_bytes, "sha256": r.stored_sha256,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
+# VmHWM starts afresh at exec; ru_maxrss would carry the bench parent's peak over fork+exec
 """
 
 
@@ -135,16 +136,16 @@ class LeanS3:
                 "access_key_id": self.key, "secret_access_key": os.urandom(12).hex()}
 
     def check_and_drop(self, bucket: str, key: str, sha256: str) -> None:
-        """The stored object is exactly what the leg hashed; then free the disk."""
-        from urllib.parse import quote
+        """The stored object, read back through S3 GET, is exactly what the leg hashed; then DELETE it."""
+        from odoo_stack_ops.backup import spaces
+        from odoo_stack_ops.config import SpacesConfig
 
-        path = self.root / "objects" / bucket / quote(key, safe="")
+        s3 = spaces.client(SpacesConfig.model_validate(self.spaces_json(bucket)))
         digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+        for chunk in spaces.read_chunks(s3, bucket, key):
+            digest.update(chunk)
         assert digest.hexdigest() == sha256, f"lean S3 stored {key} differently from what the leg hashed"
-        path.unlink()
+        s3.delete_object(Bucket=bucket, Key=key)
 
     def stop(self) -> None:
         from odoo_stack_ops.prefect_local import stop_group

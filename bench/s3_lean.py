@@ -3,13 +3,15 @@
 Why: moto's server spends about 6 CPU-seconds per 256 MB it ingests. On this 2-core machine that CPU is
 taken from pg_dump and zstd, so the bench would measure moto, not our pipeline; DigitalOcean Spaces runs on
 its own machines. This server does what S3 must do per byte (receive it, store it, MD5 it for the part's
-ETag) and little else. It checks that requests carry a SigV4 Authorization header for its access key, but
+ETag) and little else. Like S3 (and Ceph RGW, under Spaces), completing a multipart upload is a metadata step:
+the object is an index of its part files, nothing is copied. It checks that requests carry a SigV4 Authorization header for its access key, but
 does not recompute signatures. Run as its own process: `python -m bench.s3_lean DIR PORT ACCESS_KEY`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
 import sys
@@ -56,7 +58,21 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def _object(self, bucket: str, key: str) -> Path:
+        """The object's index: a JSON list of the data files that make it, in order."""
         return self.root / "objects" / bucket / quote(key, safe="")
+
+    def _publish(self, bucket: str, key: str, files: list[Path]) -> None:
+        self._drop(bucket, key)
+        index = self._object(bucket, key)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps([str(f) for f in files]))
+
+    def _drop(self, bucket: str, key: str) -> None:
+        index = self._object(bucket, key)
+        if index.is_file():
+            for f in json.loads(index.read_text()):
+                Path(f).unlink(missing_ok=True)
+            index.unlink()
 
     def _body_to(self, path: Path) -> str:
         """Stream the request body into `path`; returns its MD5 (the part's ETag, as S3 computes it)."""
@@ -87,13 +103,10 @@ class Handler(BaseHTTPRequestHandler):
             parts_dir = self.root / "uploads" / q["uploadId"][0]
             doc = ET.fromstring(self.rfile.read(int(self.headers.get("Content-Length", 0))))  # noqa: S314
             numbers = [int(e.text or 0) for e in doc.iter() if e.tag.endswith("PartNumber")]
-            target = self._object(bucket, key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
-                for n in numbers:
-                    with (parts_dir / str(n)).open("rb") as part:
-                        shutil.copyfileobj(part, out, CHUNK)
-            shutil.rmtree(parts_dir)
+            stored = self.root / "data" / q["uploadId"][0]
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            parts_dir.rename(stored)
+            self._publish(bucket, key, [stored / str(n) for n in numbers])
             body = f"<CompleteMultipartUploadResult><Key>{key}</Key><ETag>\"x-{len(numbers)}\"</ETag>" \
                    "</CompleteMultipartUploadResult>"
             self._reply(200, body.encode(), {"Content-Type": "application/xml"})
@@ -112,9 +125,11 @@ class Handler(BaseHTTPRequestHandler):
             etag = self._body_to(parts_dir / str(int(q["partNumber"][0])))
             self._reply(200, headers={"ETag": f'"{etag}"'})
         elif not q:  # PutObject
-            target = self._object(bucket, key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._reply(200, headers={"ETag": f'"{self._body_to(target)}"'})
+            data = self.root / "data" / secrets.token_hex(16)
+            data.parent.mkdir(parents=True, exist_ok=True)
+            etag = self._body_to(data)
+            self._publish(bucket, key, [data])
+            self._reply(200, headers={"ETag": f'"{etag}"'})
         else:
             self._error(501, "NotImplemented")
 
@@ -125,24 +140,25 @@ class Handler(BaseHTTPRequestHandler):
         if "uploadId" in q:  # AbortMultipartUpload
             shutil.rmtree(self.root / "uploads" / q["uploadId"][0], ignore_errors=True)
         else:
-            self._object(bucket, key).unlink(missing_ok=True)
+            self._drop(bucket, key)
         self._reply(204)
 
     def do_GET(self) -> None:
         if not self._authorized():
             return
-        path = self._object(*self._target()[:2])
-        if not path.is_file():
+        index = self._object(*self._target()[:2])
+        if not index.is_file():
             self._error(404, "NoSuchKey")
             return
-        size = path.stat().st_size
+        files = [Path(f) for f in json.loads(index.read_text())]
         self.send_response(200)
-        self.send_header("Content-Length", str(size))
+        self.send_header("Content-Length", str(sum(f.stat().st_size for f in files)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if self.command == "GET":
-            with path.open("rb") as fh:
-                shutil.copyfileobj(fh, self.wfile, CHUNK)
+            for f in files:
+                with f.open("rb") as fh:
+                    shutil.copyfileobj(fh, self.wfile, CHUNK)
 
     do_HEAD = do_GET  # noqa: N815
 
