@@ -1,5 +1,5 @@
 """One benchmark entry point: `python -m bench [area ...]` runs each area, prints its table and writes
-bench/results/<area>.json. Areas: backup, logs, health."""
+bench/results/<area>.json. Areas: backup, logs, health. Options such as `--repeat 5` go to every area named."""
 
 from __future__ import annotations
 
@@ -12,8 +12,21 @@ AREAS = ("backup", "logs", "health")
 RESULTS = Path(__file__).parent / "results"
 
 
+def options(argv: list[str]) -> tuple[list[str], dict[str, float]]:
+    """Areas, and `--name number` options passed to each area's run() (e.g. `backup --repeat 5 --gb 1.5`)."""
+    areas, opts, it = [], {}, iter(argv)
+    for arg in it:
+        if arg.startswith("--"):
+            value = float(next(it))
+            opts[arg[2:].replace("-", "_")] = int(value) if value.is_integer() else value
+        else:
+            areas.append(arg)
+    return areas, opts
+
+
 def main(argv: list[str]) -> int:
-    areas = [a for a in argv if not a.startswith("-")] or list(AREAS)
+    areas, opts = options(argv)
+    areas = areas or list(AREAS)
     failed = []
     for area in areas:
         if area not in AREAS:
@@ -26,7 +39,7 @@ def main(argv: list[str]) -> int:
             failed.append(area)
             continue
         print(f"\n=== {area} ===")
-        result = module.run()
+        result = module.run(**opts)
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{area}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"written {RESULTS / f'{area}.json'}")

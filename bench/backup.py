@@ -1,7 +1,7 @@
 """Backup bench: the database leg against the seed's way and the local limit, peak memory, and the
 filestore's second night against its first. Writes bench/results/backup.json.
 
-    python -m bench backup [--gb 1.0] [--repeat 3]
+    python -m bench backup [--gb 1.0] [--repeat 5]
 
 Everything runs in one process tree on this machine: a throwaway PostgreSQL 15 and two S3 endpoints. The
 headline legs upload to bench/s3_lean.py (its own process: receives, stores and MD5s each part, as S3 does);
@@ -185,7 +185,7 @@ def filestore_nights(tmp: Path, s3: Any, bucket: str, files: int, new_fraction: 
             "filestore_second_bytes_ratio": round(st2.new_bytes / max(st1.new_bytes, 1), 4)}
 
 
-def run(gb: float = 1.0, repeat: int = 3, files: int = 1500) -> dict[str, Any]:
+def run(gb: float = 1.0, repeat: int = 5, files: int = 1500) -> dict[str, Any]:
     import pyrage
 
     from odoo_stack_ops.backup import spaces
