@@ -114,8 +114,8 @@ def test_dedup_and_key_rotation(prefect_harness, stack_tree, pg_tls, tmp_path):
     assert third["filestore"]["new_objects"] == third["filestore"]["files"]  # re-encrypted once for the new key
     assert third["verified"]
     # the old backup still restores with the old identity
-    restore.fn(stack_file=old, database="odoo_core", manifest_key=first["stamp"], target_database="old_key_restore",
-               restore_filestore=False)
+    restore(stack_file=old, database="odoo_core", manifest_key=first["stamp"], target_database="old_key_restore",
+            restore_filestore=False)
     pg_tls.dropdb("old_key_restore")
     with pytest.raises(OpsError, match=fingerprint(old_pub)):
         restore.fn(stack_file=rotated, database="odoo_core", manifest_key=first["stamp"],
