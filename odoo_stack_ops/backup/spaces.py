@@ -102,16 +102,17 @@ class Uploaded:
 class MultipartWriter:
     """A write-only file object that uploads to `key` in parts while the producer keeps writing.
 
-    Memory is bounded by MAX_INFLIGHT + 1 parts. `close()` completes the upload; any exception inside
-    the `with` block (or `abort()`) aborts it so no parts are left behind. Nothing is visible at `key`
-    until completion.
+    Memory is bounded by MAX_INFLIGHT + 1 parts (each at most part_size plus one write). `close()` completes
+    the upload; any exception inside the `with` block (or `abort()`) aborts it so no parts are left behind.
+    Nothing is visible at `key` until completion.
     """
 
     def __init__(self, s3: Any, bucket: str, key: str, *, part_size: int = PART_SIZE,
                  metadata: dict[str, str] | None = None) -> None:
         self.s3, self.bucket, self.key, self.part_size = s3, bucket, key, part_size
         self.hash = HashingCounter()
-        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._pending = 0
         self._parts: list[Future[dict[str, Any]]] = []
         self._pool = ThreadPoolExecutor(max_workers=MAX_INFLIGHT, thread_name_prefix="s3part")
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
@@ -128,13 +129,20 @@ class MultipartWriter:
         return True
 
     def write(self, data: bytes) -> int:
+        """Collect writes; once part_size is reached they go out as one part (a part may overshoot by the last
+        write: S3 only needs parts of at least 5 MiB). One copy per byte, no growing or shifting buffer."""
         self.hash.update(data)
-        self._buf += data
-        while len(self._buf) >= self.part_size:
-            chunk = bytes(self._buf[: self.part_size])
-            del self._buf[: self.part_size]
-            self._submit(chunk)
+        self._chunks.append(bytes(data) if not isinstance(data, bytes) else data)
+        self._pending += len(data)
+        if self._pending >= self.part_size:
+            self._submit_pending()
         return len(data)
+
+    def _submit_pending(self) -> None:
+        part = b"".join(self._chunks)
+        self._chunks.clear()
+        self._pending = 0
+        self._submit(part)
 
     def flush(self) -> None:
         pass
@@ -160,9 +168,8 @@ class MultipartWriter:
         """Upload the last part and complete; returns size and SHA-256 of what was stored."""
         if self._closed:
             raise OpsError("multipart upload already closed")
-        if self._buf or not self._parts:
-            self._submit(bytes(self._buf))
-            self._buf.clear()
+        if self._pending or not self._parts:
+            self._submit_pending()
         try:
             parts = [f.result() for f in self._parts]
             self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
