@@ -9,26 +9,32 @@ import zstandard
 
 
 class IterReader:
-    """A read-only file object over an iterator of byte chunks."""
+    """A read-only file object over an iterator of byte chunks.
+
+    Small reads (tarfile reads 10 KiB at a time) take a slice at an offset: the rest of a chunk is not copied
+    on every read."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it = iter(chunks)
         self._buf = b""
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            rest = self._buf + b"".join(self._it)
-            self._buf = b""
+            rest = self._buf[self._pos:] + b"".join(self._it)
+            self._buf, self._pos = b"", 0
             return rest
-        while len(self._buf) < size:
+        while len(self._buf) - self._pos < size:
             try:
-                self._buf += next(self._it)
+                chunk = next(self._it)
             except StopIteration:
                 break
-        out, self._buf = self._buf[:size], self._buf[size:]
+            self._buf, self._pos = self._buf[self._pos:] + chunk, 0
+        out = self._buf[self._pos:self._pos + size]
+        self._pos += len(out)
         return out
 
     def close(self) -> None:

@@ -217,3 +217,23 @@ def test_lifecycle_plan_names_rules_that_would_delete_backups(rule, dangerous):
     assert bool(dangers) is dangerous
     if dangerous:
         assert rule["ID"] in dangers[0] and "remove it" in dangers[0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_iter_reader_returns_the_stream_whatever_the_chunks_and_reads(seed):
+    import random
+
+    rnd = random.Random(seed)
+    data = rnd.randbytes(rnd.randint(0, 50_000))
+    cuts = sorted(rnd.sample(range(len(data) + 1), min(len(data) + 1, rnd.randint(0, 30))))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]  # empty chunks too
+    reader, out = IterReader(chunks), []
+    while True:
+        if rnd.random() < 0.05:
+            out.append(reader.read())  # the rest at once
+            break
+        piece = reader.read(rnd.choice([1, 7, 512, 10_240, 40_000]))
+        if not piece:
+            break
+        out.append(piece)
+    assert b"".join(out) == data and reader.read(5) == b""

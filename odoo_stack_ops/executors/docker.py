@@ -195,20 +195,22 @@ class _ExecStream(Stream):
     def __init__(self, raw: socket.socket, tail: StderrTail) -> None:
         self._raw, self._tail = raw, tail
         self._pending = b""
+        self._pos = 0  # small reads slice at an offset instead of copying the rest of a frame each time
         self._eof = False
 
     def _recv_exact(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
+        parts, got = [], 0
+        while got < n:
             try:
-                chunk = self._raw.recv(n - len(data))
+                chunk = self._raw.recv(n - got)
             except OSError:
                 chunk = b""
             if not chunk:
                 self._eof = True
-                return data
-            data += chunk
-        return data
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     def _next_stdout(self) -> bytes:
         while not self._eof:
@@ -225,12 +227,13 @@ class _ExecStream(Stream):
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            parts = [self._pending]
+            parts = [self._pending[self._pos:]]
             while chunk := self._next_stdout():
                 parts.append(chunk)
-            self._pending = b""
+            self._pending, self._pos = b"", 0
             return b"".join(parts)
-        if not self._pending:
-            self._pending = self._next_stdout()
-        out, self._pending = self._pending[:size], self._pending[size:]
+        if self._pos >= len(self._pending):
+            self._pending, self._pos = self._next_stdout(), 0
+        out = self._pending[self._pos:self._pos + size]
+        self._pos += len(out)
         return out
