@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import zstandard
 
@@ -36,6 +37,11 @@ class IterReader:
         out = self._buf[self._pos:self._pos + size]
         self._pos += len(out)
         return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         close = getattr(self._it, "close", None)

@@ -58,31 +58,6 @@ def encryption_record(recipients: list[str]) -> dict[str, Any]:
             "fingerprints": [fingerprint(r) for r in recipients], "object_tag": object_tag(recipients)}
 
 
-class _QueueReader:
-    """File-like reader fed by a queue of chunks (the encrypting thread's input)."""
-
-    def __init__(self, q: queue.Queue[Any]) -> None:
-        self.q, self.buf, self.eof = q, b"", False
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.eof and (size < 0 or len(self.buf) < size):
-            item = self.q.get()
-            if item is _DONE:
-                self.eof = True
-            else:
-                self.buf += item
-        if size < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:size], self.buf[size:]
-        return out
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
 class EncryptingWriter:
     """Write plaintext in, age ciphertext goes to `sink` (a writer); `close()` finishes the age stream."""
 
@@ -94,7 +69,7 @@ class EncryptingWriter:
 
     def _run(self, sink: Any, recipients: list[Any]) -> None:
         try:
-            pyrage.encrypt_io(_QueueReader(self._q), sink, recipients)
+            pyrage.encrypt_io(IterReader(iter(self._q.get, _DONE)), sink, recipients)
         except BaseException as exc:  # noqa: BLE001 - handed to the writer's caller
             self._error = exc
             while self._q.get() is not _DONE:  # unblock the producer
