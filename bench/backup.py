@@ -73,6 +73,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 LEG_SCRIPT = r"""
 import json, sys, time
+from bench import peak_rss_mb
 from odoo_stack_ops.backup import database as dbleg, spaces
 from odoo_stack_ops.config import DatabaseConfig, SpacesConfig
 from odoo_stack_ops.executors.local import LocalExecutor
@@ -106,8 +107,7 @@ with dbleg.exported_snapshot(db, db.name) as (snap, facts):
     r = dbleg.dump_to_spaces(LocalExecutor(), db, db.name, snap, s3=spaces.client(sp), bucket=sp.bucket,
                              key=args["key"], pg_dump_version="bench", wrap=wrap)
 print(json.dumps({"seconds": r.duration_s, "raw": r.raw_bytes, "stored": r.stored_bytes, "sha256": r.stored_sha256,
-                  "rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024}))
-# VmHWM starts afresh at exec; ru_maxrss would carry the bench parent's peak over fork+exec
+                  "rss_mb": peak_rss_mb()}))
 """
 
 
@@ -115,7 +115,7 @@ def run_leg(db_json: dict[str, Any], spaces_json: dict[str, Any], key: str, reci
             null: bool = False) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", LEG_SCRIPT, json.dumps(
         {"db": db_json, "spaces": spaces_json, "key": key, "recipient": recipient, "null": null})],
-        check=True, capture_output=True, text=True)
+        check=True, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -40,7 +40,8 @@ BATCH = 20_000  # the flow's default: fewer commits and COPY start-ups, ~10 MB h
 
 CHILD = r"""
 import json, sys, time
-from bench.logs import FakeContainer, peak_rss_mb
+from bench import peak_rss_mb
+from bench.logs import FakeContainer
 from odoo_stack_ops.logs.alerts import CriticalCollector, CriticalMatcher
 from odoo_stack_ops.logs.ship import ship
 from odoo_stack_ops.logs.sink_pg import PgSink
@@ -54,14 +55,6 @@ print(json.dumps({"seconds": time.monotonic() - t, "cpu_s": time.process_time(),
                   "batches": stats.batches, "critical": sum(g.count for g in collector.groups.values()),
                   "rss_mb": peak_rss_mb()}))
 """
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM starts afresh at exec; ru_maxrss would carry the parent's peak over)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
 
 PATHS = ["/web/dataset/call_kw/res.partner/web_search_read", "/web/action/load", "/mail/data", "/web/webclient/load_menus",
          "/bus/websocket_worker_bundle", "/web/image/product.template/42/image_128", "/odoo/sales", "/web/assets/1/web.assets_web.min.js"]

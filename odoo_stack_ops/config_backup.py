@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
-import tarfile
 from pathlib import Path, PurePosixPath
 
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.executors.base import Executor
+from odoo_stack_ops.streams import tar_files
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
 FIXED_FILES = (*COMPOSE_FILES, "config/odoo.conf", ".env", "nginx.conf")
@@ -100,8 +101,9 @@ def fingerprint_key(path: Path) -> bytes:
     path = path.expanduser()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
     return path.read_bytes()
 
 
@@ -124,17 +126,11 @@ def list_files(host: Executor, compose_dir: str) -> list[str]:
 def read_files(host: Executor, compose_dir: str, rels: list[str]) -> dict[str, str]:
     """{relative path: text} of `rels`, read as one tar stream (one round trip over SSH)."""
     out: dict[str, str] = {}
-    with host.stream(["tar", "-cf", "-", "-C", compose_dir, "--", *rels], timeout=120) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
+    with host.stream(["tar", "-cf", "-", "-C", compose_dir, "--", *rels], timeout=120) as stream:
+        for member, fh in tar_files(stream):
             if member.size > MAX_FILE_BYTES:
                 raise OpsError(f"{member.name} in {compose_dir} is {member.size} bytes: too large for a config file")
-            fh = tar.extractfile(member)
-            out[member.name.removeprefix("./")] = (fh.read() if fh else b"").decode("utf-8", "replace")
-        for _ in stream:
-            pass
+            out[member.name.removeprefix("./")] = fh.read().decode("utf-8", "replace")
     return out
 
 

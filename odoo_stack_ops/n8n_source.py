@@ -5,7 +5,6 @@ on the worker in tests."""
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from pydantic import SecretStr
 
 from odoo_stack_ops.errors import CommandFailed, ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
+from odoo_stack_ops.streams import tar_files
 
 # Settings the public API accepts on create/update (anything else is answered with 400).
 API_SETTINGS = ("executionOrder", "saveManualExecutions", "callerPolicy", "callerIds", "errorWorkflow", "timezone",
@@ -64,11 +64,6 @@ class N8nApi:
                 return out
 
 
-def fetch_api(url: str, api_key: SecretStr, page_size: int = 100) -> list[dict[str, Any]]:
-    """Every workflow through GET /api/v1/workflows."""
-    return N8nApi(url, api_key).paged("/workflows", page_size)
-
-
 def fetch_cli(executor: Executor, argv_prefix: Sequence[str], env: Mapping[str, str | SecretStr] | None = None,
               timeout: float = 600) -> list[dict[str, Any]]:
     """`<argv_prefix> export:workflow --backup` into a temporary folder on the executor's side, read back as one
@@ -91,19 +86,14 @@ def fetch_cli(executor: Executor, argv_prefix: Sequence[str], env: Mapping[str, 
 
 def _read_json_tar(executor: Executor, folder: str, timeout: float) -> list[dict[str, Any]]:
     out = []
-    with executor.stream(["tar", "-cf", "-", "-C", folder, "."], timeout=timeout) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            if not (member.isfile() and member.name.endswith(".json")):
+    with executor.stream(["tar", "-cf", "-", "-C", folder, "."], timeout=timeout) as stream:
+        for member, fh in tar_files(stream):
+            if not member.name.endswith(".json"):
                 continue
-            fh = tar.extractfile(member)
-            data = fh.read() if fh else b""
             try:
-                out.append(json.loads(data))
+                out.append(json.loads(fh.read()))
             except ValueError as exc:
                 raise OpsError(f"malformed workflow JSON in {member.name} from the n8n CLI: {exc}") from exc
-        for _ in stream:  # drain to the end so the exit code is known
-            pass
     return out
 
 

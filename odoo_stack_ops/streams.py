@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import tarfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import zstandard
 
@@ -64,3 +65,15 @@ def zstd_decompressed(chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[
     reader = zstandard.ZstdDecompressor().stream_reader(IterReader(chunks), read_across_frames=True)
     while out := reader.read(size):
         yield out
+
+
+def tar_files(stream: Any) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
+    """(member, reader) for each regular file of a tar stream (e.g. `tar -cf -` run by an executor); the stream
+    is then read to its end, so the command's exit code is known when its `with` block closes."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            fh = tar.extractfile(member) if member.isfile() else None
+            if fh is not None:
+                yield member, fh
+    for _ in stream:
+        pass
