@@ -7,40 +7,54 @@ the run still ends Failed, posts to Mattermost and says what to do.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from odoo_stack_ops.backup import layout
-from odoo_stack_ops.backup.manifest import summary_rows
+from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
 from tasks.common import logger, publish_markdown, publish_table
 from tasks.retention import apply_retention
 
 
-def backup_one(cfg: StackConfig, database: str, st: str, *, run_verify: bool) -> dict[str, Any]:
-    """One database end to end; returns its published manifest."""
+def backup_one(cfg: StackConfig, database: str, st: str, *, run_verify: bool,
+               keep_plain_copy: bool = False) -> tuple[Manifest, Path | None]:
+    """One database end to end; returns its published manifest and, when asked to keep it (an upgrade's
+    rollback restores from it), tonight's plaintext dump on this worker (the caller deletes its folder)."""
     started = datetime.now(UTC)
-    dump, facts = dump_database(cfg, database, st)
-    filestore, files = backup_filestore(cfg, database, st)
-    unverified = {"ok": False, "skipped": True, "error": "verification was not requested"}
-    parts = {"started": started, "facts": facts, "dump": dump, "filestore": filestore}
-    manifest = assemble(cfg, database, st, finished=datetime.now(UTC), verification=unverified, **parts)
-    if run_verify:
-        manifest = assemble(cfg, database, st, finished=datetime.now(UTC), verification=verify(cfg, manifest, files),
-                            **parts)
-    publish(cfg, manifest)
-    return manifest
+    dump, facts, plain = dump_database(cfg, database, st)
+    try:
+        filestore, files = backup_filestore(cfg, database, st)
+        parts = {"started": started, "facts": facts, "dump": dump, "filestore": filestore}
+        if run_verify:
+            unverified = assemble(cfg, database, st, finished=datetime.now(UTC), verification=Verification(), **parts)
+            verification = verify(cfg, unverified, files, plain)
+        else:
+            verification = Verification(skipped=True, error="verification was not requested",
+                                        problems=["verification was not requested"])
+        manifest = assemble(cfg, database, st, finished=datetime.now(UTC), verification=verification, **parts)
+        publish(cfg, manifest)
+    except BaseException:
+        shutil.rmtree(plain.parent, ignore_errors=True)
+        raise
+    if keep_plain_copy:
+        return manifest, plain
+    shutil.rmtree(plain.parent, ignore_errors=True)
+    return manifest, None
 
 
-def report(manifests: dict[str, dict[str, Any]], failures: dict[str, str], retention: dict[str, Any] | None) -> str:
+def report(manifests: dict[str, Manifest], failures: dict[str, str], retention: dict[str, Any] | None) -> str:
     lines = ["# Nightly backup", ""]
     for db, m in manifests.items():
-        verdict = "verified ✅" if m["verified"] else f"NOT verified ❌ — {m['verification'].get('error')}"
+        verdict = "verified ✅" if m.verified else f"NOT verified ❌ — {m.verification.error}"
         lines += [f"## {db} — {verdict}", "", "| item | key | MiB stored | MiB raw/new | s | MiB/s |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['item']} | `{r['key']}` | {r['size_mib']} | {r['raw_mib']} | {r['seconds']} | {r['mib_per_s']} |"
@@ -67,26 +81,27 @@ def backup(
     log = logger()
     cfg = load_config(stack_file)
     dbs = check_databases(cfg, databases or cfg.backup.databases)
-    st = layout.stamp(datetime.now(UTC))
-    for warning in prepare_bucket(cfg):
-        log.warning("%s", warning)
-        notify(cfg.mattermost, f"Backup bucket of {cfg.name} needs attention", warning)
-    manifests: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    for db in dbs:
-        try:
-            manifests[db] = backup_one(cfg, db, st, run_verify=run_verify)
-        except Exception as exc:  # noqa: BLE001 - isolate databases; re-raised below
-            log.error("backup of %s failed: %s", db, exc)
-            failures[db] = f"{type(exc).__name__}: {exc}"
-    night_ok = not failures and all(m["verified"] for m in manifests.values())
-    retention = apply_retention(cfg, last_run_ok=night_ok, dry_run=retention_dry_run) if prune else None
+    with stack_writer(cfg, cfg.backup.lock_wait_s, "the nightly backup"):
+        st = layout.stamp(datetime.now(UTC))
+        for warning in prepare_bucket(cfg):
+            log.warning("%s", warning)
+            notify(cfg.mattermost, f"Backup bucket of {cfg.name} needs attention", warning)
+        manifests: dict[str, Manifest] = {}
+        failures: dict[str, str] = {}
+        for db in dbs:
+            try:
+                manifests[db], _ = backup_one(cfg, db, st, run_verify=run_verify)
+            except Exception as exc:  # noqa: BLE001 - isolate databases; re-raised below
+                log.error("backup of %s failed: %s", db, exc)
+                failures[db] = f"{type(exc).__name__}: {exc}"
+        night_ok = not failures and all(m.verified for m in manifests.values())
+        retention = apply_retention(cfg, last_run_ok=night_ok, dry_run=retention_dry_run) if prune else None
     publish_markdown("backup-nightly", report(manifests, failures, retention), f"backup {st}")
     if retention:
         publish_table("backup-retention-plan", retention["rows"], f"retention plan {st}")
     if not night_ok:
-        problems = {**failures, **{db: m["verification"].get("error") or "not verified"
-                                   for db, m in manifests.items() if not m["verified"]}}
+        problems = {**failures, **{db: m.verification.error or "not verified"
+                                   for db, m in manifests.items() if not m.verified}}
         text = "\n".join(f"- {db}: {p}" for db, p in problems.items())
         notify(cfg.mattermost, f"Backup {st} of {cfg.name} FAILED", text + "\nRetention did not prune. Check the "
                "run's logs in Prefect, fix the cause, then re-run `prefect deployment run backup/nightly`.")

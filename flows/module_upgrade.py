@@ -1,32 +1,38 @@
 """Flow `module-upgrade` (on demand): the seed's Module Deployment, made safe.
 
-Lock → deploy code → plan (names, dependencies, changed addons; dry_run stops here) → pre-upgrade backup
-(the rollback point) → odoo -i/-u --stop-after-init → module states → restart → health gate. Any failure
-after the backup restores it, resets stuck module states, restarts and fails the run saying what happened.
+Lock → record each addons repository's commit → deploy `addons_ref` → plan (names, dependencies, changed
+addons; a refused plan or dry_run puts the code back and changes nothing else) → stop odoo-core (nginx answers
+with its maintenance page; commands run in a stand-by container on the same volumes) → pre-upgrade backup (the
+rollback point, whose plaintext copy stays on the worker) → odoo -i/-u --stop-after-init → module states →
+start → health gate. Any failure after the stop: the previous commits are checked out again, the pre-upgrade
+database is restored under a new name and swapped in, odoo-core started, health confirmed, and the run fails
+saying what happened. Works with encrypted backups without the private key (the plaintext copy is used).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
-from odoo_stack_ops.backup import layout, spaces
-from odoo_stack_ops.backup import restore as rs
+from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import notify
 from odoo_stack_ops.upgrade import plan as pl
 from odoo_stack_ops.upgrade import steps
-from tasks.backup import dump_executor
 from tasks.common import logger, publish_markdown
+from tasks.restore import drop_copy, restore_as
 
 
 class UpgradeRequest(BaseModel):
@@ -43,21 +49,39 @@ class UpgradeRequest(BaseModel):
     lock_wait_s: float = Field(600, description="Wait this long for another upgrade to finish")
 
 
-def rollback(cfg: StackConfig, conns: Connections, database: str, manifest: dict[str, Any], timeout_s: float) -> str:
-    """Restore the pre-upgrade backup, reset stuck states, restart, confirm health."""
-    work = rs.scratch_dir()
-    try:
-        dump = work / "rollback.custom"
-        rs.download_dump(spaces.client(cfg.spaces), cfg.spaces.bucket, manifest["dump"], dump)
-        rs.restore_database(dump_executor(cfg, conns), cfg.database, database, dump, overwrite=True)
-    finally:
-        import shutil  # noqa: PLC0415
-
-        shutil.rmtree(work, ignore_errors=True)
+def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifest, plain_copy: Path | None,
+             commits: dict[str, str], timeout_s: float) -> str:
+    """Code back to the recorded commits, the pre-upgrade database restored and swapped in, odoo-core started,
+    health confirmed."""
+    notes = []
+    if commits:
+        notes.append("code back at " + ", ".join(steps.checkout_commits(conns.host(), commits)))
+    swapped = restore_as(cfg, point, database, layout.stamp(datetime.now(UTC)), overwrite=True, filestore=False,
+                         plain_copy=plain_copy)
     reset = steps.reset_module_states(cfg.database, database)
-    conns.docker().containers.get(conns.container("odoo-core").container.id).restart(timeout=30)  # type: ignore[attr-defined]
+    steps.end_maintenance(conns, "odoo-core")
     took = steps.wait_healthy(cfg.odoo.health_url, timeout_s)
-    return f"restored {manifest['stamp']}, reset {reset} module state(s), healthy after {took:.0f} s"
+    if swapped.before and cfg.backup.keep_previous_h == 0:
+        drop_copy(cfg, swapped.before, False)
+    kept = f"; the failed database is kept as {swapped.before}" if swapped.before and cfg.backup.keep_previous_h else ""
+    notes.append(f"database restored from {point.stamp} and swapped in, reset {reset} module state(s), healthy "
+                 f"after {took:.0f} s{kept}")
+    return "; ".join(notes)
+
+
+def _plan(cfg: StackConfig, conns: Connections, db: str, request: UpgradeRequest) -> pl.UpgradePlan:
+    container = conns.container("odoo-core")
+    states = steps.module_states(cfg.database, db)
+    addons = steps.list_addons(container, cfg.odoo.addons_paths)
+    wanted = set(request.install) | set(request.upgrade) | (set(addons) if request.changed else set())
+    manifests = steps.find_manifests(container, cfg.odoo.addons_paths, sorted(wanted))
+    for m in list(manifests.values()):
+        manifests.update(steps.find_manifests(container, cfg.odoo.addons_paths,
+                                              [d for d in m.get("depends", []) if d not in manifests]))
+    hashes = steps.addon_hashes(container, cfg.odoo.addons_paths,
+                                [a for a in addons if states.get(a) == "installed" or a in wanted])
+    return pl.make_plan(install=request.install, upgrade=request.upgrade, changed=request.changed,
+                        manifests=manifests, states=states, hashes=hashes, stored=steps.stored_hashes(cfg.database, db))
 
 
 @flow(name="module-upgrade", description="Deploy and install/upgrade Odoo modules with backup, health gate, rollback")
@@ -70,55 +94,69 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
     pl.check_modules(request.install + request.upgrade)
     outcome: dict[str, Any] = {"database": db, "dry_run": request.dry_run}
     started = time.monotonic()
-    with concurrency("odoo-db-writes", occupy=1, strict=True), \
-            steps.advisory_lock(cfg.database, db, request.lock_wait_s), Connections(cfg) as conns:
-        if request.addons_ref and not request.dry_run:
+    with stack_writer(cfg, request.lock_wait_s, f"the module upgrade of {db}"), Connections(cfg) as conns:
+        if steps.end_maintenance(conns, "odoo-core"):
+            log.warning("a stand-by container left by an interrupted upgrade was removed and odoo-core started")
+        commits: dict[str, str] = {}
+        if request.addons_ref:
+            commits = steps.record_commits(conns.host(), steps.addons_repos(conns.host(), cfg.odoo.compose_dir))
+            outcome["previous_commits"] = {r.rstrip("/"): c[:12] for r, c in commits.items()}
             outcome["deployed"] = steps.deploy_code(conns.host(), cfg.odoo.compose_dir, request.addons_ref)
-        container = conns.container("odoo-core")
-        states = steps.module_states(cfg.database, db)
-        addons = steps.list_addons(container, cfg.odoo.addons_paths)
-        wanted = set(request.install) | set(request.upgrade) | (set(addons) if request.changed else set())
-        manifests = steps.find_manifests(container, cfg.odoo.addons_paths, sorted(wanted))
-        for m in list(manifests.values()):
-            manifests.update(steps.find_manifests(container, cfg.odoo.addons_paths,
-                                                  [d for d in m.get("depends", []) if d not in manifests]))
-        hashes = steps.addon_hashes(container, cfg.odoo.addons_paths,
-                                    [a for a in addons if states.get(a) == "installed" or a in wanted])
-        plan = pl.make_plan(install=request.install, upgrade=request.upgrade, changed=request.changed,
-                            manifests=manifests, states=states, hashes=hashes, stored=steps.stored_hashes(cfg.database, db))
+        try:
+            plan = _plan(cfg, conns, db, request)
+        except Exception:
+            steps.checkout_commits(conns.host(), commits)
+            raise
         outcome["plan"] = {"install": plan.install, "upgrade": plan.upgrade, "unchanged": plan.unchanged,
                            "problems": plan.problems}
         log.info("plan for %s: install %s, upgrade %s, problems %s", db, plan.install, plan.upgrade, plan.problems)
-        if plan.problems:
-            raise OpsError(f"refused before any change: {'; '.join(plan.problems)}")
-        if request.dry_run or plan.nothing_to_do:
+        if plan.problems or request.dry_run or plan.nothing_to_do:
+            if commits:
+                outcome["code"] = "put back at " + ", ".join(steps.checkout_commits(conns.host(), commits))
+            if plan.problems:
+                raise OpsError(f"refused before any change: {'; '.join(plan.problems)}")
             outcome["result"] = "dry run: nothing changed" if request.dry_run else "nothing to do"
             return _report(cfg, outcome, started)
-        st = layout.stamp(datetime.now(UTC))
-        rollback_point = backup_one(cfg, db, st, run_verify=False)
-        outcome["rollback_point"] = rollback_point["stamp"]
+        down_at = time.monotonic()
+        steps.stop_for_maintenance(conns, "odoo-core")
+        plain: Path | None = None
         try:
-            errors = steps.run_odoo(container, cfg, db, plan.install, plan.upgrade, request.upgrade_timeout_s,
-                                    lambda line: log.info("odoo: %s", line))
+            point, plain = backup_one(cfg, db, layout.stamp(datetime.now(UTC)), run_verify=False,
+                                      keep_plain_copy=True)
+            outcome["rollback_point"] = point.stamp
+        except Exception as exc:
+            steps.checkout_commits(conns.host(), commits)
+            steps.end_maintenance(conns, "odoo-core")
+            raise OpsError(f"the pre-upgrade backup failed ({exc}); nothing was upgraded, odoo-core is started "
+                           "again on its previous code") from exc
+        try:
+            errors = steps.run_odoo(conns.container("odoo-core"), cfg, db, plan.install, plan.upgrade,
+                                    request.upgrade_timeout_s, lambda line: log.info("odoo: %s", line))
             if errors:
                 raise OpsError(f"odoo logged {len(errors)} error(s): {errors[0]}")
             bad = steps.check_states(cfg.database, db, plan.install + plan.upgrade)
             if bad:
                 raise OpsError(f"modules not installed after odoo ran: {bad}")
-            conns.docker().containers.get(container.container.id).restart(timeout=30)  # type: ignore[attr-defined]
+            steps.end_maintenance(conns, "odoo-core")
             outcome["healthy_after_s"] = steps.wait_healthy(cfg.odoo.health_url, request.health_timeout_s)
         except Exception as exc:
-            log.error("upgrade failed (%s): rolling back to %s", exc, rollback_point["stamp"])
+            log.error("upgrade failed (%s): rolling back to %s", exc, point.stamp)
             outcome["result"] = f"FAILED and rolled back: {exc}"
             try:
-                outcome["rollback"] = rollback(cfg, conns, db, rollback_point, request.health_timeout_s)
+                outcome["rollback"] = rollback(cfg, conns, db, point, plain, commits, request.health_timeout_s)
             except Exception as again:
                 outcome["rollback"] = f"ROLLBACK FAILED: {again}"
+                outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
                 _report(cfg, outcome, started, failed=True)
                 raise OpsError(f"upgrade failed ({exc}) AND rollback failed ({again}): restore backup "
-                               f"{rollback_point['stamp']} by hand with the restore flow") from again
+                               f"{point.stamp} by hand with the restore flow (overwrite=True)") from again
+            outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
             _report(cfg, outcome, started, failed=True)
-            raise OpsError(f"upgrade of {db} failed and was rolled back to {rollback_point['stamp']}: {exc}") from exc
+            raise OpsError(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}") from exc
+        finally:
+            if plain is not None:
+                shutil.rmtree(plain.parent, ignore_errors=True)
+        outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
         steps.store_hashes(cfg.database, db, plan.hashes)
         outcome["result"] = "upgraded"
     return _report(cfg, outcome, started)

@@ -1,106 +1,64 @@
 """Flow `restore` (on demand): bring a published backup back into a database and a filestore.
 
-Refuses to overwrite an existing database or a non-empty filestore unless told to. `staging=True` is the
-staging refresh (production backup → odoo_dev, then neutralized: no outgoing mail, no crons). `odoo_zip`
-also writes a zip Odoo's database manager can restore (dump.sql, filestore/, manifest.json).
+Never destroys first: the backup is restored under a new name and swapped in only once complete; the replaced
+database is kept as `<target>__before_<stamp>` until the restored one has passed its gate (for production:
+odoo-core restarted and `/web/health` 200), then dropped (or kept `backup.keep_previous_h` hours). `staging=True`
+is the staging refresh (production backup → odoo_dev): the copy is neutralized BEFORE it gets a name Odoo
+serves. `odoo_zip=True` writes a zip Odoo's database manager can restore under `restore.export_dir`.
 """
 
 from __future__ import annotations
 
 import shutil
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 
+from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup import restore as rs
-from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.backup.database import connect, read_facts
+from odoo_stack_ops.backup.manifest import Manifest
+from odoo_stack_ops.backup.spaces import Bucket
+from odoo_stack_ops.backup.verify import compare_facts
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
-from odoo_stack_ops.errors import OpsError
-from tasks.backup import dump_executor
-from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger, publish_markdown
+from odoo_stack_ops.errors import OpsError, VerificationFailed
+from odoo_stack_ops.locks import stack_writer
+from odoo_stack_ops.upgrade import steps
+from tasks.common import NO_RETRIES, logger, publish_markdown
+from tasks.restore import Swapped, drop_copy, fetch_dump, pick_backup, restore_as, swap_back
 
 
-@task(name="pick-backup", **TRANSIENT_RETRIES)
-def pick(cfg: StackConfig, database: str, on_date: date | None, manifest_key: str | None) -> dict[str, Any]:
-    s3 = spaces.client(cfg.spaces)
-    refs = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix, database)
-    if manifest_key:
-        ref = rs.pick_backup(refs, {}, database=database, key=manifest_key)
-        return rs.load_manifest(s3, cfg.spaces.bucket, ref.key)
-    manifests = {r.key: rs.load_manifest(s3, cfg.spaces.bucket, r.key) for r in refs}
-    ref = rs.pick_backup(refs, manifests, database=database, on_date=on_date, tz=cfg.backup.timezone)
-    return manifests[ref.key]
-
-
-def _tag(manifest: dict[str, Any]) -> str | None:
-    return manifest.get("encryption", {}).get("object_tag")
-
-
-def _decryptors(cfg: StackConfig, manifest: dict[str, Any]) -> tuple[Any, Any]:
-    if not manifest.get("encryption", {}).get("enabled"):
-        return None, None
-    from odoo_stack_ops.backup.crypto import decryptor  # noqa: PLC0415
-
-    d = decryptor(cfg.backup.age_identity, manifest["encryption"])
-    return d, d
-
-
-@task(name="restore-database", **NO_RETRIES)
-def restore_db(cfg: StackConfig, manifest: dict[str, Any], target: str, overwrite: bool, jobs: int) -> dict[str, Any]:
-    log = logger()
-    work = rs.scratch_dir()
-    try:
-        dump_file = work / "dump.custom"
-        decrypt, _ = _decryptors(cfg, manifest)
-        size = rs.download_dump(spaces.client(cfg.spaces), cfg.spaces.bucket, manifest["dump"], dump_file, decrypt)
-        log.info("downloaded and checked %s (%.1f MiB)", manifest["dump"]["key"], size / (1 << 20))
-        with Connections(cfg) as conns:
-            seconds = rs.restore_database(dump_executor(cfg, conns), cfg.database, target, dump_file,
-                                          overwrite=overwrite, jobs=jobs)
-        log.info("restored %s into database %s in %.1f s", manifest["stamp"], target, seconds)
-        return {"database": target, "seconds": seconds, "bytes": size}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-@task(name="restore-filestore", **NO_RETRIES)
-def restore_fs(cfg: StackConfig, manifest: dict[str, Any], target: str, overwrite: bool) -> dict[str, Any]:
-    s3 = spaces.client(cfg.spaces)
-    files = rs.filestore_files(s3, cfg.spaces.bucket, manifest)
-    _, decrypt_object = _decryptors(cfg, manifest)
-    root = f"{cfg.odoo.data_dir.rstrip('/')}/filestore/{target}"
+@task(name="restore-gate", **NO_RETRIES)
+def gate(cfg: StackConfig, manifest: Manifest, target: str, health_timeout_s: float) -> str:
+    """The restored database holds what the manifest recorded; for production, odoo-core restarts healthy."""
+    with connect(cfg.database, target) as conn, conn.cursor() as cur:
+        problems = compare_facts(manifest, read_facts(cur, conn.info.server_version).as_dict())
+    if problems:
+        raise VerificationFailed(f"restored {target} differs from the backup: {'; '.join(problems[:5])}")
+    if target != cfg.database.name:
+        return "tables, rows and modules match the manifest"
     with Connections(cfg) as conns:
-        container = conns.container("odoo-core")
-        owner = container.run(["stat", "-c", "%u %g", cfg.odoo.data_dir]).stdout_text.split()
-        rs.restore_filestore(container, root, rs.object_members(s3, cfg.spaces.bucket, cfg.spaces.prefix, files,
-                                                               decrypt_object, _tag(manifest)),
-                             overwrite=overwrite, owner=(int(owner[0]), int(owner[1])))
-    logger().info("restored %d filestore files into %s", len(files), root)
-    return {"filestore": root, "files": len(files)}
-
-
-@task(name="neutralize", **NO_RETRIES)
-def neutralize_db(cfg: StackConfig, target: str) -> list[str]:
-    stmts = rs.neutralize(cfg.database, target)
-    logger().info("neutralized %s: %d statements (mail servers and crons off)", target, len(stmts))
-    return stmts
+        steps.restart_service(conns, "odoo-core")
+    took = steps.wait_healthy(cfg.odoo.health_url, health_timeout_s)
+    return f"matches the manifest; odoo-core restarted, healthy after {took:.0f} s"
 
 
 @task(name="odoo-zip", **NO_RETRIES)
-def odoo_zip(cfg: StackConfig, manifest: dict[str, Any], dest: str) -> str:
-    s3 = spaces.client(cfg.spaces)
+def write_zip(cfg: StackConfig, manifest: Manifest) -> str:
+    """A zip Odoo's database manager restores, written under restore.export_dir (never another path)."""
+    export_dir = Path(cfg.restore.export_dir).expanduser()
+    export_dir.mkdir(parents=True, exist_ok=True)
+    dest = export_dir / f"{manifest.database}-{manifest.stamp}.zip"
+    bucket = Bucket.open(cfg.spaces)
     work = rs.scratch_dir()
     try:
-        decrypt, decrypt_object = _decryptors(cfg, manifest)
-        dump_file = work / "dump.custom"
-        rs.download_dump(s3, cfg.spaces.bucket, manifest["dump"], dump_file, decrypt)
-        files = rs.filestore_files(s3, cfg.spaces.bucket, manifest)
-        out = rs.write_odoo_zip(Path(dest), manifest, dump_file,
-                                rs.object_members(s3, cfg.spaces.bucket, cfg.spaces.prefix, files, decrypt_object,
-                                                  _tag(manifest)))
+        dump_file = fetch_dump(cfg, manifest, work)
+        files = rs.filestore_files(bucket, manifest)
+        out = rs.write_odoo_zip(dest, manifest, dump_file, rs.object_members(
+            bucket, files, rs.decryptor_for(manifest, cfg.backup.age_identity), manifest.object_tag))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger().info("wrote Odoo database zip %s", out)
@@ -117,28 +75,49 @@ def restore(
     overwrite: bool = False,
     staging: bool = False,
     restore_filestore: bool = True,
-    odoo_zip_path: str | None = None,
+    odoo_zip: bool = False,
     jobs: int = 2,
+    health_timeout_s: float = 180,
 ) -> dict[str, Any]:
     """Restore `database`'s backup (newest verified, or of `on_date`, or `manifest_key`) into `target_database`."""
     cfg = load_config(stack_file)
-    target = target_database or ("odoo_dev" if staging else None)
+    target = target_database or (cfg.restore.staging_database if staging else None)
     if staging and target == cfg.database.name:
         raise OpsError(f"a staging refresh must not target the production database {cfg.database.name}")
-    manifest = pick(cfg, database, on_date, manifest_key)
-    outcome: dict[str, Any] = {"backup": manifest["stamp"], "source": database}
-    if not manifest["verified"]:
-        logger().warning("restoring an UNVERIFIED backup %s: %s", manifest["stamp"], manifest["verification"])
+    if not target and not odoo_zip:
+        raise OpsError("nothing to do: give target_database, staging=True or odoo_zip=True")
+    manifest = pick_backup(cfg, database, on_date, manifest_key)
+    outcome: dict[str, Any] = {"backup": manifest.stamp, "source": database}
+    if not manifest.verified:
+        logger().warning("restoring an UNVERIFIED backup %s: %s", manifest.stamp, manifest.verification.error)
     if target:
-        outcome |= restore_db(cfg, manifest, target, overwrite or staging, jobs)
-        if restore_filestore:
-            outcome |= restore_fs(cfg, manifest, target, overwrite or staging)
-        if staging:
-            outcome["neutralized"] = neutralize_db(cfg, target)
-    if odoo_zip_path:
-        outcome["odoo_zip"] = odoo_zip(cfg, manifest, odoo_zip_path)
-    if not target and not odoo_zip_path:
-        raise OpsError("nothing to do: give target_database, staging=True or odoo_zip_path")
+        outcome |= _restore_into(cfg, manifest, target, overwrite=overwrite or staging, staging=staging,
+                                 filestore=restore_filestore, jobs=jobs, health_timeout_s=health_timeout_s)
+    if odoo_zip:
+        outcome["odoo_zip"] = write_zip(cfg, manifest)
     publish_markdown("restore", "# Restore\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in outcome.items()),
-                     f"restore of {database} {manifest['stamp']}")
+                     f"restore of {database} {manifest.stamp}")
+    return outcome
+
+
+def _restore_into(cfg: StackConfig, manifest: Manifest, target: str, *, overwrite: bool, staging: bool,
+                  filestore: bool, jobs: int, health_timeout_s: float) -> dict[str, Any]:
+    st = layout.stamp(datetime.now(UTC))
+    with stack_writer(cfg, cfg.backup.lock_wait_s, f"the restore into {target}"):
+        swapped: Swapped = restore_as(cfg, manifest, target, st, overwrite=overwrite, jobs=jobs, filestore=filestore,
+                                      neutralize_first=staging)
+        outcome: dict[str, Any] = {"database": target, "replaced_copy": swapped.before or "none (new database)"}
+        try:
+            outcome["gate"] = gate(cfg, manifest, target, health_timeout_s)
+        except Exception as exc:
+            if swapped.before is None:
+                raise
+            failed = swap_back(cfg, swapped)
+            raise OpsError(f"the restored {target} failed its gate ({exc}); the previous database is back in place, "
+                           f"the restored copy is kept as {failed} for a look") from exc
+        if swapped.before and cfg.backup.keep_previous_h == 0:
+            drop_copy(cfg, swapped.before, swapped.filestore)
+            outcome["replaced_copy"] = f"{swapped.before} (dropped after the gate passed)"
+        elif swapped.before:
+            outcome["replaced_copy"] = f"{swapped.before} (kept {cfg.backup.keep_previous_h:g} h)"
     return outcome

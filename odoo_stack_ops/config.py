@@ -247,9 +247,24 @@ class BackupConfig(_Model):
     verify_timeout_s: int = Field(4 * 3600, ge=60, description="Give up restore-verify after this long")
     verify_sample: int = Field(20, ge=0, description="Filestore objects re-hashed by verification")
     age_recipients: list[str] = Field(default_factory=list, description="age public keys; when set backups are encrypted")
-    age_identity: SecretStr | None = Field(None, description="age private key used by restore and verify")
+    age_identity: SecretStr | None = Field(
+        None, description="age private key, needed only by restores and restore drills (nightly verification "
+        "checks tonight's plaintext copy, so the key may stay offline)")
+    lock_wait_s: float = Field(3600, ge=0, description="A writer (nightly, pre-upgrade backup, restore) waits this "
+                               "long for another writer of the stack to finish, then fails")
+    keep_previous_h: float = Field(
+        0, ge=0, description="After a restore over a live database passed its health gate, keep the replaced copy "
+        "(`<db>__before_<stamp>`) this many hours (0: drop it at once); older copies are dropped by the next writer")
 
     _idents = field_validator("databases")(plain_identifiers)
+
+
+class RestoreConfig(_Model):
+    staging_database: str = Field("odoo_dev", description="The staging refresh's target (neutralized before use)")
+    export_dir: Path = Field(Path("~/odoo-stack-ops/exports"), description="Where the restore flow writes Odoo "
+                             "database zips (flow parameters never choose a path)")
+
+    _ident = field_validator("staging_database")(lambda v: plain_identifiers([v])[0])
 
 
 class Thresholds(_Model):
@@ -278,6 +293,7 @@ class StackConfig(_Model):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
     digitalocean: DigitalOceanConfig = Field(default_factory=DigitalOceanConfig)
     backup: BackupConfig = Field(default_factory=BackupConfig)
+    restore: RestoreConfig = Field(default_factory=RestoreConfig)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     state_dir: Path = Field(Path("~/.local/state/odoo-stack-ops"), description="Local state (cursors, alert states)")
 

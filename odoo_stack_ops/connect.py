@@ -53,6 +53,12 @@ class Connections:
             self._containers[service] = DockerExecutor(self.docker(), found)
         return self._containers[service]
 
+    def forget(self, service: str) -> None:
+        """Find the service's container again on next use (it was stopped, replaced or recreated)."""
+        ex = self._containers.pop(service, None)
+        if ex is not None:
+            ex.close()
+
     def close(self) -> None:
         for ex in self._containers.values():
             ex.close()

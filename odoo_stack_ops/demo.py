@@ -64,17 +64,17 @@ def run_demo(workdir: Path, keep: bool = False) -> int:
         match = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
         run_url = f"{prefect.url}/runs/flow-run/{match.group(1)}" if match else prefect.url
         say(f"backup/nightly Completed {elapsed:.0f} s after `prefect deployment run`")
-        s3 = spaces.client(cfg.spaces)
+        bucket = spaces.Bucket.open(cfg.spaces)
         for database in cfg.backup.databases:
-            ref = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix, database)[-1]
-            m = rs.load_manifest(s3, cfg.spaces.bucket, ref.key)
+            ref = rs.list_manifests(bucket, database)[-1]
+            m = rs.load_manifest(bucket, ref.key)
             say(f"\n{database}: manifest s3://{cfg.spaces.bucket}/{ref.key}")
-            say(f"  dump      s3://{cfg.spaces.bucket}/{m['dump']['key']}  {m['dump']['stored_bytes']:,} bytes "
-                f"(raw {m['dump']['raw_bytes']:,}), sha256 {m['dump']['stored_sha256'][:16]}…")
-            say(f"  filestore {m['filestore']['files']} files, {m['filestore']['new_objects']} new objects, "
-                f"manifest {m['filestore']['manifest_key']}")
-            verdict = "VERIFIED by restore into a scratch database" if m["verified"] else \
-                f"NOT verified: {m['verification'].get('error')}"
+            say(f"  dump      s3://{cfg.spaces.bucket}/{m.dump.key}  {m.dump.stored_bytes:,} bytes "
+                f"(raw {m.dump.raw_bytes:,}), sha256 {m.dump.stored_sha256[:16]}…")
+            say(f"  filestore {m.filestore.files} files, {m.filestore.new_objects} new objects, "
+                f"manifest {m.filestore.manifest_key}")
+            verdict = "VERIFIED by restore into a scratch database" if m.verified else \
+                f"NOT verified: {m.verification.error}"
             say(f"  verdict   {verdict}")
         say(f"\ndashboard: {run_url}")
         if keep:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -12,9 +15,9 @@ from prefect import task
 
 from odoo_stack_ops.backup import database as dbleg
 from odoo_stack_ops.backup import filestore as fsleg
-from odoo_stack_ops.backup import layout, lifecycle, spaces
+from odoo_stack_ops.backup import layout, lifecycle, restore, spaces
 from odoo_stack_ops.backup import manifest as mf
-from odoo_stack_ops.backup.verify import verify_backup
+from odoo_stack_ops.backup.verify import drop_stale_scratch, verify_backup
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import ConnectError, OpsError
@@ -50,9 +53,12 @@ def prepare_bucket(cfg: StackConfig) -> list[str]:
 
 
 @task(name="dump-database", **TRANSIENT_RETRIES)
-def dump_database(cfg: StackConfig, database: str, st: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """pg_dump (in the snapshot whose facts we record) streamed through zstd to Spaces; (dump, facts)."""
+def dump_database(cfg: StackConfig, database: str, st: str) -> tuple[mf.DumpRecord, dict[str, Any], Path]:
+    """pg_dump (in the snapshot whose facts we record) streamed through zstd to Spaces; (dump, facts, the
+    compressed plaintext copy on this worker, which verification and rollback restore from: the caller deletes
+    it)."""
     log = logger()
+    plain = Path(tempfile.mkdtemp(prefix="odoo-dump-")) / f"{database}-{st}.dump.zst"
     s3 = spaces.client(cfg.spaces)
     key = layout.dump_key(cfg.spaces.prefix, database, st, encrypted=bool(cfg.backup.age_recipients))
     wrap = None
@@ -60,20 +66,26 @@ def dump_database(cfg: StackConfig, database: str, st: str) -> tuple[dict[str, A
         from odoo_stack_ops.backup.crypto import encrypting_writer  # noqa: PLC0415 - only when encrypting
 
         wrap = encrypting_writer(cfg.backup.age_recipients)
-    with Connections(cfg) as conns, dbleg.exported_snapshot(cfg.database, database) as (snapshot, facts):
-        executor = dump_executor(cfg, conns)
-        version = dbleg.check_pg_dump(executor, facts.server_major)
-        log.info("dumping %s (PostgreSQL %s, %d tables, Odoo %s) with %s on %s", database, facts.server_version,
-                 facts.tables, facts.odoo_version or "?", version, executor.where)
-        result = dbleg.dump_to_spaces(
-            executor, cfg.database, database, snapshot, s3=s3, bucket=cfg.spaces.bucket, key=key,
-            pg_dump_version=version, level=cfg.backup.zstd_level, threads=cfg.backup.zstd_threads, wrap=wrap,
-        )
+    try:
+        with Connections(cfg) as conns, dbleg.exported_snapshot(cfg.database, database) as (snapshot, facts), \
+                plain.open("wb") as plain_copy:
+            executor = dump_executor(cfg, conns)
+            version = dbleg.check_pg_dump(executor, facts.server_major)
+            log.info("dumping %s (PostgreSQL %s, %d tables, Odoo %s) with %s on %s", database, facts.server_version,
+                     facts.tables, facts.odoo_version or "?", version, executor.where)
+            result = dbleg.dump_to_spaces(
+                executor, cfg.database, database, snapshot, s3=s3, bucket=cfg.spaces.bucket, key=key,
+                pg_dump_version=version, level=cfg.backup.zstd_level, threads=cfg.backup.zstd_threads, wrap=wrap,
+                plain_copy=plain_copy,
+            )
+    except BaseException:
+        shutil.rmtree(plain.parent, ignore_errors=True)
+        raise
     mib = 1 << 20
     log.info("dump of %s uploaded: %.1f MiB raw → %.1f MiB stored in %.1f s (%.1f MiB/s), %s",
              database, result.raw_bytes / mib, result.stored_bytes / mib, result.duration_s,
              result.raw_bytes / mib / max(result.duration_s, 1e-6), key)
-    return result.as_dict(), facts.as_dict()
+    return mf.DumpRecord(**result.as_dict()), facts.as_dict(), plain
 
 
 def latest_filestore_manifest(s3: Any, cfg: StackConfig, database: str) -> str | None:
@@ -82,7 +94,7 @@ def latest_filestore_manifest(s3: Any, cfg: StackConfig, database: str) -> str |
 
 
 @task(name="backup-filestore", **TRANSIENT_RETRIES)
-def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[dict[str, Any], list[fsleg.StoredFile]]:
+def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[mf.FilestoreRecord, list[fsleg.StoredFile]]:
     """Upload the objects the bucket lacks and the night's filestore manifest; (summary, files)."""
     log = logger()
     s3 = spaces.client(cfg.spaces)
@@ -110,46 +122,49 @@ def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[dict[str
     spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files))
     log.info("filestore %s: %d files (%.1f MiB), %d new objects (%.1f MiB) in %.1f s", database, stats.files,
              stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20), stats.duration_s)
-    return {"manifest_key": key, **asdict(stats)}, files
+    return mf.FilestoreRecord(manifest_key=key, **asdict(stats)), files
 
 
 @task(name="verify-backup", **NO_RETRIES)
-def verify(cfg: StackConfig, manifest: dict[str, Any], files: list[fsleg.StoredFile]) -> dict[str, Any]:
-    """Restore into a scratch database and compare; the verdict goes into the manifest."""
+def verify(cfg: StackConfig, manifest: mf.Manifest, files: list[fsleg.StoredFile],
+           plain_copy: Path | None = None) -> mf.Verification:
+    """Restore into a scratch database and compare; the verdict goes into the manifest. With tonight's plaintext
+    copy no private key is needed; without it (an older night) the identity decrypts what Spaces holds."""
     server = cfg.backup.verify_server or cfg.database
     decrypt = decrypt_object = None
-    if manifest["encryption"].get("enabled"):
-        from odoo_stack_ops.backup.crypto import decryptor  # noqa: PLC0415
-
-        decrypt = decrypt_object = decryptor(cfg.backup.age_identity, manifest["encryption"])
+    if manifest.encryption.enabled and (plain_copy is None or cfg.backup.age_identity is not None):
+        decrypt = decrypt_object = restore.decryptor_for(manifest, cfg.backup.age_identity)
+    stale = drop_stale_scratch(server)
+    if stale:
+        logger().warning("dropped scratch database(s) left by an interrupted verification: %s", stale)
     with Connections(cfg) as conns:
         record = verify_backup(
-            dump_executor(cfg, conns), server, manifest, s3=spaces.client(cfg.spaces), bucket=cfg.spaces.bucket,
-            prefix=cfg.spaces.prefix, files=files, sample=cfg.backup.verify_sample,
-            timeout_s=cfg.backup.verify_timeout_s, decrypt=decrypt, decrypt_object=decrypt_object,
+            dump_executor(cfg, conns), server, manifest, bucket=spaces.Bucket.open(cfg.spaces), files=files,
+            sample=cfg.backup.verify_sample, timeout_s=cfg.backup.verify_timeout_s, decrypt=decrypt,
+            decrypt_object=decrypt_object, plain_copy=plain_copy,
         )
-    (logger().info if record["ok"] else logger().error)(
-        "restore-verify of %s/%s: %s", manifest["database"], manifest["stamp"],
-        "OK" if record["ok"] else record["error"])
+    (logger().info if record.ok else logger().error)(
+        "restore-verify of %s/%s (%s): %s", manifest.database, manifest.stamp, record.mode,
+        "OK" if record.ok else record.error)
     return record
 
 
 @task(name="publish-manifest", **TRANSIENT_RETRIES)
-def publish(cfg: StackConfig, manifest: dict[str, Any]) -> str:
+def publish(cfg: StackConfig, manifest: mf.Manifest) -> str:
     """Write the manifest last: from now on the backup exists."""
-    key = layout.manifest_key(cfg.spaces.prefix, manifest["database"], manifest["stamp"])
+    key = layout.manifest_key(cfg.spaces.prefix, manifest.database, manifest.stamp)
     spaces.put_bytes(spaces.client(cfg.spaces), cfg.spaces.bucket, key, mf.encode(manifest), "application/json")
-    logger().info("published %s (verified: %s)", key, manifest["verified"])
+    logger().info("published %s (verified: %s)", key, manifest.verified)
     return key
 
 
 def assemble(cfg: StackConfig, database: str, st: str, *, started: datetime, finished: datetime, facts: dict[str, Any],
-             dump: dict[str, Any], filestore: dict[str, Any], verification: dict[str, Any]) -> dict[str, Any]:
+             dump: mf.DumpRecord, filestore: mf.FilestoreRecord, verification: mf.Verification) -> mf.Manifest:
     encryption = None
     if cfg.backup.age_recipients:
         from odoo_stack_ops.backup.crypto import encryption_record  # noqa: PLC0415
 
-        encryption = encryption_record(cfg.backup.age_recipients)
+        encryption = mf.Encryption(**encryption_record(cfg.backup.age_recipients))
     return mf.build_manifest(stack=cfg.name, database=database, st=st, started_at=started, finished_at=finished,
                              facts=facts, dump=dump, filestore=filestore, verification=verification,
                              encryption=encryption)

@@ -35,8 +35,8 @@ def write(tree, path):
 
 def manifests(cfg):
     s3 = spaces.client(cfg.spaces)
-    return [rs.load_manifest(s3, cfg.spaces.bucket, r.key)
-            for r in rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)]
+    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key)
+            for r in rs.list_manifests(spaces.Bucket.open(cfg.spaces))]
 
 
 def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, stack_tree, pg_tls, tmp_path):
@@ -49,9 +49,9 @@ def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, s
     backup(stack_file=path)
     cfg = validate_tree(tree)
     (m,) = manifests(cfg)
-    assert m["verified"], m["verification"]
-    assert m["encryption"]["enabled"] and m["encryption"]["fingerprints"] == [fingerprint(pub)]
-    assert secret not in yaml.safe_dump(m)
+    assert m.verified, m.verification
+    assert m.encryption.enabled and m.encryption.fingerprints == [fingerprint(pub)]
+    assert secret not in m.model_dump_json()
     s3 = spaces.client(cfg.spaces)
     keys = [o["Key"] for o in spaces.iter_objects(s3, cfg.spaces.bucket, cfg.spaces.prefix + "/")]
     data_keys = [k for k in keys if "/objects/" in k or "/db/" in k]
@@ -61,7 +61,7 @@ def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, s
 
     # a person at 3 a.m. without this project: age -d, zstd -d, pg_restore
     (tmp_path / "key.txt").write_text(secret + "\n")
-    (tmp_path / "dump.zst.age").write_bytes(spaces.get_bytes(s3, cfg.spaces.bucket, m["dump"]["key"]))
+    (tmp_path / "dump.zst.age").write_bytes(spaces.get_bytes(s3, cfg.spaces.bucket, m.dump.key))
     subprocess.run(["age", "-d", "-i", str(tmp_path / "key.txt"), "-o", str(tmp_path / "dump.zst"),
                     str(tmp_path / "dump.zst.age")], check=True)
     subprocess.run(["zstd", "-q", "-d", str(tmp_path / "dump.zst"), "-o", str(tmp_path / "dump.custom")], check=True)
@@ -86,9 +86,9 @@ def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, s
     assert pg_tls.execute("SELECT count(*) FROM pg_database WHERE datname = 'never_made'")[0][0] == 0
 
     # tampering with the stored dump is detected before anything is restored
-    blob = bytearray(spaces.get_bytes(s3, cfg.spaces.bucket, m["dump"]["key"]))
+    blob = bytearray(spaces.get_bytes(s3, cfg.spaces.bucket, m.dump.key))
     blob[len(blob) // 2] ^= 0x01
-    spaces.put_bytes(s3, cfg.spaces.bucket, m["dump"]["key"], bytes(blob))
+    spaces.put_bytes(s3, cfg.spaces.bucket, m.dump.key, bytes(blob))
     with pytest.raises(VerificationFailed, match="does not match"):
         restore.fn(stack_file=path, database="odoo_core", target_database="tampered", restore_filestore=False)
     assert pg_tls.execute("SELECT count(*) FROM pg_database WHERE datname = 'tampered'")[0][0] == 0
@@ -104,19 +104,19 @@ def test_dedup_and_key_rotation(prefect_harness, stack_tree, pg_tls, tmp_path):
     backup(stack_file=old)
     cfg = validate_tree(with_keys(stack_tree, [old_pub], old_secret))
     first, second = manifests(cfg)
-    assert second["filestore"]["new_objects"] == 0  # dedup works with encryption on
+    assert second.filestore.new_objects == 0  # dedup works with encryption on
 
     new_pub, new_secret = keypair()
     rotated = write(with_keys(stack_tree, [new_pub], new_secret), tmp_path / "new.yaml")
     backup(stack_file=rotated)
     third = manifests(cfg)[-1]
-    assert third["encryption"]["fingerprints"] == [fingerprint(new_pub)]
-    assert third["filestore"]["new_objects"] == third["filestore"]["files"]  # re-encrypted once for the new key
-    assert third["verified"]
+    assert third.encryption.fingerprints == [fingerprint(new_pub)]
+    assert third.filestore.new_objects == third.filestore.files  # re-encrypted once for the new key
+    assert third.verified
     # the old backup still restores with the old identity
-    restore(stack_file=old, database="odoo_core", manifest_key=first["stamp"], target_database="old_key_restore",
+    restore(stack_file=old, database="odoo_core", manifest_key=first.stamp, target_database="old_key_restore",
             restore_filestore=False)
     pg_tls.dropdb("old_key_restore")
     with pytest.raises(OpsError, match=fingerprint(old_pub)):
-        restore.fn(stack_file=rotated, database="odoo_core", manifest_key=first["stamp"],
+        restore.fn(stack_file=rotated, database="odoo_core", manifest_key=first.stamp,
                    target_database="nope_db", restore_filestore=False)

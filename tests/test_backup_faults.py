@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def published(cfg):
     s3 = spaces.client(cfg.spaces)
-    return [rs.load_manifest(s3, cfg.spaces.bucket, r.key)
-            for r in rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)]
+    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key)
+            for r in rs.list_manifests(spaces.Bucket.open(cfg.spaces))]
 
 
 def assert_consistent(cfg):
@@ -37,10 +37,10 @@ def assert_consistent(cfg):
     s3 = spaces.client(cfg.spaces)
     for m in published(cfg):
         h = hashlib.sha256()
-        for chunk in spaces.read_chunks(s3, cfg.spaces.bucket, m["dump"]["key"]):
+        for chunk in spaces.read_chunks(s3, cfg.spaces.bucket, m.dump.key):
             h.update(chunk)
-        assert h.hexdigest() == m["dump"]["stored_sha256"]
-        s3.head_object(Bucket=cfg.spaces.bucket, Key=m["filestore"]["manifest_key"])
+        assert h.hexdigest() == m.dump.stored_sha256
+        s3.head_object(Bucket=cfg.spaces.bucket, Key=m.filestore.manifest_key)
 
 
 def open_uploads(cfg):
@@ -63,7 +63,7 @@ def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness,
         tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
         backup(stack_file=write(tree, tmp_path / "s.yaml"))
         cfg = validate_tree(tree)
-        assert [m["verified"] for m in published(cfg)] == [True]
+        assert [m.verified for m in published(cfg)] == [True]
         assert all(rule[3] == 0 for rule in proxy.rules)  # every injected fault was hit
         assert open_uploads(cfg) == []
     finally:
@@ -106,7 +106,7 @@ def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, sta
         assert_consistent(cfg)  # whatever was published is whole
     backup(stack_file=stack_file)
     assert_consistent(cfg)
-    assert published(cfg)[-1]["verified"]
+    assert published(cfg)[-1].verified
     assert open_uploads(cfg) == []
     leftovers = pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'")
     assert leftovers == []
@@ -124,7 +124,7 @@ def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path)
         proxy.cut_after = 60_000  # inside the first filestore transfer
         backup(stack_file=write(tree, tmp_path / "s.yaml"))
         assert proxy.cuts == 1
-        assert published(validate_tree(tree))[-1]["verified"]
+        assert published(validate_tree(tree))[-1].verified
     finally:
         proxy.stop()
 
@@ -142,5 +142,5 @@ def test_failed_night_does_not_prune(prefect_harness, stack_tree, tmp_path):
     broken["backup"]["databases"] = ["odoo_core", "missing_db"]
     with pytest.raises(OpsError, match="missing_db"):
         backup(stack_file=write(broken, tmp_path / "b.yaml"))
-    assert [m["stamp"] for m in published(cfg) if m["database"] == "odoo_core"][: len(first)] == \
-        [m["stamp"] for m in first]
+    assert [m.stamp for m in published(cfg) if m.database == "odoo_core"][: len(first)] == \
+        [m.stamp for m in first]

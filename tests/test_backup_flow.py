@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 def manifests(cfg):
     s3 = spaces.client(cfg.spaces)
-    refs = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)
-    return [rs.load_manifest(s3, cfg.spaces.bucket, r.key) for r in refs]
+    refs = rs.list_manifests(spaces.Bucket.open(cfg.spaces))
+    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key) for r in refs]
 
 
 def container_files(docker_executor, root):
@@ -47,26 +47,31 @@ def restore_flow(prefect_harness):
     return restore
 
 
-def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_config, stack_file, pg_tls,
+def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_config, stack_tree, pg_tls,
                                            docker_executor, seeded_filestore, tmp_path):
-    result = backup_flow(stack_file=stack_file)
+    import yaml
+
+    stack_file = tmp_path / "zip.yaml"
+    stack_file.write_text(yaml.safe_dump({**stack_tree, "restore": {"export_dir": str(tmp_path / "exports")}}))
+    result = backup_flow(stack_file=str(stack_file))
     key = result["odoo_core"]
     (m,) = manifests(stack_config)
-    assert layout.manifest_key(stack_config.spaces.prefix, "odoo_core", m["stamp"]) == key
-    assert m["verified"] and m["verification"]["ok"], m["verification"]
-    assert m["modules"]["base"] == "18.0.1.3" and m["odoo_version"] == "18.0"
-    assert m["database_facts"]["tables"] > 300 and m["database_facts"]["large_objects"] == 3
-    assert m["filestore"]["files"] == len(seeded_filestore) and m["dump"]["stored_bytes"] > 0
+    assert layout.manifest_key(stack_config.spaces.prefix, "odoo_core", m.stamp) == key
+    assert m.verified and m.verification.ok, m.verification
+    assert m.modules["base"] == "18.0.1.3" and m.odoo_version == "18.0"
+    assert m.database_facts.tables > 300 and m.database_facts.large_objects == 3
+    assert m.filestore.files == len(seeded_filestore) and m.dump.stored_bytes > 0
 
-    out = restore_flow(stack_file=stack_file, database="odoo_core", target_database="restored_core",
-                       odoo_zip_path=str(tmp_path / "odoo.zip"))
-    assert out["database"] == "restored_core"
+    out = restore_flow(stack_file=str(stack_file), database="odoo_core", target_database="restored_core",
+                       odoo_zip=True)
+    assert out["database"] == "restored_core" and out["replaced_copy"].startswith("none")
+    assert out["odoo_zip"] == str(tmp_path / "exports" / f"odoo_core-{m.stamp}.zip")
     with psycopg.connect(**pg_tls.conninfo("odoo_core")) as a, psycopg.connect(**pg_tls.conninfo("restored_core")) as b:
         assert odoo_data.table_checksums(a) == odoo_data.table_checksums(b)
     restored = container_files(docker_executor, "/var/lib/odoo/filestore/restored_core")
     assert restored == seeded_filestore
 
-    with zipfile.ZipFile(tmp_path / "odoo.zip") as zf:
+    with zipfile.ZipFile(out["odoo_zip"]) as zf:
         names = set(zf.namelist())
         assert {"dump.sql", "manifest.json"} <= names
         assert {f"filestore/{p}" for p in seeded_filestore} <= names
@@ -76,7 +81,7 @@ def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_conf
         assert "CREATE TABLE" in head
 
     with pytest.raises(OpsError, match="already exists"):
-        restore_flow.fn(stack_file=stack_file, database="odoo_core", target_database="restored_core",
+        restore_flow.fn(stack_file=str(stack_file), database="odoo_core", target_database="restored_core",
                         restore_filestore=False)
     pg_tls.dropdb("restored_core")
     docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/restored_core"])
@@ -97,9 +102,9 @@ def test_second_night_uploads_only_new_objects(backup_flow, stack_config, stack_
     added = set(after) - set(before)
     assert len(added) == 2 and sum(after[k] for k in added) == sum(len(v) for v in new.values())
     first, second = manifests(stack_config)
-    assert second["filestore"]["new_objects"] == 2
-    assert second["filestore"]["new_bytes"] == sum(len(v) for v in new.values())
-    assert second["filestore"]["files"] == first["filestore"]["files"] + 2
+    assert second.filestore.new_objects == 2
+    assert second.filestore.new_bytes == sum(len(v) for v in new.values())
+    assert second.filestore.files == first.filestore.files + 2
 
 
 def test_lifecycle_safety_net_and_a_rule_that_would_delete_backups(backup_flow, stack_config, stack_file,
@@ -119,7 +124,7 @@ def test_lifecycle_safety_net_and_a_rule_that_would_delete_backups(backup_flow, 
     assert lifecycle.plan(list(rules.values()), "odoo-erp-prod/", 3).rules is None  # next night puts nothing
     warned = [m for m in mattermost.messages if "needs attention" in str(m)]
     assert len(warned) == 1 and "everything-30d" in str(warned[0]) and "logs-7d" not in str(warned[0])
-    assert [m["verified"] for m in manifests(stack_config)] == [True]  # the night itself went on
+    assert [m.verified for m in manifests(stack_config)] == [True]  # the night itself went on
 
 
 def test_staging_refresh_neutralizes_odoo_dev(backup_flow, restore_flow, stack_file, pg_tls, docker_executor):
@@ -154,7 +159,7 @@ def test_dump_inside_odoo_core_as_the_seed_does(backup_flow, stack_tree, tmp_pat
     path.write_text(yaml.safe_dump(tree))
     backup_flow(stack_file=str(path))
     (m,) = manifests(validate_tree(tree))
-    assert m["verified"] and m["dump"]["pg_dump_version"].startswith("pg_dump (PostgreSQL) 15")
+    assert m.verified and m.dump.pg_dump_version.startswith("pg_dump (PostgreSQL) 15")
 
 
 def test_retention_artifact_says_which_identity_each_backup_needs(stack_config, backup_flow, stack_file):

@@ -65,7 +65,7 @@ def test_pg_dump_older_than_the_server(prefect_harness, stack_tree, pg16, tmp_pa
 
     monkeypatch.setenv("PATH", f"{pg16_bindir()}{os.pathsep}{os.environ['PATH']}")  # the operator's fix
     backup(stack_file=str(path))
-    (ref,) = rs.list_manifests(s3, cfg.spaces.bucket, cfg.spaces.prefix)
-    m = rs.load_manifest(s3, cfg.spaces.bucket, ref.key)
-    assert m["verified"] and m["server_version"].startswith("16"), m["verification"]
-    assert "pg_dump (PostgreSQL) 16" in m["dump"]["pg_dump_version"]
+    (ref,) = rs.list_manifests(spaces.Bucket.open(cfg.spaces))
+    m = rs.load_manifest(spaces.Bucket.open(cfg.spaces), ref.key)
+    assert m.verified and m.server_version.startswith("16"), m.verification
+    assert "pg_dump (PostgreSQL) 16" in m.dump.pg_dump_version

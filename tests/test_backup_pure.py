@@ -103,23 +103,37 @@ def test_filestore_manifest_round_trip():
 def _manifest(**over):
     facts = {"server_version": "15.10", "odoo_version": "18.0", "modules": {"base": "18.0.1.3"}, "tables": 10,
              "schemas": 2, "large_objects": 1, "row_counts": {"res_users": 3}}
-    dump = {"key": "k", "stored_bytes": 100, "raw_bytes": 300, "duration_s": 1.0, "stored_sha256": "s"}
-    fsd = {"manifest_key": "f", "bytes": 10, "new_bytes": 5, "duration_s": 0.5}
+    dump = mf.DumpRecord(key="k", stored_bytes=100, raw_bytes=300, duration_s=1.0, stored_sha256="s", raw_sha256="r")
+    fsd = mf.FilestoreRecord(manifest_key="f", bytes=10, new_bytes=5, duration_s=0.5)
     doc = mf.build_manifest(stack="s", database="odoo_core", st="20261125T020000Z",
                             started_at=datetime(2026, 11, 25, tzinfo=UTC), finished_at=datetime(2026, 11, 25, 0, 1, tzinfo=UTC),
-                            facts=facts, dump=dump, filestore=fsd, verification={"ok": True}, encryption=None)
-    doc.update(over)
-    return doc
+                            facts=facts, dump=dump, filestore=fsd, verification=mf.Verification(ok=True, duration_s=2.5),
+                            encryption=None)
+    return doc.model_copy(update=over)
 
 
 def test_manifest_encode_decode_and_summary():
     doc = _manifest()
     assert mf.decode(mf.encode(doc)) == doc
-    assert doc["verified"] is True and doc["duration_s"] == 60
+    assert doc.verified is True and doc.duration_s == 60
     rows = mf.summary_rows(doc)
-    assert rows[0]["item"] == "database dump" and rows[2]["key"] == "ok"
+    assert rows[0]["item"] == "database dump" and rows[2]["key"] == "ok" and rows[2]["seconds"] == 2.5
     with pytest.raises(ValueError):
         mf.decode(b'{"format": "other"}')
+    with pytest.raises(ValueError):
+        mf.decode(b'[1, 2]')
+
+
+def test_manifest_reads_documents_written_by_older_and_newer_writers():
+    """A night written before the typed model (no mode, no problems) and one with keys this reader does not
+    know both load; unknown keys are carried through when re-encoded."""
+    import json
+
+    doc = json.loads(mf.encode(_manifest()))
+    del doc["verification"]["mode"], doc["verification"]["problems"]
+    doc["dump"]["future_field"] = 7
+    back = mf.decode(json.dumps(doc).encode())
+    assert back.verified and json.loads(mf.encode(back))["dump"]["future_field"] == 7
 
 
 def test_compare_facts_reports_every_difference():
@@ -133,7 +147,7 @@ def test_compare_facts_reports_every_difference():
 
 def test_pick_backup_prefers_newest_verified():
     refs = [mf.ManifestRef.from_key(f"p/manifests/db/2026112{d}T020000Z.json") for d in range(1, 5)]
-    manifests = {r.key: {"verified": r.stamp != "20261124T020000Z"} for r in refs}
+    manifests = {r.key: _manifest(verified=r.stamp != "20261124T020000Z") for r in refs}
     assert pick_backup(refs, manifests, database="db").stamp == "20261123T020000Z"
     assert pick_backup(refs, manifests, database="db", key="20261124T020000Z").stamp == "20261124T020000Z"
     day = datetime(2026, 11, 22, tzinfo=UTC).date()

@@ -61,7 +61,7 @@ def state(pg, name):
 
 def published(stack_tree):
     cfg = validate_tree(stack_tree)
-    return rs.list_manifests(spaces.client(cfg.spaces), cfg.spaces.bucket, cfg.spaces.prefix)
+    return rs.list_manifests(spaces.Bucket.open(cfg.spaces))
 
 
 def test_success_installs_and_upgrades_then_stores_hashes(run, pg_tls, stack_tree, mattermost):
@@ -120,8 +120,8 @@ def test_second_run_waits_for_the_lock_then_gives_up(run, pg_tls):
     import psycopg
 
     with psycopg.connect(**pg_tls.conninfo("postgres"), autocommit=True) as holder:  # locks live in the maintenance db
-        holder.execute("SELECT pg_advisory_lock(hashtext('odoo-stack-ops:upgrade:odoo_core'))")
-        with pytest.raises(OpsError, match="another module upgrade of odoo_core is running"):
+        holder.execute("SELECT pg_advisory_lock(hashtext('odoo-stack-ops:writer:sandbox'))")
+        with pytest.raises(OpsError, match="another writer of stack sandbox is running"):
             run(install=["ipai_new"], lock_wait_s=2)
     assert state(pg_tls, "ipai_new") is None
 

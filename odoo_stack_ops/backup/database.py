@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import zstandard
+from psycopg import sql
 
 from odoo_stack_ops.backup import pgdump
 from odoo_stack_ops.backup.spaces import HashingCounter, MultipartWriter
@@ -60,8 +61,8 @@ def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg
 def read_facts(cur: psycopg.Cursor[Any], server_version_num: int) -> DbFacts:
     """Counts, modules and versions as seen by the cursor's transaction."""
     stats = {}
-    for name, sql in pgdump.STATS_SQL.items():
-        cur.execute(sql.replace("%%", "%"))
+    for name, query in pgdump.STATS_SQL.items():
+        cur.execute(query.replace("%%", "%"))
         stats[name] = int(cur.fetchone()[0])
     cur.execute(pgdump.KEY_TABLES_SQL, (list(pgdump.KEY_TABLES),))
     present = sorted(r[0] for r in cur.fetchall())
@@ -128,18 +129,39 @@ class DumpResult:
         return asdict(self)
 
 
+class _Tee:
+    """A writer that writes to two writers."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:
+        self.second.write(data)
+        return self.first.write(data)
+
+    def flush(self) -> None:
+        self.second.flush()
+
+
 def dump_to_spaces(
     executor: Executor, db: DatabaseConfig, database: str, snapshot: str, *, s3: Any, bucket: str, key: str,
     pg_dump_version: str, level: int = 3, threads: int = 2, timeout_s: float = 6 * 3600,
-    wrap: Any = None,
+    wrap: Any = None, plain_copy: Any = None,
 ) -> DumpResult:
-    """pg_dump → zstd → (optional `wrap`, e.g. encryption) → multipart upload; aborts the upload on any error."""
+    """pg_dump → zstd → (optional `wrap`, e.g. encryption) → multipart upload; aborts the upload on any error.
+
+    `plain_copy`, a writable file, receives the compressed plaintext too (before encryption): tonight's
+    verification and an upgrade's rollback restore from it without the private key."""
     start = time.monotonic()
     raw = HashingCounter()
     cctx = zstandard.ZstdCompressor(level=level, threads=threads)
     with MultipartWriter(s3, bucket, key, metadata={"database": database}) as upload:
         sink = wrap(upload) if wrap else upload
-        with cctx.stream_writer(sink, closefd=False, write_return_read=True) as compressor, executor.stream(
+        compressed = _Tee(sink, plain_copy) if plain_copy is not None else sink
+        with cctx.stream_writer(compressed, closefd=False, write_return_read=True) as compressor, executor.stream(
             pgdump.pg_dump_argv(database, snapshot), env=db.libpq_env(database), timeout=timeout_s
         ) as out:
             for chunk in out:
@@ -155,3 +177,19 @@ def dump_to_spaces(
         stored_sha256=stored.sha256, parts=stored.parts, duration_s=round(time.monotonic() - start, 3),
         pg_dump_version=pg_dump_version, compression=f"zstd-{level}",
     )
+
+
+def create_database(db: DatabaseConfig, name: str) -> None:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(ensure_identifier(name, "database"))))
+
+
+def drop_database(db: DatabaseConfig, name: str) -> None:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(ensure_identifier(name, "database"))))
+
+
+def database_exists(db: DatabaseConfig, name: str) -> bool:
+    with connect(db, db.maintenance_db, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None

@@ -28,15 +28,15 @@ def load_records(s3: Any, bucket: str, prefix: str, needs: dict[str, str] | None
             # its objects would look unreferenced: refuse to plan rather than delete what it may need
             raise OpsError(f"manifest {obj['Key']} is unreadable ({exc}); retention refuses to prune until it is "
                            f"fixed or removed by hand") from exc
-        tag = doc.get("encryption", {}).get("object_tag")
+        tag = doc.object_tag
         if needs is not None:
-            needs[ref.key] = ", ".join(doc.get("encryption", {}).get("fingerprints", [])) or "none (not encrypted)"
-        fs_key = doc["filestore"]["manifest_key"]
+            needs[ref.key] = ", ".join(doc.encryption.fingerprints) or "none (not encrypted)"
+        fs_key = doc.filestore.manifest_key
         files = decode_manifest(get_bytes(s3, bucket, fs_key))
         objects = frozenset(layout.object_key(prefix, f.algo, f.digest, tag) for f in files)
         records.append(BackupRecord(
-            key=ref.key, database=ref.database, taken_at=ref.taken_at, verified=bool(doc.get("verified")),
-            objects=objects, data_keys=frozenset({ref.key, doc["dump"]["key"], fs_key}),
+            key=ref.key, database=ref.database, taken_at=ref.taken_at, verified=doc.verified,
+            objects=objects, data_keys=frozenset({ref.key, doc.dump.key, fs_key}),
         ))
     return records
 

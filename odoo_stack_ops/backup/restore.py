@@ -1,11 +1,15 @@
-"""Restore: pick a published backup, restore its database and filestore, optionally neutralize or zip it.
+"""Restore, the one path every job uses (restore flow, upgrade rollback, verification, drills).
 
-The dump is downloaded once to the worker and its SHA-256 checked BEFORE pg_restore sees a byte, so a
-tampered or truncated object never half-restores; pg_restore then runs in parallel from that file.
+The dump is read from Spaces (or tonight's local plaintext copy), its stored and plaintext SHA-256 checked
+and decrypted when needed BEFORE pg_restore sees a complete file, so a tampered or truncated object never
+half-restores. A restore never destroys first: it goes into a new database (`<target>__restoring_<stamp>`) and
+a new filestore directory, and only a complete restore is swapped in under the target's name; the old copy
+stays as `<target>__before_<stamp>` until the caller's health gate has passed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,18 +18,21 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
+from psycopg import sql
+from pydantic import SecretStr
+
 from odoo_stack_ops.backup import layout, pgdump
 from odoo_stack_ops.backup import manifest as mf
-from odoo_stack_ops.backup.database import connect
+from odoo_stack_ops.backup.database import connect, create_database, drop_database
 from odoo_stack_ops.backup.filestore import StoredFile, decode_manifest
-from odoo_stack_ops.backup.spaces import get_bytes, iter_objects, read_chunks
-from odoo_stack_ops.backup.verify import create_database, database_exists, drop_database
+from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import DatabaseConfig
 from odoo_stack_ops.errors import OpsError, VerificationFailed
@@ -36,10 +43,10 @@ from odoo_stack_ops.streams import checked, zstd_decompressed
 log = logging.getLogger(__name__)
 
 
-def list_manifests(s3: Any, bucket: str, prefix: str, database: str | None = None) -> list[mf.ManifestRef]:
+def list_manifests(bucket: Bucket, database: str | None = None) -> list[mf.ManifestRef]:
     """Published backups, oldest first."""
     refs = []
-    for obj in iter_objects(s3, bucket, layout.manifests_prefix(prefix, database)):
+    for obj in bucket.iter_objects(layout.manifests_prefix(bucket.prefix, database)):
         try:
             refs.append(mf.ManifestRef.from_key(obj["Key"]))
         except ValueError:
@@ -47,7 +54,7 @@ def list_manifests(s3: Any, bucket: str, prefix: str, database: str | None = Non
     return sorted(refs, key=lambda r: (r.taken_at, r.database))
 
 
-def pick_backup(refs: list[mf.ManifestRef], manifests: dict[str, dict[str, Any]], *, database: str,
+def pick_backup(refs: list[mf.ManifestRef], manifests: dict[str, mf.Manifest], *, database: str,
                 on_date: date | None = None, tz: str = "Asia/Singapore", key: str | None = None) -> mf.ManifestRef:
     """The backup to restore (pure): an exact key, else the newest verified one (of a local date, if given)."""
     candidates = [r for r in refs if r.database == database]
@@ -58,32 +65,60 @@ def pick_backup(refs: list[mf.ManifestRef], manifests: dict[str, dict[str, Any]]
         raise OpsError(f"no published backup {key!r} for {database}; list them with the restore flow's list_only")
     if on_date:
         candidates = [r for r in candidates if r.taken_at.astimezone(ZoneInfo(tz)).date() == on_date]
-    verified = [r for r in candidates if manifests.get(r.key, {}).get("verified")]
+    verified = [r for r in candidates if r.key in manifests and manifests[r.key].verified]
     if not verified:
         when = f" on {on_date.isoformat()}" if on_date else ""
         raise OpsError(f"no verified backup of {database}{when}; pass a manifest key to restore an unverified one")
     return verified[-1]
 
 
-def load_manifest(s3: Any, bucket: str, key: str) -> dict[str, Any]:
-    return mf.decode(get_bytes(s3, bucket, key))
+def load_manifest(bucket: Bucket, key: str) -> mf.Manifest:
+    return mf.decode(bucket.get_bytes(key))
 
 
-def download_dump(s3: Any, bucket: str, dump: dict[str, Any], dest: Path, decrypt: Any = None) -> int:
-    """Download, check the stored SHA-256 and the plaintext SHA-256, write the plain custom-format dump."""
-    tmp = dest.with_suffix(".part")
+Decrypt = Callable[[Iterable[bytes]], Iterator[bytes]]
 
-    def bad(what: str) -> Any:
-        return lambda actual: VerificationFailed(
-            f"{dump['key']}: {what} SHA-256 {actual[:12]}… does not match the manifest; refusing to restore it")
 
-    chunks: Iterable[bytes] = checked(read_chunks(s3, bucket, dump["key"]), dump["stored_sha256"], bad("stored"))
+def decryptor_for(manifest: mf.Manifest, identity: SecretStr | None) -> Decrypt | None:
+    """The chunk decryptor a backup needs (None when it is not encrypted); raises naming the key it needs."""
+    if not manifest.encryption.enabled:
+        return None
+    from odoo_stack_ops.backup.crypto import decryptor  # noqa: PLC0415 - pyrage only for encrypted backups
+
+    return decryptor(identity, manifest.encryption.model_dump())
+
+
+def _mismatch(key: str, what: str) -> Callable[[str], Exception]:
+    return lambda actual: VerificationFailed(
+        f"{key}: {what} SHA-256 {actual[:12]}… does not match the manifest: the object was altered or truncated; "
+        "refusing to restore it")
+
+
+def dump_chunks(bucket: Bucket, dump: mf.DumpRecord, decrypt: Decrypt | None = None) -> Iterator[bytes]:
+    """The dump's plaintext custom-format bytes: stored SHA-256 checked, decrypted, decompressed, plaintext SHA-256
+    checked. The last chunk raises on a mismatch, so a consumer must treat its work as void until exhausted."""
+    chunks: Iterable[bytes] = checked(bucket.read_chunks(dump.key), dump.stored_sha256, _mismatch(dump.key, "stored"))
     if decrypt is not None:
         chunks = decrypt(chunks)
+    return checked(zstd_decompressed(chunks), dump.raw_sha256, _mismatch(dump.key, "plaintext"))
+
+
+def local_dump_chunks(path: Path, dump: mf.DumpRecord, size: int = 1 << 20) -> Iterator[bytes]:
+    """The plaintext (zstd) copy of tonight's dump kept on the worker, checked like the stored one."""
+    def read() -> Iterator[bytes]:
+        with path.open("rb") as fh:
+            while chunk := fh.read(size):
+                yield chunk
+    return checked(zstd_decompressed(read()), dump.raw_sha256, _mismatch(str(path), "plaintext"))
+
+
+def fetch_dump(chunks: Iterable[bytes], dest: Path) -> int:
+    """Write the checked plaintext dump to `dest` (only complete and checked files get that name)."""
+    tmp = dest.with_suffix(".part")
     size = 0
     try:
         with tmp.open("wb") as out:
-            for chunk in checked(zstd_decompressed(chunks), dump["raw_sha256"], bad("plaintext")):
+            for chunk in chunks:
                 out.write(chunk)
                 size += len(chunk)
         tmp.replace(dest)
@@ -92,31 +127,101 @@ def download_dump(s3: Any, bucket: str, dump: dict[str, Any], dest: Path, decryp
     return size
 
 
-def restore_database(
-    executor: Executor, server: DatabaseConfig, target: str, dump_file: Path, *, overwrite: bool = False,
-    jobs: int = 2, timeout_s: float = 6 * 3600,
-) -> float:
-    """Create `target` and pg_restore the dump into it; refuses an existing database unless overwrite."""
-    ensure_identifier(target, "target database")
-    if database_exists(server, target):
-        if not overwrite:
-            raise OpsError(f"database {target} already exists; pass overwrite=True to replace it (its data is lost)")
-        log.warning("dropping existing database %s before restoring (overwrite requested)", target)
-        drop_database(server, target)
-    create_database(server, target)
+def pg_restore_into(executor: Executor, server: DatabaseConfig, name: str, dump_file: Path, *, jobs: int = 2,
+                    timeout_s: float = 6 * 3600) -> float:
+    """pg_restore a checked custom-format file into the existing database `name`; returns seconds."""
     start = time.monotonic()
     if isinstance(executor, LocalExecutor):
-        argv = pgdump.pg_restore_argv(target, jobs=jobs, source=str(dump_file))
-        executor.run(argv, env=server.libpq_env(target), timeout=timeout_s)
+        argv = pgdump.pg_restore_argv(name, jobs=jobs, source=str(dump_file))
+        executor.run(argv, env=server.libpq_env(name), timeout=timeout_s)
     else:  # remote pg_restore reads the checked file from stdin, all-or-nothing
         with dump_file.open("rb") as fh:
-            executor.run([*pgdump.pg_restore_argv(target), "--single-transaction"], env=server.libpq_env(target),
+            executor.run([*pgdump.pg_restore_argv(name), "--single-transaction"], env=server.libpq_env(name),
                          stdin=fh, timeout=timeout_s)
     return round(time.monotonic() - start, 3)
 
 
-def filestore_files(s3: Any, bucket: str, manifest: dict[str, Any]) -> list[StoredFile]:
-    return decode_manifest(get_bytes(s3, bucket, manifest["filestore"]["manifest_key"]))
+def copy_name(target: str, kind: str, st: str) -> str:
+    """`<target>__restoring_<stamp>` / `<target>__before_<stamp>` (pure; at most 63 bytes, validated)."""
+    suffix = f"__{kind}_{st.lower()}"
+    return ensure_identifier(target[: 63 - len(suffix)] + suffix, "database")
+
+
+def restore_copy(executor: Executor, server: DatabaseConfig, target: str, st: str, dump_file: Path, *,
+                 jobs: int = 2, timeout_s: float = 6 * 3600) -> tuple[str, float]:
+    """Restore into a NEW database `<target>__restoring_<stamp>` (never the live one); dropped again on any
+    failure. Returns (its name, seconds)."""
+    ensure_identifier(target, "target database")
+    name = copy_name(target, "restoring", st)
+    drop_database(server, name)  # a killed earlier attempt with the same stamp
+    create_database(server, name)
+    try:
+        return name, pg_restore_into(executor, server, name, dump_file, jobs=jobs, timeout_s=timeout_s)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            drop_database(server, name)
+        raise
+
+
+_TERMINATE = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+
+
+def _rename(conn: Any, old: str, new: str, attempts: int = 20) -> None:
+    """Rename a database, ending its sessions first (a session that just reconnected is ended again)."""
+    for attempt in range(attempts):
+        conn.execute(_TERMINATE, (old,))
+        try:
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)
+
+
+def _allow_connections(conn: Any, name: str, allow: bool) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+        sql.Identifier(name), sql.SQL("true" if allow else "false")))
+
+
+def swap_in(server: DatabaseConfig, target: str, new: str, st: str) -> str | None:
+    """Put the restored `new` in place of `target`: the old one is renamed `<target>__before_<stamp>` (kept, no
+    connections allowed) and returned; None when there was no old one. On any error the old one is put back."""
+    before = copy_name(target, "before", st)
+    with connect(server, server.maintenance_db, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone() is not None
+        if not exists:
+            _rename(conn, new, target)
+            return None
+        try:
+            _allow_connections(conn, target, False)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise OpsError(f"the database role {server.user} does not own {target}, so it cannot swap the restored "
+                           f"copy in; {new} holds the restore. Make {server.user} the owner (ALTER DATABASE {target} "
+                           f"OWNER TO {server.user}) or restore into another target") from exc
+        try:
+            _rename(conn, target, before)
+        except Exception:
+            _allow_connections(conn, target, True)
+            raise
+        try:
+            _rename(conn, new, target)
+        except Exception:
+            _rename(conn, before, target)
+            _allow_connections(conn, target, True)
+            raise
+    log.info("swapped the restored copy in as %s; the previous database is kept as %s", target, before)
+    return before
+
+
+def swap_back(server: DatabaseConfig, target: str, before: str, st: str) -> str:
+    """Undo swap_in: the current `target` becomes `<target>__failed_<stamp>`, `before` is `target` again."""
+    failed = copy_name(target, "failed", st)
+    with connect(server, server.maintenance_db, autocommit=True) as conn:
+        _rename(conn, target, failed)
+        _rename(conn, before, target)
+        _allow_connections(conn, target, True)
+    return failed
 
 
 def tar_stream(members: Iterable[tuple[str, int, int, Iterable[bytes]]], uid: int = 0, gid: int = 0) -> Iterator[bytes]:
@@ -145,11 +250,15 @@ def tar_stream(members: Iterable[tuple[str, int, int, Iterable[bytes]]], uid: in
     yield b"\0" * 1024
 
 
-def object_members(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None,
+def filestore_files(bucket: Bucket, manifest: mf.Manifest) -> list[StoredFile]:
+    return decode_manifest(bucket.get_bytes(manifest.filestore.manifest_key))
+
+
+def object_members(bucket: Bucket, files: list[StoredFile], decrypt_object: Decrypt | None = None,
                    tag: str | None = None) -> Iterator[tuple[str, int, int, Iterable[bytes]]]:
+    """(path, size, mtime, checked chunks) of each filestore object, decrypted when a decryptor is given."""
     for f in files:
-        key = layout.object_key(prefix, f.algo, f.digest, tag)
-        chunks: Iterable[bytes] = read_chunks(s3, bucket, key)
+        chunks: Iterable[bytes] = bucket.read_chunks(layout.object_key(bucket.prefix, f.algo, f.digest, tag))
         if decrypt_object is not None:
             chunks = decrypt_object(chunks)
         yield f.path, f.size, f.mtime, _hash_checked(chunks, f)
@@ -166,16 +275,33 @@ def _hash_checked(chunks: Iterable[bytes], f: StoredFile) -> Iterator[bytes]:
         raise VerificationFailed(f"filestore object for {f.path} is corrupt (hash mismatch); refusing it")
 
 
-RESTORE_FILESTORE_SH = 'set -e; [ -z "$(ls -A "$1" 2>/dev/null)" ] || [ "$2" = yes ] || ' \
-    '{ echo "filestore $1 is not empty" >&2; exit 3; }; mkdir -p "$1"; exec tar -xf - -C "$1"'
+RESTORE_FILESTORE_SH = 'set -e; rm -rf "$1"; mkdir -p "$1"; exec tar -xf - -C "$1"'
+# Swap directories like databases: target -> before (if any), new -> target. `mv` of a directory is a rename.
+SWAP_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"'
+SWAP_BACK_FILESTORE_SH = 'set -e; if [ -e "$3" ]; then rm -rf "$1.failed"; mv "$1" "$1.failed"; mv "$3" "$1"; fi'
 
 
-def restore_filestore(executor: Executor, target_root: str, members: Iterator[Any], *, overwrite: bool = False,
-                      owner: tuple[int, int] = (0, 0)) -> None:
-    """Unpack the objects as a tar stream into target_root on the executor's side (refuses a non-empty one)."""
-    executor.run(["sh", "-c", RESTORE_FILESTORE_SH, "sh", target_root, "yes" if overwrite else "no"],
-                 stdin=tar_stream(members, *owner), timeout=6 * 3600,
-                 hint="pass overwrite=True to restore into a non-empty filestore, or pick another target")
+def filestore_root(data_dir: str, database: str) -> str:
+    return f"{data_dir.rstrip('/')}/filestore/{ensure_identifier(database, 'database')}"
+
+
+def restore_filestore(executor: Executor, data_dir: str, new: str, members: Iterator[Any], *,
+                      owner: tuple[int, int] = (0, 0)) -> str:
+    """Unpack the objects as a tar stream into the filestore of the NEW database name (a fresh directory; the
+    live filestore is untouched until swap_filestore). Returns its path."""
+    root = filestore_root(data_dir, new)
+    executor.run(["sh", "-c", RESTORE_FILESTORE_SH, "sh", root], stdin=tar_stream(members, *owner), timeout=6 * 3600)
+    return root
+
+
+def swap_filestore(executor: Executor, data_dir: str, new: str, target: str, before: str) -> None:
+    """Give the restored filestore the target's name; the old one, if any, becomes the `before` copy's."""
+    executor.run(["sh", "-c", SWAP_FILESTORE_SH, "sh", filestore_root(data_dir, new), filestore_root(data_dir, target),
+                  filestore_root(data_dir, before)], timeout=600)
+
+
+def drop_filestore(executor: Executor, data_dir: str, name: str) -> None:
+    executor.run(["rm", "-rf", filestore_root(data_dir, name)], timeout=3600)
 
 
 def neutralize_statements(tables: set[str]) -> list[str]:
@@ -209,26 +335,26 @@ def neutralize(server: DatabaseConfig, target: str) -> list[str]:
     return stmts
 
 
-def odoo_manifest(manifest: dict[str, Any], db_name: str) -> dict[str, Any]:
+def odoo_manifest(manifest: mf.Manifest, db_name: str) -> dict[str, Any]:
     """Odoo's own manifest.json for a database zip (what its database manager expects)."""
-    version = manifest.get("odoo_version") or "18.0"
+    version = manifest.odoo_version or "18.0"
     major, _, minor = version.partition(".")
-    server = manifest.get("server_version") or "15.0"
+    server = manifest.server_version or "15.0"
     pg_major, _, pg_minor = server.split(" ")[0].partition(".")
     return {
         "odoo_dump": "1", "db_name": db_name, "version": version,
         "version_info": [int(major), int(minor or 0), 0, "final", 0, ""], "major_version": version,
-        "pg_version": f"{pg_major}.{pg_minor.split('.')[0] or 0}", "modules": manifest.get("modules", {}),
+        "pg_version": f"{pg_major}.{pg_minor.split('.')[0] or 0}", "modules": manifest.modules,
     }
 
 
-def write_odoo_zip(dest: Path, manifest: dict[str, Any], dump_file: Path, members: Iterator[Any]) -> Path:
+def write_odoo_zip(dest: Path, manifest: mf.Manifest, dump_file: Path, members: Iterator[Any]) -> Path:
     """dump.sql (plain SQL from the custom dump), filestore/, manifest.json: restorable by Odoo's manager."""
     tmp = dest.with_suffix(".zip.part")
     local = LocalExecutor()
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-            zf.writestr("manifest.json", json.dumps(odoo_manifest(manifest, manifest["database"]), indent=4))
+            zf.writestr("manifest.json", json.dumps(odoo_manifest(manifest, manifest.database), indent=4))
             with zf.open("dump.sql", "w", force_zip64=True) as entry, local.stream(
                     pgdump.pg_restore_sql_argv(str(dump_file)), timeout=6 * 3600) as out:
                 shutil.copyfileobj(out, entry, 1 << 20)

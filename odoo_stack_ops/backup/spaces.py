@@ -63,6 +63,31 @@ def client(cfg: SpacesConfig) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """Where a stack's backups live: the S3 client, the bucket and the stack's key prefix, passed as one value."""
+
+    s3: Any
+    name: str
+    prefix: str
+
+    @classmethod
+    def open(cls, cfg: SpacesConfig) -> Bucket:
+        return cls(client(cfg), cfg.bucket, cfg.prefix)
+
+    def read_chunks(self, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        return read_chunks(self.s3, self.name, key, chunk)
+
+    def get_bytes(self, key: str) -> bytes:
+        return get_bytes(self.s3, self.name, key)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        put_bytes(self.s3, self.name, key, data, content_type)
+
+    def iter_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        return iter_objects(self.s3, self.name, prefix)
+
+
 def explain(exc: Exception, bucket: str, key: str = "") -> OpsError:
     """Turn a botocore error into one that says what to do."""
     if isinstance(exc, ClientError):

@@ -1,44 +1,35 @@
 """Restore-verify: a backup counts only once its dump restores and matches what the manifest recorded.
 
-The dump is streamed from Spaces into pg_restore (no local copy) inside a scratch database that is always
-dropped afterwards; a sample of filestore objects is re-hashed.
+The dump goes through the restore path every job uses into a scratch database that is always dropped
+afterwards; a sample of filestore objects is re-hashed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
-from odoo_stack_ops.backup import layout, pgdump
-from odoo_stack_ops.backup.database import connect, read_facts
+from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup.database import connect, create_database, drop_database, read_facts
 from odoo_stack_ops.backup.filestore import StoredFile, hash_object
-from odoo_stack_ops.backup.spaces import read_chunks
+from odoo_stack_ops.backup.manifest import DumpRecord, Manifest, Verification
+from odoo_stack_ops.backup.restore import Decrypt, dump_chunks, fetch_dump, local_dump_chunks, pg_restore_into
+from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import DatabaseConfig
-from odoo_stack_ops.errors import VerificationFailed
 from odoo_stack_ops.executors.base import Executor
-from odoo_stack_ops.streams import checked, zstd_decompressed
 
 log = logging.getLogger(__name__)
 
 
 def scratch_name(database: str, st: str) -> str:
     return ensure_identifier(f"verify_{database}_{st.lower()}"[:63], "scratch database")
-
-
-def create_database(db: DatabaseConfig, name: str) -> None:
-    with connect(db, db.maintenance_db, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(ensure_identifier(name, "database"))))
-
-
-def drop_database(db: DatabaseConfig, name: str) -> None:
-    with connect(db, db.maintenance_db, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(ensure_identifier(name, "database"))))
 
 
 def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
@@ -50,34 +41,19 @@ def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
     return names
 
 
-def database_exists(db: DatabaseConfig, name: str) -> bool:
-    with connect(db, db.maintenance_db, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
-
-def stored_chunks(s3: Any, bucket: str, dump: dict[str, Any], decrypt: Any = None) -> Any:
-    """The dump's plaintext custom-format bytes, checked against the stored SHA-256 as they stream."""
-    def mismatch(actual: str) -> Exception:
-        return VerificationFailed(f"{dump['key']} does not match its manifest (SHA-256 {actual[:12]}… expected "
-                                  f"{dump['stored_sha256'][:12]}…): the object was altered or truncated")
-    chunks = checked(read_chunks(s3, bucket, dump["key"]), dump["stored_sha256"], mismatch)
-    if decrypt is not None:
-        chunks = decrypt(chunks)
-    return zstd_decompressed(chunks)
-
-
-def compare_facts(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+def compare_facts(expected: Manifest, actual: dict[str, Any]) -> list[str]:
     """Differences between what the manifest recorded and what the restored database holds (pure)."""
     problems = []
+    facts = expected.database_facts
     for name in ("tables", "schemas", "large_objects"):
-        if expected["database_facts"].get(name) != actual.get(name):
-            problems.append(f"{name}: expected {expected['database_facts'].get(name)}, restored {actual.get(name)}")
-    for table, count in (expected["database_facts"].get("row_counts") or {}).items():
+        if getattr(facts, name) != actual.get(name):
+            problems.append(f"{name}: expected {getattr(facts, name)}, restored {actual.get(name)}")
+    for table, count in facts.row_counts.items():
         got = (actual.get("row_counts") or {}).get(table)
         if got != count:
             problems.append(f"rows in {table}: expected {count}, restored {got}")
-    if expected.get("modules", {}) != actual.get("modules", {}):
-        exp, got = expected.get("modules", {}), actual.get("modules", {})
+    if expected.modules != actual.get("modules", {}):
+        exp, got = expected.modules, actual.get("modules", {})
         diff = sorted(set(exp.items()) ^ set(got.items()))[:10]
         problems.append(f"installed modules differ: {diff}")
     return problems
@@ -90,13 +66,17 @@ def sample_files(files: list[StoredFile], n: int, seed: str) -> list[StoredFile]
     return random.Random(seed).sample(files, n)  # noqa: S311 - sampling, not security
 
 
-def check_objects(s3: Any, bucket: str, prefix: str, files: list[StoredFile], decrypt_object: Any = None,
+def check_objects(bucket: Bucket, files: list[StoredFile], decrypt_object: Decrypt | None = None,
                   tag: str | None = None) -> list[str]:
+    """Re-hash sampled objects; for an encrypted backup checked without its identity, only that each exists."""
     problems = []
     for f in files:
-        key = layout.object_key(prefix, f.algo, f.digest, tag)
+        key = layout.object_key(bucket.prefix, f.algo, f.digest, tag)
         try:
-            chunks = read_chunks(s3, bucket, key)
+            if tag and decrypt_object is None:
+                bucket.s3.head_object(Bucket=bucket.name, Key=key)
+                continue
+            chunks = bucket.read_chunks(key)
             if decrypt_object is not None:
                 chunks = decrypt_object(chunks)
             digest = hash_object(chunks, f.algo)
@@ -108,44 +88,62 @@ def check_objects(s3: Any, bucket: str, prefix: str, files: list[StoredFile], de
     return problems
 
 
-def verify_backup(
-    executor: Executor, server: DatabaseConfig, manifest: dict[str, Any], *, s3: Any, bucket: str, prefix: str,
-    files: list[StoredFile], sample: int, timeout_s: float, decrypt: Any = None, decrypt_object: Any = None,
-) -> dict[str, Any]:
-    """Restore into a scratch database, compare, re-hash a filestore sample, drop the scratch database.
+def check_stored(bucket: Bucket, dump: DumpRecord) -> list[str]:
+    """What was uploaded is what was written: size and SHA-256 of the stored object read back from Spaces."""
+    h, size = hashlib.sha256(), 0
+    for chunk in bucket.read_chunks(dump.key):
+        h.update(chunk)
+        size += len(chunk)
+    if (size, h.hexdigest()) != (dump.stored_bytes, dump.stored_sha256):
+        return [f"{dump.key} read back as {size} bytes, SHA-256 {h.hexdigest()[:12]}…; the manifest says "
+                f"{dump.stored_bytes} bytes, {dump.stored_sha256[:12]}…: the upload is damaged"]
+    return []
 
-    Returns the verification record for the manifest; never raises for a failed check (the verdict says so)."""
+
+def verify_backup(
+    executor: Executor, server: DatabaseConfig, manifest: Manifest, *, bucket: Bucket, files: list[StoredFile],
+    sample: int, timeout_s: float, decrypt: Decrypt | None = None, decrypt_object: Decrypt | None = None,
+    plain_copy: Path | None = None, scratch: str | None = None,
+) -> Verification:
+    """Restore into a scratch database through the one restore path, compare, re-hash a filestore sample, drop
+    the scratch database. With `plain_copy` (tonight's plaintext dump on the worker) the stored object is
+    checked by its hash and the restore reads the plaintext copy: no private key needed on the worker.
+
+    Never raises for a failed check (the verdict says so)."""
     start = time.monotonic()
-    scratch = scratch_name(manifest["database"], manifest["stamp"])
-    record: dict[str, Any] = {"ok": False, "scratch_database": scratch, "server": f"{server.host}:{server.port}"}
+    scratch = scratch or scratch_name(manifest.database, manifest.stamp)
+    mode = "stored object re-hashed + restore of tonight's plaintext copy" if plain_copy else "restore from Spaces"
     problems: list[str] = []
+    restored_facts: dict[str, Any] | None = None
+    sampled = None
+    work = Path(tempfile.mkdtemp(prefix="odoo-verify-"))
     try:
-        stale = drop_stale_scratch(server)
-        if stale:
-            log.warning("dropped scratch database(s) left by an interrupted verification: %s", stale)
+        if plain_copy is not None:
+            problems += check_stored(bucket, manifest.dump)
+            chunks = local_dump_chunks(plain_copy, manifest.dump)
+        else:
+            chunks = dump_chunks(bucket, manifest.dump, decrypt)
+        dump_file = work / "dump.custom"
+        fetch_dump(chunks, dump_file)
         create_database(server, scratch)
-        executor.run(
-            [*pgdump.pg_restore_argv(scratch), "--single-transaction"], env=server.libpq_env(scratch),
-            stdin=stored_chunks(s3, bucket, manifest["dump"], decrypt), timeout=timeout_s,
-            hint="the dump did not restore: keep the previous backups and investigate this one",
-        )
+        pg_restore_into(executor, server, scratch, dump_file, jobs=1, timeout_s=timeout_s)
         with connect(server, scratch) as conn, conn.cursor() as cur:
             restored = read_facts(cur, conn.info.server_version).as_dict()
         problems += compare_facts(manifest, restored)
-        record["restored"] = {k: restored[k] for k in ("tables", "schemas", "large_objects", "row_counts")}
-        picked = sample_files(files, sample, manifest["stamp"])
-        problems += check_objects(s3, bucket, prefix, picked, decrypt_object,
-                                  manifest.get("encryption", {}).get("object_tag"))
-        record["filestore_sampled"] = len(picked)
+        restored_facts = {k: restored[k] for k in ("tables", "schemas", "large_objects", "row_counts")}
+        picked = sample_files(files, sample, manifest.stamp)
+        problems += check_objects(bucket, picked, decrypt_object, manifest.object_tag)
+        sampled = len(picked)
     except Exception as exc:  # noqa: BLE001 - the verdict records the failure; the flow decides to fail
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         try:
             drop_database(server, scratch)
         except Exception as exc:  # noqa: BLE001
             problems.append(f"could not drop scratch database {scratch}: {exc}")
-    record["problems"] = problems
-    record["ok"] = not problems
-    record["error"] = "; ".join(problems)[:2000] if problems else None
-    record["duration_s"] = round(time.monotonic() - start, 3)
-    return record
+    return Verification(
+        ok=not problems, problems=problems, error="; ".join(problems)[:2000] if problems else None, mode=mode,
+        scratch_database=scratch, server=f"{server.host}:{server.port}", restored=restored_facts,
+        filestore_sampled=sampled, duration_s=round(time.monotonic() - start, 3),
+    )

@@ -103,15 +103,19 @@ def build_image(podman: PodmanService) -> str:
 
 
 def start_stack(podman: PodmanService, image: str, *, project: str = "sandbox",
-                env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run the four seed containers; returns {service: {"container": …, "port": …, "health_url": …}}."""
+                env: dict[str, str] | None = None, addons_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Run the four seed containers; returns {service: {"container": …, "port": …, "health_url": …}}.
+
+    odoo-core mounts its addons as the seed does (`./addons/*` → /mnt/extra-addons/*): `addons_dir` from this
+    machine when given (git checkouts a code deploy moves), else a named volume."""
     out: dict[str, dict[str, Any]] = {}
     c = podman.client()
     with contextlib.closing(c):
         for service in SERVICES:
             port = free_port()
-            volumes = {f"{project}-odoo-web-data": {"bind": "/var/lib/odoo", "mode": "rw"}} \
-                if service == "odoo-core" else {}
+            addons = str(addons_dir) if addons_dir else f"{project}-odoo-addons"
+            volumes = {f"{project}-odoo-web-data": {"bind": "/var/lib/odoo", "mode": "rw"},
+                       addons: {"bind": "/mnt/extra-addons", "mode": "rw"}} if service == "odoo-core" else {}
             ctr = c.containers.run(
                 image, ["/usr/bin/sandbox-entry", service, str(port)], name=f"{project}-{service}-1", detach=True,
                 labels={"com.docker.compose.service": service, "com.docker.compose.project": project},
@@ -119,7 +123,8 @@ def start_stack(podman: PodmanService, image: str, *, project: str = "sandbox",
                 environment={"HEALTH_PORT": str(port), **(env or {})},
             )
             out[service] = {"container": ctr.id, "name": ctr.name, "port": port,
-                            "health_url": f"http://127.0.0.1:{port}{HEALTH[service]}"}
+                            "health_url": f"http://127.0.0.1:{port}{HEALTH[service]}",
+                            **({"addons_dir": str(addons_dir)} if addons_dir and service == "odoo-core" else {})}
         if "odoo-core" in out:  # the named volume starts root-owned; Odoo runs as uid 101
             odoo = c.containers.get(out["odoo-core"]["container"])
             odoo.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/filestore && chown -R 101:101 /var/lib/odoo"])

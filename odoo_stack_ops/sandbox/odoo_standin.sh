@@ -4,7 +4,15 @@
 # logs in Odoo's format, and fails or hangs on demand: ODOO_STANDIN_MODE, or the file
 # /var/lib/odoo/.standin/mode, holding "fail" or "hang".
 set -u
-db="" install="" update="" stop=0
+db="" install="" update="" stop=0 command=server
+mode="${ODOO_STANDIN_MODE:-}"
+[ -z "$mode" ] && [ -f /var/lib/odoo/.standin/mode ] && mode="$(cat /var/lib/odoo/.standin/mode)"
+if [ "${1:-}" = neutralize ]; then
+  # Odoo >= 16: `odoo neutralize -d DB` runs every installed module's data/neutralize.sql
+  [ "$mode" = no-neutralize ] && { echo "Unknown command 'neutralize'" >&2; exit 1; }
+  command=neutralize; shift
+  [ "${1:-}" = --help ] && { echo "Usage: odoo neutralize [-d DB] (Neutralize a production database for testing)"; exit 0; }
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) echo "Odoo Server 18.0"; exit 0 ;;
@@ -23,12 +31,22 @@ while [ $# -gt 0 ]; do
 done
 ts() { printf '%s,%03d' "$(date -u '+%Y-%m-%d %H:%M:%S')" 0; }
 say() { echo "$(ts) $$ $1 ${db:-?} $2: $3" >&2; }
-mode="${ODOO_STANDIN_MODE:-}"
-[ -z "$mode" ] && [ -f /var/lib/odoo/.standin/mode ] && mode="$(cat /var/lib/odoo/.standin/mode)"
 [ -n "$db" ] || { say ERROR odoo.service.server "no database given (-d)"; exit 2; }
 case "$db" in *[!A-Za-z0-9_]*) say ERROR odoo.service.server "invalid database name"; exit 2 ;; esac
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$db" -c "$1"; }
 say INFO odoo "Odoo version 18.0"
+if [ "$command" = neutralize ]; then
+  [ "$mode" = neutralize-fail ] && { say ERROR odoo.modules.neutralize "neutralize failed"; exit 1; }
+  has() { [ "$(q "SELECT count(*) FROM pg_class WHERE relname = '$1' AND relkind = 'r'")" = 1 ]; }
+  has ir_cron && q "UPDATE ir_cron SET active = false WHERE id NOT IN (SELECT res_id FROM ir_model_data
+                    WHERE model = 'ir.cron' AND module = 'base' AND name = 'autovacuum_job')"
+  has ir_mail_server && q "UPDATE ir_mail_server SET active = false"
+  has fetchmail_server && q "UPDATE fetchmail_server SET active = false"
+  q "INSERT INTO ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'True')
+     ON CONFLICT (key) DO UPDATE SET value = 'True'" || exit 1
+  say INFO odoo.modules.neutralize "Neutralization finished"
+  exit 0
+fi
 say INFO odoo.modules.loading "loading 1 modules..."
 mods="$(echo "$install,$update" | tr ',' ' ')"
 for m in $mods; do

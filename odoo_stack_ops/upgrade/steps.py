@@ -6,14 +6,14 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import requests
 
 from odoo_stack_ops.backup.database import connect
 from odoo_stack_ops.config import DatabaseConfig, StackConfig
-from odoo_stack_ops.errors import CommandFailed, CommandTimeout, OpsError, VerificationFailed
+from odoo_stack_ops.errors import CommandFailed, CommandTimeout, VerificationFailed
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.upgrade.plan import addon_hash, check_modules, check_ref, parse_manifest
 
@@ -22,28 +22,33 @@ HASH_KEY = "odoo_stack_ops.addon_hash."
 ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b.*(registry|Failed|failed|Traceback|Error)")
 
 
-@contextlib.contextmanager
-def advisory_lock(db: DatabaseConfig, database: str, wait_s: float) -> Iterator[None]:
-    """A PostgreSQL advisory lock per database, held for the whole upgrade (one at a time, even across workers)."""
-    conn = connect(db, db.maintenance_db, autocommit=True)  # not `database`: a rollback drops and restores it
-    try:
-        deadline = time.monotonic() + wait_s
-        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"odoo-stack-ops:upgrade:{database}",)
-                               ).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise OpsError(f"another module upgrade of {database} is running (advisory lock held); waited "
-                               f"{wait_s:.0f} s. Try again when it has finished")
-            time.sleep(1)
-        yield
-    finally:
-        conn.close()  # closing the session releases the lock
+def addons_repos(host: Executor, compose_dir: str) -> list[str]:
+    """The git checkouts under compose_dir/addons (the seed mounts ./addons/ipai and ./addons/oca)."""
+    return host.run(["sh", "-c", 'for d in "$1"/addons/*/; do [ -d "$d/.git" ] && echo "$d"; done; true', "sh",
+                     compose_dir]).stdout_text.split()
+
+
+def record_commits(host: Executor, repos: list[str]) -> dict[str, str]:
+    """Each repository's current commit: what a rollback checks out again."""
+    return {repo: host.run(["git", "-C", repo, "rev-parse", "--verify", "HEAD"], timeout=60).stdout_text.strip()
+            for repo in repos}
+
+
+def checkout_commits(host: Executor, commits: dict[str, str]) -> list[str]:
+    """Check each repository out at its recorded commit again; returns 'repo@commit' lines."""
+    done = []
+    for repo, commit in commits.items():
+        check_ref(commit)
+        host.run(["git", "-C", repo, "checkout", "--quiet", "--force", "--detach", commit], timeout=600,
+                 hint=f"check {repo} by hand: git -C {repo} checkout {commit}")
+        done.append(f"{repo.rstrip('/')}@{commit[:12]}")
+    return done
 
 
 def deploy_code(host: Executor, compose_dir: str, ref: str) -> list[str]:
     """Bring every git checkout under compose_dir/addons to `ref` (fetched first when there is a remote)."""
     check_ref(ref)
-    found = host.run(["sh", "-c", 'for d in "$1"/addons/*/; do [ -d "$d/.git" ] && echo "$d"; done; true', "sh",
-                      compose_dir]).stdout_text.split()
+    found = addons_repos(host, compose_dir)
     for repo in found:
         host.run(["sh", "-c", 'cd "$1" && { git remote | grep -q . && git fetch --quiet --all --tags || true; } '
                   '&& git checkout --quiet --detach "$2"', "sh", repo, ref], timeout=600,
@@ -146,6 +151,58 @@ def wait_healthy(url: str, timeout_s: float) -> float:
                 return round(time.monotonic() - start, 2)
         time.sleep(1)
     raise VerificationFailed(f"{url} did not answer 200 within {timeout_s:.0f} s")
+
+
+MAINTENANCE_LABEL = "odoo-stack-ops.maintenance"
+
+
+def restart_service(conns: Any, service: str) -> None:
+    """Restart the container of a compose service (the seed's `docker compose restart odoo-core`)."""
+    conns.docker().containers.get(conns.container(service).container.id).restart(timeout=30)
+
+
+def stop_for_maintenance(conns: Any, service: str) -> tuple[str, str]:
+    """Stop the service's container (users get nginx's maintenance answer) and start a stand-by container
+    from the same image, volumes, environment, network and labels, idle, so that commands (pg_dump, the
+    filestore, `odoo -u --stop-after-init`) still run where the service's files are. Returns (stopped id,
+    stand-by id); the stand-by is found by the service's label while the real container is stopped."""
+    client = conns.docker()
+    real = client.containers.get(conns.container(service).container.id)
+    attrs = real.attrs
+    volumes = {}
+    for m in attrs.get("Mounts") or []:
+        source = m.get("Name") if m.get("Type") == "volume" else m.get("Source")
+        volumes[source] = {"bind": m["Destination"], "mode": "rw" if m.get("RW", True) else "ro"}
+    config, host_config = attrs["Config"], attrs["HostConfig"]
+    labels = {**(config.get("Labels") or {}), MAINTENANCE_LABEL: real.id}
+    real.stop(timeout=30)
+    try:
+        standby = client.containers.run(
+            config["Image"], ["2147483647"], entrypoint=["sleep"], detach=True, name=f"{real.name}-maintenance",
+            labels=labels, environment=config.get("Env") or [], volumes=volumes, user=config.get("User") or None,
+            network_mode=host_config.get("NetworkMode") or None, init=True,
+        )
+    except Exception:
+        real.start()
+        raise
+    conns.forget(service)
+    log.info("%s stopped for maintenance; stand-by container %s runs its commands", real.name, standby.name)
+    return real.id, standby.id
+
+
+def end_maintenance(conns: Any, service: str) -> list[str]:
+    """Remove the stand-by container(s) of `service` (also one a crashed run left) and start the real one."""
+    client = conns.docker()
+    done = []
+    for standby in client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]}):
+        if standby.labels.get("com.docker.compose.service") != service:
+            continue
+        real_id = standby.labels[MAINTENANCE_LABEL]
+        standby.remove(force=True)
+        client.containers.get(real_id).start()
+        done.append(real_id)
+    conns.forget(service)
+    return done
 
 
 def reset_module_states(db: DatabaseConfig, database: str) -> int:

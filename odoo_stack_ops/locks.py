@@ -1,0 +1,87 @@
+"""One writer per stack: the nightly backup, a pre-upgrade backup, a restore over a live database and
+retention all write the stack's bucket prefix or databases, and none may overlap another.
+
+Two locks, taken in this order: a Prefect global concurrency limit (visible in the UI, shared by every
+worker) and a PostgreSQL advisory lock on the stack's cluster (covers a run started outside Prefect). A
+second writer waits up to `wait_s`, then fails saying who holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from odoo_stack_ops.backup.database import connect
+from odoo_stack_ops.config import StackConfig
+from odoo_stack_ops.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+
+def limit_name(stack: str) -> str:
+    """The Prefect global concurrency limit of a stack's writers (pure)."""
+    return f"stack-writes-{stack}"
+
+
+def advisory_key(stack: str) -> str:
+    return f"odoo-stack-ops:writer:{stack}"
+
+
+def ensure_limit(name: str) -> bool:
+    """Create the limit when missing (a limit that does not exist silently limits nothing); True if created."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return False
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            return True
+
+
+@contextlib.contextmanager
+def advisory_lock(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
+    """A session-level advisory lock in the maintenance database (a restore renames the others)."""
+    db = cfg.database
+    conn = connect(db, db.maintenance_db, autocommit=True)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (advisory_key(cfg.name),)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise OpsError(f"another writer of stack {cfg.name} is running (nightly backup, module upgrade, "
+                               f"restore or retention: PostgreSQL advisory lock held); {what} waited {wait_s:.0f} s. "
+                               "Try again when it has finished (its run is in the Prefect UI)")
+            time.sleep(1)
+        yield
+    finally:
+        conn.close()  # closing the session releases the lock
+
+
+@contextlib.contextmanager
+def stack_writer(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
+    """Hold the stack's writer lock (Prefect limit, then advisory lock) for the block."""
+    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
+
+    name = limit_name(cfg.name)
+    ensure_limit(name)
+    log.info("%s: waiting for the writer lock of stack %s (up to %.0f s)", what, cfg.name, wait_s)
+    start = time.monotonic()
+    try:
+        slot = concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True)
+        slot.__enter__()
+    except TimeoutError as exc:
+        raise OpsError(f"another writer of stack {cfg.name} holds the Prefect concurrency limit {name} (nightly "
+                       f"backup, module upgrade, restore or retention); {what} waited {wait_s:.0f} s. Try again when "
+                       "it has finished (its run is in the Prefect UI)") from exc
+    try:
+        with advisory_lock(cfg, max(1.0, wait_s - (time.monotonic() - start)), what):
+            log.info("%s holds the writer lock of stack %s", what, cfg.name)
+            yield
+    finally:
+        slot.__exit__(None, None, None)

@@ -1,0 +1,193 @@
+"""Restore tasks, the one path of the restore flow, an upgrade's rollback and the restore drill:
+pick → fetch (download, check, decrypt) → restore a copy → [neutralize] → filestore copy → swap in → (health
+gate, by the caller) → drop the replaced copy, or swap back."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from prefect import task
+
+from odoo_stack_ops.backup import restore
+from odoo_stack_ops.backup.database import connect, database_exists, drop_database
+from odoo_stack_ops.backup.manifest import Manifest
+from odoo_stack_ops.backup.spaces import Bucket
+from odoo_stack_ops.command import ensure_identifier
+from odoo_stack_ops.config import StackConfig
+from odoo_stack_ops.connect import Connections
+from odoo_stack_ops.errors import OpsError, VerificationFailed
+from tasks.backup import dump_executor
+from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
+
+
+@task(name="pick-backup", **TRANSIENT_RETRIES)
+def pick_backup(cfg: StackConfig, database: str, on_date: date | None = None,
+                manifest_key: str | None = None) -> Manifest:
+    """The newest verified backup of `database` (of a local date), or the one named."""
+    bucket = Bucket.open(cfg.spaces)
+    refs = restore.list_manifests(bucket, database)
+    if manifest_key:
+        ref = restore.pick_backup(refs, {}, database=database, key=manifest_key)
+        return restore.load_manifest(bucket, ref.key)
+    manifests = {r.key: restore.load_manifest(bucket, r.key) for r in refs}
+    ref = restore.pick_backup(refs, manifests, database=database, on_date=on_date, tz=cfg.backup.timezone)
+    return manifests[ref.key]
+
+
+@task(name="fetch-dump", **TRANSIENT_RETRIES)
+def fetch_dump(cfg: StackConfig, manifest: Manifest, work: Path, plain_copy: Path | None = None) -> Path:
+    """The checked plaintext dump as a local file: from tonight's plaintext copy when given (no key needed),
+    else downloaded from Spaces, hash-checked and decrypted with the configured identity."""
+    dest = work / "dump.custom"
+    if plain_copy is not None:
+        chunks = restore.local_dump_chunks(plain_copy, manifest.dump)
+    else:
+        chunks = restore.dump_chunks(Bucket.open(cfg.spaces), manifest.dump,
+                                     restore.decryptor_for(manifest, cfg.backup.age_identity))
+    size = restore.fetch_dump(chunks, dest)
+    logger().info("dump of %s/%s checked%s: %.1f MiB", manifest.database, manifest.stamp,
+                  " (local plaintext copy)" if plain_copy else "", size / (1 << 20))
+    return dest
+
+
+@task(name="restore-database-copy", **NO_RETRIES)
+def restore_database_copy(cfg: StackConfig, target: str, st: str, dump_file: Path, jobs: int = 2) -> str:
+    """pg_restore into `<target>__restoring_<stamp>`; the live database is not touched. Returns the copy's name."""
+    with Connections(cfg) as conns:
+        name, seconds = restore.restore_copy(dump_executor(cfg, conns), cfg.database, target, st, dump_file, jobs=jobs)
+    logger().info("restored into %s in %.1f s", name, seconds)
+    return name
+
+
+@task(name="restore-filestore-copy", **NO_RETRIES)
+def restore_filestore_copy(cfg: StackConfig, manifest: Manifest, new: str) -> int:
+    """Every filestore object (hash-checked, decrypted) into the filestore directory of database `new`."""
+    bucket = Bucket.open(cfg.spaces)
+    files = restore.filestore_files(bucket, manifest)
+    decrypt = restore.decryptor_for(manifest, cfg.backup.age_identity)
+    with Connections(cfg) as conns:
+        container = conns.container("odoo-core")
+        owner = container.run(["stat", "-c", "%u %g", cfg.odoo.data_dir]).stdout_text.split()
+        root = restore.restore_filestore(container, cfg.odoo.data_dir, new,
+                                         restore.object_members(bucket, files, decrypt, manifest.object_tag),
+                                         owner=(int(owner[0]), int(owner[1])))
+    logger().info("restored %d filestore files into %s", len(files), root)
+    return len(files)
+
+
+@task(name="neutralize", **NO_RETRIES)
+def neutralize(cfg: StackConfig, name: str) -> str:
+    """Odoo's own `odoo neutralize` inside odoo-core (every installed module's rules) when the image has it, the
+    SQL rules otherwise; then checks the database says it is neutralized. Returns how it was done."""
+    ensure_identifier(name, "database")
+    with Connections(cfg) as conns:
+        container = conns.container("odoo-core")
+        has_command = container.run(["odoo", "neutralize", "--help"], check=False, timeout=60).ok
+        if has_command:
+            container.run(["odoo", "neutralize", "-c", cfg.odoo.config_file, "-d", name],
+                          env=cfg.database.libpq_env(name), timeout=1800,
+                          hint="odoo neutralize failed: the copy is not used; see its log lines above")
+            how = "odoo neutralize"
+        else:
+            statements = restore.neutralize(cfg.database, name)
+            how = f"SQL rules ({len(statements)} statements; this odoo has no `neutralize` command)"
+    with connect(cfg.database, name) as conn:
+        # a copy must not pose as production to Odoo's services (IAP, push notifications): its own identity
+        conn.execute("UPDATE ir_config_parameter SET value = gen_random_uuid()::text WHERE key = 'database.uuid'")
+        row = conn.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'").fetchone()
+    if not row or row[0] != "True":
+        raise VerificationFailed(f"{name} does not say it is neutralized after {how}; it is not put in service")
+    logger().info("neutralized %s with %s", name, how)
+    return how
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """What swap_in did: the restored copy is `target`; the replaced one, if any, is `before`."""
+
+    target: str
+    before: str | None
+    stamp: str
+    filestore: bool
+
+
+@task(name="swap-in", **NO_RETRIES)
+def swap_in(cfg: StackConfig, target: str, new: str, st: str, filestore: bool) -> Swapped:
+    """Rename the restored copy (and its filestore) to `target`; the old ones become `<target>__before_<stamp>`."""
+    before = restore.copy_name(target, "before", st)
+    if filestore:
+        with Connections(cfg) as conns:
+            restore.swap_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, new, target, before)
+    try:
+        replaced = restore.swap_in(cfg.database, target, new, st)
+    except BaseException:
+        if filestore:
+            with Connections(cfg) as conns:
+                conns.container("odoo-core").run(["sh", "-c", restore.SWAP_BACK_FILESTORE_SH, "sh",
+                                                  restore.filestore_root(cfg.odoo.data_dir, target), "",
+                                                  restore.filestore_root(cfg.odoo.data_dir, before)], timeout=600)
+        raise
+    logger().info("%s is now the restored copy%s", target, f"; the previous one is kept as {replaced}" if replaced
+                  else "")
+    return Swapped(target, replaced, st, filestore)
+
+
+@task(name="swap-back", **NO_RETRIES)
+def swap_back(cfg: StackConfig, swapped: Swapped) -> str:
+    """Undo swap_in: the replaced database (and filestore) is the target again."""
+    if swapped.before is None:
+        raise OpsError(f"{swapped.target} had no previous copy to go back to")
+    failed = restore.swap_back(cfg.database, swapped.target, swapped.before, swapped.stamp)
+    if swapped.filestore:
+        with Connections(cfg) as conns:
+            conns.container("odoo-core").run(["sh", "-c", restore.SWAP_BACK_FILESTORE_SH, "sh",
+                                              restore.filestore_root(cfg.odoo.data_dir, swapped.target), "",
+                                              restore.filestore_root(cfg.odoo.data_dir, swapped.before)], timeout=600)
+    logger().warning("swapped back: %s is the previous database again; the restored one is kept as %s",
+                     swapped.target, failed)
+    return failed
+
+
+@task(name="drop-copy", **NO_RETRIES)
+def drop_copy(cfg: StackConfig, name: str, filestore: bool) -> None:
+    """Drop a restore's leftover copy (database and filestore directory)."""
+    drop_database(cfg.database, name)
+    if filestore:
+        with Connections(cfg) as conns:
+            restore.drop_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, name)
+    logger().info("dropped %s", name)
+
+
+def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, overwrite: bool, jobs: int = 2,
+               filestore: bool = True, neutralize_first: bool = False, plain_copy: Path | None = None) -> Swapped:
+    """The whole restore of one backup under the name `target`, never destroying first: every step works on
+    new names and only the last one renames. A failure at any step drops the new copy and leaves `target` as it
+    was. The caller runs its health gate, then drop_copy(before) or swap_back."""
+    ensure_identifier(target, "target database")
+    if not overwrite and database_exists(cfg.database, target):
+        raise OpsError(f"database {target} already exists; pass overwrite=True to replace it (its current copy is "
+                       f"kept as {target}__before_<stamp> until the restore is confirmed)")
+    work = restore.scratch_dir()
+    new = None
+    try:
+        dump_file = fetch_dump(cfg, manifest, work, plain_copy)
+        new = restore_database_copy(cfg, target, st, dump_file, jobs)
+        if neutralize_first:
+            neutralize(cfg, new)
+        if filestore:
+            restore_filestore_copy(cfg, manifest, new)
+        return swap_in(cfg, target, new, st, filestore)
+    except BaseException:
+        if new is not None:
+            logger().error("restore of %s into %s failed; %s is untouched and the partial copy %s is dropped",
+                           manifest.stamp, target, target, new)
+            try:
+                drop_copy(cfg, new, filestore)
+            except Exception as exc:  # noqa: BLE001 - the original failure is the one to show
+                logger().warning("could not drop the partial copy %s: %s", new, exc)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
