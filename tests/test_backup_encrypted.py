@@ -34,9 +34,8 @@ def write(tree, path):
 
 
 def manifests(cfg):
-    s3 = spaces.client(cfg.spaces)
-    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key)
-            for r in rs.list_manifests(spaces.Bucket.open(cfg.spaces))]
+    bucket = spaces.Bucket.open(cfg.spaces)
+    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, stack_tree, pg_tls, tmp_path):

@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def published(cfg):
-    s3 = spaces.client(cfg.spaces)
-    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key)
-            for r in rs.list_manifests(spaces.Bucket.open(cfg.spaces))]
+    bucket = spaces.Bucket.open(cfg.spaces)
+    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def assert_consistent(cfg):

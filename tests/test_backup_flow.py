@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 def manifests(cfg):
-    s3 = spaces.client(cfg.spaces)
-    refs = rs.list_manifests(spaces.Bucket.open(cfg.spaces))
-    return [rs.load_manifest(spaces.Bucket.open(cfg.spaces), r.key) for r in refs]
+    bucket = spaces.Bucket.open(cfg.spaces)
+    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def container_files(docker_executor, root):
