@@ -53,8 +53,9 @@ _URL_CREDENTIALS = re.compile(r"(?P<lead>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@'\"]*:
 _SENSITIVE_WORD = r"[\w-]*(?:passw(?:or)?d|secret|token|api[-_]?key|private[-_]?key|access[-_]?key)[\w-]*"
 _QUOTED_OR_WORD = r"\"[^\"\n]*\"|'[^'\n]*'|(?!-)[^\s\"',\]}]+"
 # --db_password=x, --db_password x, ["--db_password", "x"], and a block list's `- --db_password` / `- x`
-_PASSWORD_ARG = re.compile(rf"(?P<lead>(?<![\w-])--{_SENSITIVE_WORD}(?:=|[\"']?\s*,\s*[\"']?|[\"']?[ \t]*\n\s*-\s+[\"']?"
-                           rf"|[ \t]+))(?P<value>{_QUOTED_OR_WORD})", re.IGNORECASE)
+_PASSWORD_ARG = re.compile(rf"(?P<lead>(?<![\w-])--{_SENSITIVE_WORD}"
+                           rf"(?:=|[\"']?\s*,\s*[\"']?|[\"']?[ \t]*\n\s*-\s+[\"']?|[ \t]+))"
+                           rf"(?P<value>{_QUOTED_OR_WORD})", re.IGNORECASE)
 _INLINE_ASSIGN = re.compile(rf"(?P<lead>(?<![\w-]){_SENSITIVE_WORD}=)(?P<value>{_QUOTED_OR_WORD})", re.IGNORECASE)
 _HEADER_DIRECTIVE = re.compile(
     r"(?P<lead>\b(?:proxy_set_header|add_header|more_set_headers|more_set_input_headers|grpc_set_header|add_trailer)"
@@ -386,7 +387,8 @@ def list_files(host: Executor, compose_dir: str) -> list[str]:
     compose file is missing, so a wrong path never looks like 'every file was deleted'."""
     script = ('d=$1; shift; cd "$d" || { echo "missing directory $d" >&2; exit 3; }; '
               'for f in "$@"; do [ -f "$f" ] && echo "$f"; done; '
-              'for d in ' + " ".join(NGINX_DIRS) + '; do [ -d "$d" ] && find "$d" -type f -name "*.conf"; done; true')
+              'for d in ' + " ".join(NGINX_DIRS) + '; do [ -d "$d" ] && find "$d" -type f \\( -name "*.conf" '
+              '-o -name "*htpasswd" -o -name "*htdigest" -o -name "*.passwd" \\); done; true')
     r = host.run(["sh", "-c", script, "sh", compose_dir, *FIXED_FILES], timeout=60, check=False)
     if r.exit_code == 3:
         raise OpsError(f"compose directory {compose_dir} not found on {host.where}: set odoo.compose_dir")
@@ -412,7 +414,8 @@ def collect(host: Executor, compose_dir: str, key: bytes) -> dict[str, str]:
     """{repo path under stack/: redacted text} for every config file found under compose_dir."""
     rels = list_files(host, compose_dir)
     raw = read_files(host, compose_dir, rels)
-    return {f"{REPO_PREFIX}{rel}": redact_file(rel, text, key, redact.registered()) for rel, text in sorted(raw.items())}
+    known = redact.registered()
+    return {f"{REPO_PREFIX}{rel}": redact_file(rel, text, key, known) for rel, text in sorted(raw.items())}
 
 
 def change_message(old: dict[str, str], new: dict[str, str]) -> tuple[list[str], str]:
