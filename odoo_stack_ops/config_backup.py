@@ -228,7 +228,7 @@ def _redact_entry(lines: list[str], i: int, key: bytes, out: list[str], allow_li
             out.append(line)
         return i + 1
     name, first = m.group("key"), m.group("value")
-    if not allow_list and not SECRET_NAME.search(name):
+    if not allow_list and (not SECRET_NAME.search(name) or name == "secrets"):  # compose's `secrets:` lists names
         out.append(line)
         return i + 1
     quote = m.group("q") if assign else ""

@@ -140,15 +140,14 @@ def scan_outgoing(log: str, secrets: Iterable[str]) -> list[Finding]:
     needles = sorted({part for value in secrets for part in _needles(value)}, key=len, reverse=True)
     found: list[Finding] = []
     sha, path, number, state = "", "", 0, "diff"
-    for raw in log.splitlines():
-        line = raw
+    for line in log.split("\n"):  # not splitlines(): it also splits at the \x1e that marks a commit
         if line.startswith(_COMMIT_START):
             sha, state, number = line.removeprefix(_COMMIT_START).strip()[:12], "message", 0
             continue
         if state == "message":
-            line, ended, _ = line.partition(_MESSAGE_END)
+            text, ended, _ = line.partition(_MESSAGE_END)
             number += 1
-            found += _findings(f"commit {sha} message", number, line, needles)
+            found += _findings(f"commit {sha} message", number, text, needles)
             state = "diff" if ended else state
             continue
         if line.startswith("diff --git "):
