@@ -410,11 +410,12 @@ def read_files(host: Executor, compose_dir: str, rels: list[str]) -> dict[str, s
     return out
 
 
-def collect(host: Executor, compose_dir: str, key: bytes) -> dict[str, str]:
-    """{repo path under stack/: redacted text} for every config file found under compose_dir."""
+def collect(host: Executor, compose_dir: str, key: bytes, known: Iterable[str] | None = None) -> dict[str, str]:
+    """{repo path under stack/: redacted text} for every config file found under compose_dir; `known` secret
+    values (default: every configured one) are marked wherever they appear."""
     rels = list_files(host, compose_dir)
     raw = read_files(host, compose_dir, rels)
-    known = redact.registered()
+    known = redact.registered() if known is None else known
     return {f"{REPO_PREFIX}{rel}": redact_file(rel, text, key, known) for rel, text in sorted(raw.items())}
 
 
