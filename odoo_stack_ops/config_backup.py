@@ -1,6 +1,12 @@
 """The stack's config files (docker-compose.yml, config/odoo.conf, nginx, .env) read from the droplet with
 secret values redacted, as files for git.
 
+Redaction is by allow-list where values are free-form: every value in `.env` and in compose `environment`/`args`
+is marked unless its key is one of a few harmless settings (HARMLESS_KEYS) and the value looks plain. Everywhere
+else the shapes that carry secrets are marked: password/secret/token/key options of odoo.conf, URL credentials,
+`--*password*` arguments, Authorization headers, htpasswd hashes, PEM private keys, well-known token shapes and
+every configured secret value. The push guard in gitops is the last line behind all of this.
+
 A redacted value is written as `<redacted:xxxxxxxxxxxx>`: a keyed fingerprint (HMAC-SHA256 with a key that
 stays on the worker), so a changed password still shows up as a changed line, while the repository holds nothing
 that reveals or lets anyone brute-force the value.
@@ -48,7 +54,8 @@ _SECTION = re.compile(r"^(?P<lead>\s*(?:-\s+)?(?P<name>[\w.-]+)\s*:)(?P<rest>\s*
 _KEEP_IN_SECTION = re.compile(r"^(?:-\s+)?(?:<<\s*:\s*)?\*[\w.-]+$")  # `<<: *common-env`, `- *alias`
 _INI_OPTION = re.compile(r"^(?P<name>[^=:\s;#\[][^=:]*?)\s*[=:]\s*(?P<value>.*)$")
 _PEM = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----.*?-----END (?P=label)-----", re.DOTALL)
-_PEM_UNTERMINATED = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----(?:\\n|[A-Za-z0-9+/=\s])*")
+_PEM_UNTERMINATED = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----"  # and its base64 lines, if cut short
+                               r"(?:(?:\\n|\n)[ \t]*[A-Za-z0-9+/=]+(?=\\n|\n|\Z|[\"']))*")
 _URL_CREDENTIALS = re.compile(r"(?P<lead>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@'\"]*:)(?P<value>[^\s/@'\"]+)(?=@)")
 _SENSITIVE_WORD = r"[\w-]*(?:passw(?:or)?d|secret|token|api[-_]?key|private[-_]?key|access[-_]?key)[\w-]*"
 _QUOTED_OR_WORD = r"\"[^\"\n]*\"|'[^'\n]*'|(?!-)[^\s\"',\]}]+"

@@ -169,3 +169,14 @@ def test_a_multi_line_configured_secret_is_found_by_its_lines():
     body = planted.pem_body(pem)
     diff = f"diff --git a/k b/k\n--- /dev/null\n+++ b/k\n@@ -0,0 +1 @@\n+KEY_BODY={body}\n"
     assert scan_outgoing(outgoing_log(("c" * 40, "m", diff)), {pem}) == [Finding("k", 1, "configured secret value")]
+
+
+def test_pem_blocks_are_marked_whole_even_escaped_or_cut_short_and_certificates_stay():
+    pem = planted.pem_private_key()
+    escaped = pem.replace("\n", "\\n")
+    cut = pem.rsplit("\n", 1)[0]
+    cert = "-----BEGIN CERTIFICATE-----\nMIIBcertificatebody\n-----END CERTIFICATE-----"
+    text = f'x-cfg:\n  note: "{escaped}"\n# pasted\n{cut}\nserver {{ listen 80; }}\n{cert}\n'
+    out = cb.redact_text(text, KEY)
+    assert planted.pem_body(pem) not in out and "PRIVATE KEY" not in out
+    assert "server { listen 80; }" in out and cert in out
