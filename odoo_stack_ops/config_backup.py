@@ -241,9 +241,8 @@ def _redact_entry(lines: list[str], i: int, key: bytes, out: list[str], allow_li
     quote = m.group("q") if assign else ""
     end = _value_end(lines, i, _indent(line), quote + first if assign else first)
     more = lines[i + 1:end]
-    if not allow_list and not first.strip() and more and (_YAML_ENTRY.match(more[0]) or more[0].lstrip()
-                                                          .startswith("- ")):
-        out.append(line)  # a mapping or list under a secret-like name, not a value: look at its entries
+    if not allow_list and not first.strip() and more and (_YAML_ENTRY.match(more[0]) or _LIST_ASSIGN.match(more[0])):
+        out.append(line)  # a mapping under a secret-like name, not a value: look at its entries
         return i + 1
     value = "\n".join([first, *more]).strip()
     if assign and quote:

@@ -76,12 +76,17 @@ def test_compose_environment_in_every_form_is_allow_listed():
     labels:
       - "traefik.http.middlewares.auth.basicauth.users=admin:$$apr1$$abcdefgh$$value012"
     secrets: [db_password]
+x-api-keys:
+  - value-013
+x-credentials:
+  nested_password: value-014
 secrets:
   db_password:
     file: ./db_password.txt
 """
     out = cb.redact_compose(compose, KEY)
     assert [f"value-{n:03d}" for n in range(1, 12) if f"value-{n:03d}" in out] == [] and "value012" not in out
+    assert "value-013" not in out and "value-014" not in out and "x-credentials:\n  nested_password: <redacted:" in out
     for readable in ("TZ: Asia/Singapore", "<<: *common", "- PASSTHROUGH", "- NODE_ENV=production", "N8N_PORT: 5678",
                      "TZ=UTC", "environment: &env {", "secrets: [db_password]", "file: ./db_password.txt"):
         assert readable in out, readable
