@@ -3,6 +3,10 @@
 Credentials never reach argv, the remote URL or `.git/config`: an HTTPS token travels as an `http.extraHeader`
 set through `GIT_CONFIG_*` environment variables (a SecretStr, masked wherever the command is shown); SSH uses a
 key and a known_hosts file with strict checking, through a GIT_SSH_COMMAND quoted with shlex.
+
+Every push first passes the guard: whatever would be sent that the remote does not have yet (`git log -p` of
+the outgoing commits) is searched for the configured secret values and well-known token shapes; a hit refuses
+the push, naming file and line, never the value.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import fcntl
 import re
 import shlex
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,12 +25,16 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
+from odoo_stack_ops import redact
 from odoo_stack_ops.config import GitConfig, StackConfig
 from odoo_stack_ops.errors import CommandFailed, ConfigError, ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.executors.local import LocalExecutor
 
 WEEK_TAG = re.compile(r"^n8n-(\d{4})-W(\d{2})$")
+_COMMIT_START, _MESSAGE_END = "\x1e", "\x1f"
+_HUNK = re.compile(r"^@@+ (?:-\d+(?:,\d+)? )+\+(\d+)(?:,\d+)? @@")
+_MIN_SECRET_LINE = 8  # a line of a multi-line secret shorter than this would match ordinary text
 _TRANSIENT_GIT = re.compile(r"could not resolve host|connection (timed out|refused|reset)|early eof|"
                             r"the remote end hung up unexpectedly|http 5\d\d|returned error: 5\d\d", re.IGNORECASE)
 
@@ -109,6 +118,64 @@ def tags_to_prune(tags: Iterable[str], today: date, keep_weeks: int = 12) -> lis
     return sorted(out)
 
 
+class PushRefused(OpsError):
+    """The outgoing commits hold a secret; nothing was pushed. Never transient: a retry would refuse again."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where the outgoing commits hold something that looks like a secret (never the value itself)."""
+
+    path: str
+    line: int
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.path} line {self.line} ({self.kind})"
+
+
+def scan_outgoing(log: str, secrets: Iterable[str]) -> list[Finding]:
+    """Findings for every line the outgoing `git log -p` (formatted by `Repo.outgoing`) adds, and every commit
+    message line, that holds one of `secrets` or a well-known token shape (pure)."""
+    needles = sorted({part for value in secrets for part in _needles(value)}, key=len, reverse=True)
+    found: list[Finding] = []
+    sha, path, number, state = "", "", 0, "diff"
+    for line in log.split("\n"):  # not splitlines(): it also splits at the \x1e that marks a commit
+        if line.startswith(_COMMIT_START):
+            sha, state, number = line.removeprefix(_COMMIT_START).strip()[:12], "message", 0
+            continue
+        if state == "message":
+            text, ended, _ = line.partition(_MESSAGE_END)
+            number += 1
+            found += _findings(f"commit {sha} message", number, text, needles)
+            state = "diff" if ended else state
+            continue
+        if line.startswith("diff --git "):
+            path, state = "", "header"
+        elif state == "header" and line.startswith("+++ "):
+            target = line[4:].strip().strip('"')
+            path = target.removeprefix("b/") if target != "/dev/null" else ""
+        elif (m := _HUNK.match(line)) and state in ("header", "hunk"):
+            state, number = "hunk", int(m.group(1))
+        elif state == "hunk" and line.startswith("+"):
+            found += _findings(path or "?", number, line[1:], needles)
+            number += 1
+        elif state == "hunk" and line.startswith(" "):
+            number += 1
+    return found
+
+
+def _needles(value: str) -> list[str]:
+    lines = [part.strip() for part in value.splitlines()]
+    return [value] if len(lines) <= 1 else [part for part in lines if len(part) >= _MIN_SECRET_LINE]
+
+
+def _findings(path: str, number: int, text: str, needles: list[str]) -> list[Finding]:
+    kinds = ["configured secret value"] if any(n in text for n in needles) else []
+    kinds += sorted({kind for kind, _, _ in redact.token_shapes(text)})
+    return [Finding(path, number, kind) for kind in kinds]
+
+
 def today(tz: str = "Asia/Singapore") -> date:
     """Today's date in the stack's time zone (the weekly tag follows the schedule's calendar)."""
     return datetime.now(ZoneInfo(tz)).date()
@@ -122,9 +189,10 @@ class Repo:
         self.ex = executor or LocalExecutor()
         self.env = git_env(cfg, self.remote)
 
-    def git(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+    def git(self, *args: str, check: bool = True, timeout: float = 300, stdin: bytes | None = None) -> str:
         """Run `git -C <clone> args…`; returns stdout (raw, not redacted: it is repository content)."""
-        result = self.ex.run(["git", "-C", str(self.path), *args], env=self.env, timeout=timeout, check=check)
+        result = self.ex.run(["git", "-C", str(self.path), *args], env=self.env, timeout=timeout, check=check,
+                             stdin=stdin)
         return result.stdout.decode("utf-8", "replace")
 
     @contextlib.contextmanager
@@ -201,9 +269,42 @@ class Repo:
         """Point tag `name` at HEAD (moved when it exists: the weekly tag follows the week's last commit)."""
         self.git("tag", "-f", name)
 
+    def outgoing(self, tips: Iterable[str]) -> str:
+        """`git log -p` (text, no colour, merges against their first parent) of every commit reachable from
+        `tips` that the remote does not have, as the remote advertises it now."""
+        try:
+            advertised = self.git("ls-remote", "origin", timeout=120)
+        except CommandFailed as exc:
+            stderr = exc.result.stderr_text.strip()[-300:]
+            kind = ConnectError if _TRANSIENT_GIT.search(stderr) else OpsError
+            raise kind(f"cannot list {shown_remote(self.remote)}: {stderr}") from exc
+        have = sorted({line.split()[0] for line in advertised.splitlines() if line.strip()})
+        revs = "\n".join([*tips, *[f"^{sha}" for sha in have]]) + "\n"  # unknown objects: --ignore-missing
+        return self.git("-c", "core.quotepath=false", "log", "-p", "--text", "--no-color", "--no-ext-diff",
+                        "--no-textconv", "--diff-merges=first-parent", "--ignore-missing",
+                        f"--format={_COMMIT_START}%H%n%B{_MESSAGE_END}", "--stdin", stdin=revs.encode(), timeout=600)
+
+    def guard(self, tips: Iterable[str]) -> None:
+        """Refuse (PushRefused) when the outgoing commits add a configured secret value or a well-known token
+        shape; the clone is reset to the remote first, so the refused commit is never pushed by a later run."""
+        findings = scan_outgoing(self.outgoing(tips), redact.registered())
+        if not findings:
+            return
+        with contextlib.suppress(OpsError):
+            self.sync()
+        shown = "; ".join(str(f) for f in findings[:20]) + (f"; … {len(findings) - 20} more" if len(findings) > 20
+                                                              else "")
+        raise PushRefused(
+            f"refusing to push to {shown_remote(self.remote)}: the outgoing commits hold what looks like a secret "
+            f"at {shown}. Nothing was pushed, and the local clone {self.path} was reset to the remote. Remove the "
+            "value at its source (or redact it) and run again: every push is refused until the outgoing commits "
+            f"are clean. The clone is a rebuildable cache: if it still holds the commit, delete {self.path}.")
+
     def push(self, tags: Iterable[str] = (), delete_tags: Iterable[str] = ()) -> None:
-        """Push branch, tags and tag deletions atomically; on any failure reset to the remote and raise,
-        so nothing is left half-published and the next run starts clean and retries."""
+        """Guard, then push branch, tags and tag deletions atomically; on any failure reset to the remote and
+        raise, so nothing is left half-published and the next run starts clean and retries."""
+        tags = list(tags)
+        self.guard(["HEAD", *[f"refs/tags/{t}" for t in tags]])
         refs = [f"HEAD:refs/heads/{self.cfg.branch}", *[f"+refs/tags/{t}:refs/tags/{t}" for t in tags],
                 *[f":refs/tags/{t}" for t in delete_tags]]
         try:

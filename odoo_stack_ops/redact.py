@@ -8,6 +8,7 @@ Every secret value the configuration loads is registered here; log records are r
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 MASK = "***"
@@ -64,3 +65,24 @@ def _install_record_factory() -> None:
 
     logging.setLogRecordFactory(factory)
     _installed = True
+
+
+# Well-known shapes of credentials, found wherever they appear (the config backup marks them, the push guard
+# refuses them). Each is specific enough that a match in config or workflow text is almost surely a real secret.
+TOKEN_SHAPES: dict[str, re.Pattern[str]] = {
+    "private key": re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    "age secret key": re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{20,}"),
+    "AWS access key": re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+    "DigitalOcean Spaces key": re.compile(r"\bDO(?=[A-Z]*[0-9])[0-9A-Z]{18}\b"),
+    "DigitalOcean token": re.compile(r"\bdo[por]_v1_[0-9a-f]{64}\b"),
+    "GitHub token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
+    "GitLab token": re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}"),
+    "Slack token": re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}"),
+    "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+}
+
+
+def token_shapes(text: str) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of every well-known credential shape in `text`, in order of position (pure)."""
+    found = [(kind, m.start(), m.end()) for kind, pattern in TOKEN_SHAPES.items() for m in pattern.finditer(text)]
+    return sorted(found, key=lambda hit: (hit[1], -hit[2]))

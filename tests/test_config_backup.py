@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from odoo_stack_ops import config_backup as cb
+from odoo_stack_ops import redact
 from odoo_stack_ops.errors import ConnectError, OpsError
+from odoo_stack_ops.gitops import PushRefused
+from tests import planted
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +142,49 @@ def test_bad_inputs_fail_clearly_and_commit_nothing(prefect_harness, sshd, dropl
     with pytest.raises(ConnectError):
         collect_config_files.fn(load_config(write(tree, tmp_path, "down.yaml")))
     assert git(git_remote, "rev-list", "--all").strip() == ""  # the remote was never written
+
+
+def test_no_planted_secret_shape_reaches_the_remote_history(prefect_harness, sshd, ssh_executor, git_remote, tmp_path):
+    """More than 15 secret shapes planted in the droplet's compose directory, the real flow run over SSH to a real
+    bare remote: `git log -p --all` of the remote holds none of them, the harmless settings stay readable."""
+    from flows.config_backup import config_backup
+
+    plant = planted.plant()
+    root = str(tmp_path / "planted")
+    for rel, text in plant.files.items():
+        put_text(ssh_executor, f"{root}/{rel}", text)
+    out = config_backup(stack_file=write(tree_for(sshd, tmp_path, str(git_remote), root), tmp_path))
+    assert out["committed"] and "stack/nginx/.htpasswd" in out["files"]
+
+    history = git(git_remote, "log", "-p", "--all")
+    assert len(plant.values) >= 15
+    for what, value in plant.values.items():
+        assert value not in history, f"{what} reached git"
+    assert "BEGIN PRIVATE KEY" not in history and "AGE-SECRET-KEY-1" not in history
+    for readable in ("TZ=Asia/Singapore", "TZ: Asia/Singapore", "DB_PORT=25060", "db_port = 25060",
+                     "GENERIC_TIMEZONE: Asia/Singapore", "proxy_pass http://odoo-core:8069;", "admin:<redacted:"):
+        assert readable in history, readable
+
+
+def test_a_configured_secret_the_redaction_misses_is_refused_before_the_push(prefect_harness, sshd, ssh_executor,
+                                                                              droplet_dir, git_remote, tmp_path):
+    """Defence in depth: a configured secret value in a file no redaction rule knows (an nginx comment) is marked
+    by the config backup; and should a redaction ever miss one, the push guard refuses the whole push."""
+    from flows.config_backup import config_backup
+    from odoo_stack_ops.config import load_config
+    from tasks.config_files import KEY_FILE, commit_config_files
+
+    secret = planted.pw("configured")
+    redact.register(secret)
+    path = write(tree_for(sshd, tmp_path, str(git_remote), droplet_dir), tmp_path)
+    put_text(ssh_executor, f"{droplet_dir}/nginx/conf.d/odoo.conf", NGINX + f"# old upstream note {secret}\n")
+    assert config_backup(stack_file=path)["committed"]
+    assert secret not in git(git_remote, "log", "-p", "--all")
+    published = git(git_remote, "rev-parse", "main")
+
+    missed = cb.collect(ssh_executor, droplet_dir, cb.fingerprint_key(tmp_path / "state" / KEY_FILE), known=())
+    assert secret in missed["stack/nginx/conf.d/odoo.conf"]  # what a redaction that missed it would commit
+    with pytest.raises(PushRefused, match=r"stack/nginx/conf\.d/odoo\.conf line 5 \(configured secret value\)"):
+        commit_config_files.fn(load_config(path), missed)
+    assert git(git_remote, "rev-parse", "main") == published
+    assert secret not in git(git_remote, "log", "-p", "--all")
