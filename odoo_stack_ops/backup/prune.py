@@ -87,7 +87,6 @@ def manifest_digests(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
                     raise ValueError(f"unexpected filestore manifest entry {str(entry)[:80]}")
                 yield entry[3], entry[4]
                 text.peek(",")
-            text.expect("]")
         else:
             text.value()
         text.peek(",")
