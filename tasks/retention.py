@@ -27,7 +27,7 @@ def apply_retention(cfg: StackConfig, *, last_run_ok: bool, dry_run: bool = Fals
     if plan.skipped:
         log.warning("retention skipped: %s", plan.skipped)
     elif plan.spared:
-        log.info("retention left %d unreferenced key(s) alone: younger than %d h or listed by a filestore manifest "
+        log.info("retention left %d unreferenced key(s) alone: younger than %g h or listed by a filestore manifest "
                  "that young (a night in flight)", plan.spared, b.gc_grace_h)
     deleted = 0
     if dry_run:
