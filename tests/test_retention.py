@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from odoo_stack_ops.backup import layout
@@ -26,6 +30,7 @@ from odoo_stack_ops.backup.retention import (
     plan_retention,
     render_plan,
 )
+from odoo_stack_ops.backup.verify import drop_stale_scratch, scratch_name, stale_scratch
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)  # a Wednesday
 SGT = ZoneInfo("Asia/Singapore")
@@ -439,3 +444,159 @@ def test_generated_histories_hold_the_invariants(seed):
     again = planned(plan.keep, [i for i in listing if i.key not in doomed], [i for i in objects if i.key not in doomed],
                     True)
     assert again.keep == plan.keep and again.delete == () and again.delete_keys == ()  # idempotent
+
+
+# ---------------------------------------------------------------- scratch databases and names (pure)
+
+def test_scratch_names_carry_the_stack_and_fit_postgres():
+    name = scratch_name("odoo_core", "20261125T020000Z", "odoo-erp-prod")
+    assert re.fullmatch(r"verify_[0-9a-f]{10}_20261125t020000z_odoo_core", name)
+    assert name != scratch_name("odoo_core", "20261125T020000Z", "odoo-erp-staging")
+    long_db = "a_database_name_that_is_far_too_long_to_fit_after_the_prefix_x"
+    one, two = scratch_name(long_db, "20261125T020000Z", "s" * 500), scratch_name(long_db + "y", "20261125T020000Z", "s")
+    assert len(one) <= 63 and len(two) <= 63 and one[-9:] != two[-9:]
+    assert scratch_name("odoo_core", "20261125T020000Z") == "verify_odoo_core_20261125t020000z"  # untagged, as before
+    for bad in [("odoo core", "20261125T020000Z", "s"), ("odoo_core", "yesterday", "s")]:
+        with pytest.raises(ValueError):
+            scratch_name(*bad)
+
+
+def test_stale_scratch_is_this_stacks_old_unused_ones():
+    now = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    mine_old, mine_busy = (scratch_name("odoo_core", st, "prod") for st in ("20261120T020000Z", "20261121T020000Z"))
+    mine_fresh = scratch_name("odoo_core", "20261125T020000Z", "prod")
+    theirs_old = scratch_name("odoo_core", "20261120T020000Z", "staging")
+    legacy_old, legacy_fresh = "verify_odoo_core_20261120t020000z", "verify_odoo_core_20261125t020000z"
+    names = [mine_old, mine_busy, mine_fresh, theirs_old, legacy_old, legacy_fresh, "verify_notes", "odoo_core"]
+    grace = timedelta(hours=48)
+    assert stale_scratch(names, {mine_busy}, stack="prod", now=now, older_than=grace) == [mine_old]
+    assert stale_scratch(names, set(), stack="staging", now=now, older_than=grace) == [theirs_old]
+    assert stale_scratch(names, set(), stack=None, now=now, older_than=grace) == [legacy_old]
+
+
+# ---------------------------------------------------------------- against PostgreSQL and S3
+
+@pytest.mark.integration
+def test_drop_stale_scratch_spares_other_stacks_fresh_and_busy_databases(pg):
+    server = pg.database_config("postgres")
+    now = datetime.now(UTC)
+    old, fresh = layout.stamp(now - timedelta(days=3)), layout.stamp(now - timedelta(minutes=5))
+    mine_stale, mine_busy, mine_fresh, theirs = (
+        scratch_name("odoo_core", old, "gc-test-prod"), scratch_name("odoo_dev", old, "gc-test-prod"),
+        scratch_name("odoo_core", fresh, "gc-test-prod"), scratch_name("odoo_core", old, "gc-test-other"))
+    for name in (mine_stale, mine_busy, mine_fresh, theirs):
+        pg.createdb(name)
+    try:
+        with psycopg.connect(**pg.conninfo(mine_busy)):  # a run restoring into it right now
+            dropped = drop_stale_scratch(server, "gc-test-prod", older_than=timedelta(hours=48))
+        assert dropped == [mine_stale]
+        left = {r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'")}
+        assert {mine_busy, mine_fresh, theirs} <= left and mine_stale not in left
+    finally:
+        for name in (mine_stale, mine_busy, mine_fresh, theirs):
+            pg.dropdb(name)
+
+
+def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True) -> dict:
+    """A backup of `gc_src` (PostgreSQL) and `root` (a local filestore) to S3, with the night's own functions;
+    publish=False stops after the filestore manifest, as a night still verifying would."""
+    from odoo_stack_ops.backup import database as dbleg
+    from odoo_stack_ops.backup import filestore as fs
+    from odoo_stack_ops.backup import manifest as mf
+    from odoo_stack_ops.backup import spaces
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    server = pg.database_config("gc_src")
+    previous = {}
+    fs_keys = sorted(o["Key"] for o in spaces.iter_objects(s3, bucket, "p/filestore/gc_src/"))
+    if fs_keys:
+        previous = fs.read_previous(s3, bucket, fs_keys[-1])
+    with dbleg.exported_snapshot(server, "gc_src") as (snapshot, facts):
+        dump = dbleg.dump_to_spaces(LocalExecutor(), server, "gc_src", snapshot, s3=s3, bucket=bucket,
+                                    key=layout.dump_key("p", "gc_src", st), pg_dump_version="test")
+    files, stats = fs.backup_filestore(LocalExecutor(), str(root), s3=s3, bucket=bucket, prefix="p",
+                                       database="gc_src", st=st, previous=previous)
+    fs_key = layout.filestore_manifest_key("p", "gc_src", st)
+    spaces.put_bytes(s3, bucket, fs_key, fs.encode_manifest("gc_src", st, str(root), files))
+    t = layout.parse_stamp(st)
+    doc = mf.build_manifest(stack="gc-test", database="gc_src", st=st, started_at=t, finished_at=t,
+                            facts=facts.as_dict(), dump=dump.as_dict(), filestore={"manifest_key": fs_key,
+                            **stats.__dict__}, verification={"ok": True}, encryption=None)
+    if publish:
+        spaces.put_bytes(s3, bucket, layout.manifest_key("p", "gc_src", st), mf.encode(doc), "application/json")
+    return doc
+
+
+def write_files(root: Path, contents: list[bytes]) -> None:
+    for data in contents:
+        sha = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+        (root / sha[:2]).mkdir(parents=True, exist_ok=True)
+        (root / sha[:2] / sha).write_bytes(data)
+
+
+@pytest.mark.integration
+def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket, tmp_path):
+    """Old night A (deleted by policy) and B (kept); night C uploads its dump, new objects and filestore
+    manifest, reusing A's object `shared` without uploading it again; retention runs before C publishes."""
+    from odoo_stack_ops.backup import prune, restore, spaces
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    client = s3.client()
+    pg.createdb("gc_src")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t SELECT g, md5(g::text) "
+               "FROM generate_series(1, 500) g", "gc_src")
+    root = tmp_path / "filestore"
+    shared, only_a, b_only, c_new = b"shared by A and C", b"only night A had this", b"B's", b"C's new file"
+    now = datetime.now(UTC)
+    st_a, st_b, st_c = (layout.stamp(now - timedelta(days=d)) for d in (40, 1, 0))
+    try:
+        write_files(root, [shared, only_a])
+        night(pg, client, bucket, root, st_a)
+        (root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2]).rename(tmp_path / "aside")
+        for p in root.rglob("*"):
+            if p.is_file():
+                p.unlink()
+        write_files(root, [b_only])
+        night(pg, client, bucket, root, st_b)  # B: the newest verified; `shared` is now referenced only by A
+        (tmp_path / "aside").rename(root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2])
+        write_files(root, [c_new])
+        time.sleep(4)
+        c_started = time.monotonic()
+        doc_c = night(pg, client, bucket, root, st_c, publish=False)
+        # grace: longer than C has been running, shorter than A's and B's age (S3 dates are whole seconds)
+        grace = timedelta(seconds=time.monotonic() - c_started + 2)
+        plan = prune.plan(client, bucket, "p", RetentionPolicy(days=30), datetime.now(UTC), last_run_ok=True,
+                          tz="UTC", grace=grace)
+        assert [b.key for b in plan.delete] == [layout.manifest_key("p", "gc_src", st_a)]
+        assert key_of(only_a) in plan.delete_keys  # old and only A's: collected
+        assert layout.dump_key("p", "gc_src", st_a) in plan.delete_keys
+        prune.apply(client, bucket, plan)
+
+        spaces.put_bytes(client, bucket, layout.manifest_key("p", "gc_src", st_c), mf_encode(doc_c))
+        present = {o["Key"] for o in spaces.iter_objects(client, bucket, "p/")}
+        files = restore.filestore_files(client, bucket, doc_c)
+        assert {doc_c["dump"]["key"], doc_c["filestore"]["manifest_key"]} <= present
+        assert {layout.object_key("p", f.algo, f.digest) for f in files} <= present
+        assert key_of(shared) in present and key_of(only_a) not in present
+
+        dump_file = tmp_path / "c.dump"
+        restore.download_dump(client, bucket, doc_c["dump"], dump_file)  # checks both SHA-256s
+        restore.restore_database(LocalExecutor(), pg.database_config("postgres"), "gc_restored", dump_file)
+        assert pg.execute("SELECT count(*), sum(length(note)) FROM t", "gc_restored") == [(500, 16000)]
+        target = tmp_path / "restored"
+        restore.restore_filestore(LocalExecutor(), str(target),
+                                  restore.object_members(client, bucket, "p", files))  # hash-checked
+        assert sorted(p.read_bytes() for p in target.rglob("*") if p.is_file()) == sorted([shared, b_only, c_new])
+    finally:
+        pg.dropdb("gc_restored")
+        pg.dropdb("gc_src")
+
+
+def key_of(data: bytes) -> str:
+    return layout.object_key("p", "sha1", hashlib.sha1(data, usedforsecurity=False).hexdigest())
+
+
+def mf_encode(doc: dict) -> bytes:
+    from odoo_stack_ops.backup import manifest as mf
+
+    return mf.encode(doc)
