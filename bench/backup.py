@@ -2,6 +2,10 @@
 filestore's second night against its first. Writes bench/results/backup.json.
 
     python -m bench backup [--gb 1.0] [--repeat 5]
+    python -m bench backup --prune-only 1     only the retention leg, merged into the existing results
+
+Retention's leg (`prune_peak_rss_mb`, target <= 150 MB): planning over 30 nights x 200,000 filestore objects
+(2 % new a night), in a child process against a generated bucket (bench/prune_leg.py).
 
 Everything runs in one process tree on this machine: a throwaway PostgreSQL 15 and two S3 endpoints. The
 headline legs upload to bench/s3_lean.py (its own process: receives, stores and MD5s each part, as S3 does);
@@ -185,7 +189,23 @@ def filestore_nights(tmp: Path, s3: Any, bucket: str, files: int, new_fraction: 
             "filestore_second_bytes_ratio": round(st2.new_bytes / max(st1.new_bytes, 1), 4)}
 
 
-def run(gb: float = 1.0, repeat: int = 5, files: int = 1500) -> dict[str, Any]:
+def prune_leg(nights: int = 30, files: int = 200_000) -> dict[str, Any]:
+    """Retention planning's peak RSS in its own process (bench/prune_leg.py)."""
+    out = subprocess.run([sys.executable, "-m", "bench.prune_leg", str(nights), str(files)], check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(gb: float = 1.0, repeat: int = 5, files: int = 1500, prune_only: int = 0, prune_nights: int = 30,
+        prune_files: int = 200_000) -> dict[str, Any]:
+    """The whole bench, or with prune_only only the retention leg merged into bench/results/backup.json."""
+    if prune_only:
+        results = Path(__file__).parent / "results" / "backup.json"
+        result = {**(json.loads(results.read_text()) if results.exists() else {}),
+                  **prune_leg(prune_nights, prune_files)}
+        print(f"retention over {result['prune_nights']} nights x {result['prune_files_per_night']} files: peak RSS "
+              f"{result['prune_peak_rss_mb']:.0f} MB (target <= 150), {result['prune_s']:.0f} s")
+        return result
     import pyrage
 
     from odoo_stack_ops.backup import spaces
@@ -259,6 +279,7 @@ def run(gb: float = 1.0, repeat: int = 5, files: int = 1500) -> dict[str, Any]:
         }
         seed_file.unlink()
         result |= filestore_nights(tmp, s3, "bench", files, 0.01)
+        result |= prune_leg(prune_nights, prune_files)
         result["bench_process_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     finally:
         lean.stop()
@@ -287,6 +308,7 @@ def print_table(r: dict[str, Any]) -> None:
         ("filestore first night", f"{r['filestore_first_s']:.1f} s", f"{r['filestore_first_bytes'] / 2**20:.0f} MiB"),
         ("filestore second night (+1 %)", f"{r['filestore_second_s']:.1f} s", f"{r['filestore_second_bytes'] / 2**20:.1f} MiB"),
         ("filestore_second_bytes_ratio, target <= 0.02", f"{r['filestore_second_bytes_ratio']:.4f}", ""),
+        ("retention: 30 nights x 200,000 objects, peak RSS", f"{r['prune_peak_rss_mb']:.0f} MB", "target <= 150"),
     ]
     width = max(len(a) for a, _, _ in rows)
     for a, b, c in rows:

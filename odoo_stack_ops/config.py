@@ -241,6 +241,11 @@ class BackupConfig(_Model):
     abort_incomplete_uploads_days: int = Field(
         3, ge=0, description="Bucket lifecycle rule: Spaces drops multipart uploads left incomplete this many days "
         "(0: leave the bucket's lifecycle alone)")
+    gc_grace_h: float = Field(
+        48, ge=0, description="Garbage-collection grace, hours: retention never deletes an unreferenced key (dump, "
+        "filestore manifest, object) younger than this, nor an object a filestore manifest this young lists; "
+        "multipart uploads and scratch databases are only cleaned up once this old. Must exceed the longest run; "
+        "0 only where runs can never overlap (tests)", examples=[48])
     verify_server: DatabaseConfig | None = Field(
         None, description="Server where restore-verify creates its scratch database (default: the source server)"
     )

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,16 @@ def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
 
 @task(name="prepare-bucket", **TRANSIENT_RETRIES)
 def prepare_bucket(cfg: StackConfig) -> list[str]:
-    """Check the bucket answers, abort multipart uploads a crashed run left behind (runs never overlap), keep the
-    lifecycle safety net in place; returns warnings for the operator (the night goes on)."""
+    """Check the bucket answers, abort multipart uploads a crashed run left behind (older than the GC grace: a
+    younger one may be a concurrent run's), keep the lifecycle safety net in place; returns warnings for the
+    operator (the night goes on)."""
     s3 = spaces.client(cfg.spaces)
     bucket, prefix = cfg.spaces.bucket, cfg.spaces.prefix + "/"
     try:
         s3.head_bucket(Bucket=bucket)
     except Exception as exc:
         raise spaces.explain(exc, bucket) from exc
-    spaces.abort_stale_uploads(s3, bucket, prefix)
+    spaces.abort_stale_uploads(s3, bucket, prefix, timedelta(hours=cfg.backup.gc_grace_h))
     try:
         return lifecycle.ensure(s3, bucket, prefix, cfg.backup.abort_incomplete_uploads_days).dangers
     except ClientError as exc:  # e.g. a key that may not manage the bucket: the safety net is optional
@@ -134,7 +135,7 @@ def verify(cfg: StackConfig, manifest: mf.Manifest, files: list[fsleg.StoredFile
     decrypt = decrypt_object = None
     if manifest.encryption.enabled and (plain_copy is None or cfg.backup.age_identity is not None):
         decrypt = decrypt_object = restore.decryptor_for(manifest, cfg.backup.age_identity)
-    stale = drop_stale_scratch(server)
+    stale = drop_stale_scratch(server, cfg.name, older_than=timedelta(hours=cfg.backup.gc_grace_h))
     if stale:
         logger().warning("dropped scratch database(s) left by an interrupted verification: %s", stale)
     with Connections(cfg) as conns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -23,9 +23,12 @@ def apply_retention(cfg: StackConfig, *, last_run_ok: bool, dry_run: bool = Fals
     s3 = spaces.client(cfg.spaces)
     needs: dict[str, str] = {}
     plan = prune.plan(s3, cfg.spaces.bucket, cfg.spaces.prefix, policy, now or datetime.now(UTC),
-                      last_run_ok=last_run_ok, tz=b.timezone, needs=needs)
+                      last_run_ok=last_run_ok, tz=b.timezone, needs=needs, grace=timedelta(hours=b.gc_grace_h))
     if plan.skipped:
         log.warning("retention skipped: %s", plan.skipped)
+    elif plan.spared:
+        log.info("retention left %d unreferenced key(s) alone: younger than %g h or listed by a filestore manifest "
+                 "that young (a night in flight)", plan.spared, b.gc_grace_h)
     deleted = 0
     if dry_run:
         log.info("retention dry run: would delete %d backup(s), %d key(s)", len(plan.delete), len(plan.delete_keys))
@@ -34,4 +37,4 @@ def apply_retention(cfg: StackConfig, *, last_run_ok: bool, dry_run: bool = Fals
         log.info("retention deleted %d backup(s), %d key(s)", len(plan.delete), deleted)
     rows = [{**row, "needs_identity": needs.get(row["key"], "")} for row in render_plan(plan)]
     return {"rows": rows, "deleted": deleted, "skipped": plan.skipped, "dry_run": dry_run,
-            "delete_backups": [r.key for r in plan.delete]}
+            "delete_backups": [r.key for r in plan.delete], "spared": plan.spared}

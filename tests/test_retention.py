@@ -1,4 +1,4 @@
-"""The retention planner as a pure function: explicit cases, then 500 seeded generated histories.
+"""The retention planner as a pure function: explicit cases, the grace rule, then 500 seeded generated histories.
 
 hypothesis is not a dependency of the project, so histories come from a seeded `random.Random` (one seed per
 case; a failure names its seed and replays exactly).
@@ -6,34 +6,92 @@ case; a failure names its seed and replays exactly).
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
+from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup.filestore import StoredFile, encode_manifest
+from odoo_stack_ops.backup.prune import manifest_digests
 from odoo_stack_ops.backup.retention import (
     TIERS,
     BackupRecord,
+    Listed,
     RetentionPolicy,
     bucket,
+    parse_object_key,
     plan_retention,
     render_plan,
 )
+from odoo_stack_ops.backup.verify import drop_stale_scratch, scratch_name, stale_scratch
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)  # a Wednesday
 SGT = ZoneInfo("Asia/Singapore")
+GRACE = timedelta(hours=48)
 
 
-def record(db: str, taken: datetime, verified: bool = True, objects: frozenset[str] = frozenset()) -> BackupRecord:
-    key = f"p/manifests/{db}/{taken.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
-    return BackupRecord(key, db, taken, verified, objects,
-                        frozenset({key, key.replace("manifests", "db") + ".dump.zst", key + ".filestore"}))
+def obj(n: int, tag: str | None = None) -> str:
+    """The key of a filestore object; `n` names its content."""
+    digest = hashlib.sha1(str(n).encode(), usedforsecurity=False).hexdigest()
+    return layout.object_key("p", "sha1", digest, tag)
+
+
+def digests(keys) -> list[tuple[str, str]]:
+    return [parse_object_key(k)[:2] for k in keys]
+
+
+class History(list):
+    """Records plus what the bucket holds: each record's filestore manifest lists its objects."""
+
+    def __init__(self, records=(), refs=None):
+        super().__init__(records)
+        self.refs = dict(refs or {})
+
+    def __add__(self, other):
+        return History([*self, *other], {**self.refs, **getattr(other, "refs", {})})
+
+    def listing(self, modified=None):
+        """Every record's dump and filestore manifest, modified when it was taken (or `modified`)."""
+        return [Listed(k, modified or b.taken_at) for b in self for k in sorted(b.data_keys) if "/manifests/" not in k]
+
+    def objects(self, extra=(), modified=NOW - timedelta(days=400)):
+        keys = sorted({k for fs in self.refs.values() for k in fs} | set(extra))
+        return [Listed(k, modified) for k in keys]
+
+    def references(self, key):
+        return digests(self.refs[key])
+
+
+def record(db: str, taken: datetime, verified: bool = True, objects=frozenset(), history: History | None = None,
+           tag: str | None = None) -> BackupRecord:
+    st = layout.stamp(taken)
+    key, fs = layout.manifest_key("p", db, st), layout.filestore_manifest_key("p", db, st)
+    if history is not None:
+        history.refs[fs] = frozenset(objects)
+    return BackupRecord(key, db, taken, verified, frozenset({key, layout.dump_key("p", db, st), fs}), fs, tag)
 
 
 def nightly(n: int, db: str = "odoo_core", verified=lambda i: True, objects=lambda i: frozenset(), end=NOW):
     """n nights, oldest first, the last one hour before `end`."""
-    return [record(db, end - timedelta(days=n - 1 - i, hours=1), verified(i), objects(i)) for i in range(n)]
+    history = History()
+    history.extend(record(db, end - timedelta(days=n - 1 - i, hours=1), verified(i), objects(i), history)
+                   for i in range(n))
+    return history
+
+
+def plan_of(history: History, policy=None, now=NOW, extra=(), **kw):
+    """The plan with the bucket as the history left it (every key as old as its night, objects 400 days)."""
+    kw.setdefault("listing", history.listing())
+    kw.setdefault("objects", history.objects(extra))
+    return plan_retention(history, policy or RetentionPolicy(days=30), now, last_run_ok=kw.pop("last_run_ok", True),
+                          references=history.references, **kw)
 
 
 def keys(items) -> list[str]:
@@ -44,7 +102,7 @@ def keys(items) -> list[str]:
 
 def test_35_nights_keep_30_delete_5():
     history = nightly(35)
-    plan = plan_retention(history, RetentionPolicy(days=30), NOW, last_run_ok=True)
+    plan = plan_of(history)
     assert plan.skipped is None
     assert keys(plan.keep) == keys(history[5:]) and keys(plan.delete) == keys(history[:5])
     assert set(plan.delete_keys) == set().union(*(b.data_keys for b in history[:5]))  # 3 keys each
@@ -97,7 +155,7 @@ def test_daily_picks_newest_verified_of_a_day_with_reruns():
 
 def test_failed_night_prunes_nothing():
     history = nightly(40)
-    plan = plan_retention(history, RetentionPolicy(days=30), NOW, last_run_ok=False, all_objects={"p/objects/x"})
+    plan = plan_of(history, last_run_ok=False, extra={obj(1)})
     assert plan.delete == () and plan.delete_keys == () and "failed" in plan.skipped
     assert keys(plan.keep) == keys(history)
     assert {r["action"] for r in render_plan(plan)} == {"keep"}
@@ -112,7 +170,7 @@ def test_unverified_newest_of_any_database_prunes_nothing():
 
 
 def test_empty_listing_prunes_nothing_not_even_orphans():
-    plan = plan_retention([], RetentionPolicy(), NOW, last_run_ok=True, all_objects={"p/objects/a"})
+    plan = plan_retention([], RetentionPolicy(), NOW, last_run_ok=True, objects=[Listed(obj(1), NOW - GRACE * 9)])
     assert plan.delete_keys == () and "no published backup" in plan.skipped
 
 
@@ -127,28 +185,27 @@ def test_newest_verified_survives_any_age_and_unverified_never_counts():
 
 
 def test_shared_objects_kept_while_referenced_and_orphans_collected():
-    shared, only_old, orphan = "p/objects/aa/aa11", "p/objects/bb/bb22", "p/objects/cc/cc33"
+    shared, only_old, orphan = obj(0xAA), obj(0xBB), obj(0xCC)
     history = nightly(35, objects=lambda i: frozenset({shared} | ({only_old} if i < 5 else set())))
-    plan = plan_retention(history, RetentionPolicy(days=30), NOW, last_run_ok=True,
-                          all_objects={shared, only_old, orphan})
+    plan = plan_of(history, extra={orphan})
     assert shared not in plan.delete_keys
     assert only_old in plan.delete_keys and orphan in plan.delete_keys
     assert list(plan.delete_keys) == sorted(plan.delete_keys)
 
 
 def test_object_referenced_by_a_deleted_and_a_kept_night_stays():
-    history = nightly(35, objects=lambda i: frozenset({"p/objects/x"}) if i in (0, 30) else frozenset())
-    plan = plan_retention(history, RetentionPolicy(days=30), NOW, last_run_ok=True)
-    assert history[0] in plan.delete and "p/objects/x" not in plan.delete_keys
+    history = nightly(35, objects=lambda i: frozenset({obj(1)}) if i in (0, 30) else frozenset())
+    plan = plan_of(history)
+    assert history[0] in plan.delete and obj(1) not in plan.delete_keys
 
 
 def test_databases_planned_apart_but_objects_shared():
-    core = nightly(40, "odoo_core", objects=lambda i: frozenset({"o/x"}) if i < 5 else frozenset())
-    dev = nightly(2, "odoo_dev", objects=lambda i: frozenset({"o/x"}), end=NOW - timedelta(days=60))
-    plan = plan_retention(core + dev, RetentionPolicy(days=30), NOW, last_run_ok=True)
+    core = nightly(40, "odoo_core", objects=lambda i: frozenset({obj(1)}) if i < 5 else frozenset())
+    dev = nightly(2, "odoo_dev", objects=lambda i: frozenset({obj(1)}), end=NOW - timedelta(days=60))
+    plan = plan_of(core + dev)
     assert dev[1] in plan.keep and dev[0] in plan.delete  # odoo_dev keeps its newest verified, however old
     assert all(b in plan.delete for b in core[:10])
-    assert "o/x" not in plan.delete_keys  # still referenced by odoo_dev's kept backup
+    assert obj(1) not in plan.delete_keys  # still referenced by odoo_dev's kept backup
 
 
 def test_buckets_follow_the_stack_time_zone():
@@ -184,24 +241,131 @@ def test_invalid_input_is_refused(bad):
         bad()
 
 
+# ---------------------------------------------------------------- grace: what a night in flight needs
+
+def test_young_orphans_survive_old_orphans_go():
+    history = nightly(3)
+    crashed = layout.stamp(NOW - timedelta(days=5))
+    old = [Listed(layout.dump_key("p", "odoo_core", crashed), NOW - timedelta(days=5)),
+           Listed(layout.filestore_manifest_key("p", "odoo_core", crashed), NOW - timedelta(days=5))]
+    young = [Listed(layout.dump_key("p", "odoo_core", "20261125T025000Z"), NOW - timedelta(minutes=10))]
+    objects = [Listed(obj(1), NOW - timedelta(days=3)), Listed(obj(2), NOW - timedelta(hours=47)),
+               Listed(obj(3), NOW - timedelta(hours=48))]
+    history.refs[old[1].key] = frozenset({obj(1)})  # the crashed night's manifest lists its own upload
+    plan = plan_of(history, listing=history.listing() + old + young, objects=objects, grace=GRACE)
+    assert set(plan.delete_keys) == {old[0].key, old[1].key, obj(1), obj(3)}  # exactly 48 h old is old
+    assert plan.spared == 2  # the young dump and obj(2)
+
+
+def test_old_object_listed_only_by_a_young_unpublished_filestore_manifest_survives():
+    # obj(1): uploaded 40 days ago by a night retention deletes now; tonight's (unpublished) night reuses it.
+    history = nightly(35, objects=lambda i: frozenset({obj(1), obj(2)}) if i == 0 else frozenset({obj(3)}))
+    tonight = layout.filestore_manifest_key("p", "odoo_core", "20261125T025000Z")
+    history.refs[tonight] = frozenset({obj(1), obj(3), obj(4)})
+    uploading = [Listed(tonight, NOW - timedelta(minutes=5)),
+                 Listed(layout.dump_key("p", "odoo_core", "20261125T025000Z"), NOW - timedelta(minutes=20))]
+    objects = history.objects(extra={obj(4)})  # all of them 400 days old, even tonight's new obj(4)
+    plan = plan_of(history, listing=history.listing() + uploading, objects=objects)
+    assert history[0] in plan.delete and history[0].key in plan.delete_keys
+    assert obj(2) in plan.delete_keys  # only the deleted night had it
+    assert not {obj(1), obj(3), obj(4), *(i.key for i in uploading)} & set(plan.delete_keys)
+    # once tonight's filestore manifest is older than grace (the night crashed), its objects are orphans
+    stale = [i._replace(modified=NOW - timedelta(days=3)) for i in uploading]
+    plan = plan_of(history, listing=history.listing() + stale, objects=objects)
+    assert {obj(1), obj(2), obj(4), *(i.key for i in stale)} <= set(plan.delete_keys)
+    assert obj(3) not in plan.delete_keys  # kept nights still list it
+
+
+def test_young_filestore_manifest_protects_its_objects_under_any_tag():
+    history = nightly(2, objects=lambda i: frozenset())
+    young_fs = layout.filestore_manifest_key("p", "odoo_core", "20261125T025000Z")
+    history.refs[young_fs] = frozenset({obj(7)})  # tonight encrypts: its tag is not known before its manifest
+    objects = [Listed(obj(7, "ab12cd34"), NOW - timedelta(days=9)), Listed(obj(8, "ab12cd34"), NOW - timedelta(days=9))]
+    plan = plan_of(history, listing=[Listed(young_fs, NOW)], objects=objects)
+    assert plan.delete_keys == (obj(8, "ab12cd34"),)
+
+
+def test_a_kept_backup_protects_its_own_tag_only():
+    history = History()
+    history.append(record("odoo_core", NOW - timedelta(hours=1), True, {obj(5)}, history, tag="newtag01"))
+    objects = [Listed(obj(5, "newtag01"), NOW - timedelta(days=9)), Listed(obj(5, "oldtag01"), NOW - timedelta(days=9)),
+               Listed(obj(5), NOW - timedelta(days=9))]
+    plan = plan_of(history, objects=objects)
+    assert set(plan.delete_keys) == {obj(5, "oldtag01"), obj(5)}  # copies for retired recipients go
+
+
+def test_clock_skew_never_makes_fresh_keys_old():
+    history = nightly(2)
+    fresh = Listed(obj(1), NOW - timedelta(days=3))  # by the storage clock: 1 hour old (see storage_now)
+    future = Listed(obj(2), NOW + timedelta(days=30))  # the storage clock runs ahead of the worker
+    stale = Listed(obj(3), NOW - timedelta(days=10))
+    skewed = plan_of(history, objects=[fresh, future, stale], storage_now=NOW - timedelta(days=3, hours=-1))
+    assert skewed.delete_keys == (obj(3),)
+    assert set(plan_of(history, objects=[fresh, future, stale]).delete_keys) == {obj(1), obj(3)}  # clocks agree
+    with pytest.raises(ValueError):
+        plan_of(history, storage_now=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError):
+        plan_of(history, grace=timedelta(hours=-1))
+
+
+def test_keys_it_does_not_understand_are_never_deleted():
+    history = nightly(2)
+    odd = ["p/objects/sha1/zz/not-a-digest", "p/objects/md5/ab/ab", obj(1)[:-1], obj(1) + ".tag", "p/objects/x"]
+    plan = plan_of(history, objects=[Listed(k, NOW - timedelta(days=99)) for k in odd])
+    assert plan.delete_keys == ()
+    assert parse_object_key(obj(1, "t1")) == ("sha1", obj(1).rsplit("/", 1)[1], "t1")
+    assert parse_object_key(layout.object_key("a/b", "sha256", "c" * 64)) == ("sha256", "c" * 64, None)
+
+
+def test_filestore_manifest_streams_in_any_chunking():
+    files = [StoredFile(p, i, 1700000000 + i, "sha1" if i % 2 else "sha256", f"{i:064x}"[-(40 if i % 2 else 64):])
+             for i, p in enumerate(['a/b', 'we"ird\\ ü', 'files":[', "x" * 300, "ab/" + "f" * 40])]
+    data = encode_manifest("odoo_core", "20261125T020000Z", '/root "files":[1,2]', files)
+    want = [(f.algo, f.digest) for f in sorted(files, key=lambda f: f.path)]
+    for size in (1, 3, 7, 64, len(data)):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert list(manifest_digests(chunks)) == want
+    with pytest.raises(ValueError):
+        list(manifest_digests([data[: len(data) // 2]]))
+
+
 # ---------------------------------------------------------------- generated histories
 
-POOL = [f"p/objects/{i:02x}/{i:040x}" for i in range(40)]
-ORPHAN = "p/objects/ff/orphan-of-a-crashed-night"
+POOL = [obj(i) for i in range(40)]
+ORPHAN, YOUNG_ORPHAN = obj(0xDEAD), obj(0xBEEF)  # uploads of crashed nights: one long ago, one this morning
 
 
-def random_history(rnd: random.Random, now: datetime) -> list[BackupRecord]:
-    out = []
+def random_history(rnd: random.Random, now: datetime) -> History:
+    out = History()
     for db in rnd.sample(["odoo_core", "odoo_dev"], rnd.randint(1, 2)):
         taken = now - timedelta(hours=rnd.uniform(0.5, 80))
         window = rnd.randint(0, 30)  # objects drift slowly, so nights share most of them
         for n in range(rnd.randint(1, 120)):
             verified = (n == 0 and rnd.random() < 0.9) or (n > 0 and rnd.random() < 0.8)
             objects = frozenset(o for o in POOL[window:window + 10] if rnd.random() < 0.7)
-            out.append(record(db, taken, verified, objects))
+            out.append(record(db, taken, verified, objects, out))
             window = max(0, min(30, window + rnd.choice([-1, 0, 0, 1])))
             taken -= timedelta(hours=rnd.choice([3, 24, 24, 24, 24, 25, 48, 24 * 9]) + rnd.uniform(0, 2))
     return out
+
+
+def in_flight(rnd: random.Random, history: History, now: datetime, grace: timedelta) -> tuple[list[Listed], str]:
+    """An unpublished night: its dump and filestore manifest uploaded within grace, reusing old pool objects."""
+    fs = layout.filestore_manifest_key("p", "odoo_core", layout.stamp(now))
+    history.refs[fs] = frozenset(rnd.sample(POOL, 8))
+    made = now - grace * rnd.uniform(0.01, 0.99)
+    return [Listed(layout.dump_key("p", "odoo_core", layout.stamp(now)), made), Listed(fs, made)], fs
+
+
+def expected_keys(plan, history: History, listing, objects, cutoff) -> set[str]:
+    """The module docstring's rule, written over key strings (an oracle for the planner's ids)."""
+    owned = set().union(*(b.data_keys for b in plan.keep))
+    referenced = set().union(*(history.refs[b.filestore_key] for b in plan.keep))
+    young_fs = [i.key for i in listing if i.modified > cutoff and i.key not in owned and "/filestore/" in i.key]
+    young_digests = {parse_object_key(k)[1] for fs in young_fs for k in history.refs[fs]}
+    return ({b.key for b in plan.delete} | {i.key for i in listing if i.key not in owned and i.modified <= cutoff}
+            | {i.key for i in objects if i.key not in referenced and i.modified <= cutoff
+               and parse_object_key(i.key)[1] not in young_digests})
 
 
 def check_gfs(plan, history, policy, tz):
@@ -231,14 +395,25 @@ def test_generated_histories_hold_the_invariants(seed):
                              monthly=rnd.randint(0, 4))
     tz = rnd.choice([UTC, SGT, ZoneInfo("America/New_York")])
     ok = rnd.random() < 0.85
-    all_objects = {*POOL, ORPHAN}
-    plan = plan_retention(history, policy, now, last_run_ok=ok, all_objects=all_objects, tz=tz)
+    grace = timedelta(hours=rnd.choice([1, 48, 48, 24 * 9]))
+    flying, flying_fs = in_flight(rnd, history, now, grace) if rnd.random() < 0.5 else ([], None)
+    listing = history.listing() + flying
+    first_use = {}  # an object was uploaded by the first night that referenced it
+    for b in sorted(history, key=lambda b: b.taken_at):
+        for k in history.refs[b.filestore_key]:
+            first_use.setdefault(k, b.taken_at)
+    objects = [Listed(k, first_use.get(k, now - timedelta(days=500))) for k in POOL]
+    objects += [Listed(ORPHAN, now - timedelta(days=20)), Listed(YOUNG_ORPHAN, now - timedelta(minutes=30))]
 
+    def planned(records, listing=listing, objects=objects, last_run_ok=ok):
+        return plan_retention(records, policy, now, last_run_ok=last_run_ok, listing=listing, objects=objects,
+                              references=history.references, grace=grace, tz=tz)
+
+    plan = planned(history)
     assert sorted(keys(plan.keep) + keys(plan.delete)) == sorted(keys(history))
     assert plan.reasons.keys() == set(keys(history))
     assert list(plan.delete_keys) == sorted(set(plan.delete_keys))
-    assert plan == plan_retention(rnd.sample(history, len(history)), policy, now, last_run_ok=ok,
-                                  all_objects=sorted(all_objects, reverse=True), tz=tz)  # order-independent
+    assert plan == planned(rnd.sample(history, len(history)), listing[::-1], objects[::-1])  # order-independent
     dbs = {b.database for b in history}
     newest_unverified = any(not max((b for b in history if b.database == db), key=lambda b: b.taken_at).verified
                             for db in dbs)
@@ -255,13 +430,173 @@ def test_generated_histories_hold_the_invariants(seed):
     assert all(b in plan.delete for b in history if not b.verified and b.taken_at <= cutoff)
     check_gfs(plan, history, policy, tz)
 
-    protected = set().union(*(b.objects | b.data_keys for b in plan.keep))
-    assert not protected & set(plan.delete_keys)  # nothing a kept backup owns or references
-    owned_by_deleted = set().union(*(b.objects | b.data_keys for b in plan.delete))
-    unreferenced = all_objects - set().union(*(b.objects for b in history))
-    assert set(plan.delete_keys) == (owned_by_deleted | unreferenced) - protected
-    assert ORPHAN in plan.delete_keys
+    doomed = set(plan.delete_keys)
+    kept = set().union(*(b.data_keys | history.refs[b.filestore_key] for b in plan.keep))
+    assert not kept & doomed  # nothing a kept backup owns or references
+    young = {i.key for i in [*listing, *objects] if i.modified > now - grace}
+    assert not young & doomed  # nothing younger than grace
+    if flying_fs:  # the unpublished night keeps everything it will publish
+        assert not (history.refs[flying_fs] | {i.key for i in flying}) & doomed, sorted((history.refs[flying_fs] | {i.key for i in flying}) & doomed)
+    assert doomed == expected_keys(plan, history, listing, objects, now - grace)
+    assert ORPHAN in doomed or ORPHAN in kept or grace > timedelta(days=20)
+    assert YOUNG_ORPHAN not in doomed
 
-    remaining = all_objects - set(plan.delete_keys)
-    again = plan_retention(plan.keep, policy, now, last_run_ok=True, all_objects=remaining, tz=tz)
+    again = planned(plan.keep, [i for i in listing if i.key not in doomed], [i for i in objects if i.key not in doomed],
+                    True)
     assert again.keep == plan.keep and again.delete == () and again.delete_keys == ()  # idempotent
+
+
+# ---------------------------------------------------------------- scratch databases and names (pure)
+
+def test_scratch_names_carry_the_stack_and_fit_postgres():
+    name = scratch_name("odoo_core", "20261125T020000Z", "odoo-erp-prod")
+    assert re.fullmatch(r"verify_[0-9a-f]{10}_20261125t020000z_odoo_core", name)
+    assert name != scratch_name("odoo_core", "20261125T020000Z", "odoo-erp-staging")
+    long_db = "a_database_name_that_is_far_too_long_to_fit_after_the_prefix_x"
+    one, two = scratch_name(long_db, "20261125T020000Z", "s" * 500), scratch_name(long_db + "y", "20261125T020000Z", "s")
+    assert len(one) <= 63 and len(two) <= 63 and one[-9:] != two[-9:]
+    assert scratch_name("odoo_core", "20261125T020000Z") == "verify_odoo_core_20261125t020000z"  # untagged, as before
+    for bad in [("odoo core", "20261125T020000Z", "s"), ("odoo_core", "yesterday", "s")]:
+        with pytest.raises(ValueError):
+            scratch_name(*bad)
+
+
+def test_stale_scratch_is_this_stacks_old_unused_ones():
+    now = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    mine_old, mine_busy = (scratch_name("odoo_core", st, "prod") for st in ("20261120T020000Z", "20261121T020000Z"))
+    mine_fresh = scratch_name("odoo_core", "20261125T020000Z", "prod")
+    theirs_old = scratch_name("odoo_core", "20261120T020000Z", "staging")
+    legacy_old, legacy_fresh = "verify_odoo_core_20261120t020000z", "verify_odoo_core_20261125t020000z"
+    names = [mine_old, mine_busy, mine_fresh, theirs_old, legacy_old, legacy_fresh, "verify_notes", "odoo_core"]
+    grace = timedelta(hours=48)
+    assert stale_scratch(names, {mine_busy}, stack="prod", now=now, older_than=grace) == [mine_old]
+    assert stale_scratch(names, set(), stack="staging", now=now, older_than=grace) == [theirs_old]
+    assert stale_scratch(names, set(), stack=None, now=now, older_than=grace) == [legacy_old]
+
+
+# ---------------------------------------------------------------- against PostgreSQL and S3
+
+@pytest.mark.integration
+def test_drop_stale_scratch_spares_other_stacks_fresh_and_busy_databases(pg):
+    server = pg.database_config("postgres")
+    now = datetime.now(UTC)
+    old, fresh = layout.stamp(now - timedelta(days=3)), layout.stamp(now - timedelta(minutes=5))
+    mine_stale, mine_busy, mine_fresh, theirs = (
+        scratch_name("odoo_core", old, "gc-test-prod"), scratch_name("odoo_dev", old, "gc-test-prod"),
+        scratch_name("odoo_core", fresh, "gc-test-prod"), scratch_name("odoo_core", old, "gc-test-other"))
+    for name in (mine_stale, mine_busy, mine_fresh, theirs):
+        pg.createdb(name)
+    try:
+        with psycopg.connect(**pg.conninfo(mine_busy)):  # a run restoring into it right now
+            dropped = drop_stale_scratch(server, "gc-test-prod", older_than=timedelta(hours=48))
+        assert dropped == [mine_stale]
+        left = {r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'")}
+        assert {mine_busy, mine_fresh, theirs} <= left and mine_stale not in left
+    finally:
+        for name in (mine_stale, mine_busy, mine_fresh, theirs):
+            pg.dropdb(name)
+
+
+def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True) -> dict:
+    """A backup of `gc_src` (PostgreSQL) and `root` (a local filestore) to S3, with the night's own functions;
+    publish=False stops after the filestore manifest, as a night still verifying would."""
+    from odoo_stack_ops.backup import database as dbleg
+    from odoo_stack_ops.backup import filestore as fs
+    from odoo_stack_ops.backup import manifest as mf
+    from odoo_stack_ops.backup import spaces
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    server = pg.database_config("gc_src")
+    previous = {}
+    fs_keys = sorted(o["Key"] for o in spaces.iter_objects(s3, bucket, "p/filestore/gc_src/"))
+    if fs_keys:
+        previous = fs.read_previous(s3, bucket, fs_keys[-1])
+    with dbleg.exported_snapshot(server, "gc_src") as (snapshot, facts):
+        dump = dbleg.dump_to_spaces(LocalExecutor(), server, "gc_src", snapshot, s3=s3, bucket=bucket,
+                                    key=layout.dump_key("p", "gc_src", st), pg_dump_version="test")
+    files, stats = fs.backup_filestore(LocalExecutor(), str(root), s3=s3, bucket=bucket, prefix="p",
+                                       database="gc_src", st=st, previous=previous)
+    fs_key = layout.filestore_manifest_key("p", "gc_src", st)
+    spaces.put_bytes(s3, bucket, fs_key, fs.encode_manifest("gc_src", st, str(root), files))
+    t = layout.parse_stamp(st)
+    doc = mf.build_manifest(stack="gc-test", database="gc_src", st=st, started_at=t, finished_at=t,
+                            facts=facts.as_dict(), dump=dump.as_dict(), filestore={"manifest_key": fs_key,
+                            **stats.__dict__}, verification={"ok": True}, encryption=None)
+    if publish:
+        spaces.put_bytes(s3, bucket, layout.manifest_key("p", "gc_src", st), mf.encode(doc), "application/json")
+    return doc
+
+
+def write_files(root: Path, contents: list[bytes]) -> None:
+    for data in contents:
+        sha = hashlib.sha1(data, usedforsecurity=False).hexdigest()
+        (root / sha[:2]).mkdir(parents=True, exist_ok=True)
+        (root / sha[:2] / sha).write_bytes(data)
+
+
+@pytest.mark.integration
+def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket, tmp_path):
+    """Old night A (deleted by policy) and B (kept); night C uploads its dump, new objects and filestore
+    manifest, reusing A's object `shared` without uploading it again; retention runs before C publishes."""
+    from odoo_stack_ops.backup import prune, restore, spaces
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    client = s3.client()
+    pg.createdb("gc_src")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t SELECT g, md5(g::text) "
+               "FROM generate_series(1, 500) g", "gc_src")
+    root = tmp_path / "filestore"
+    shared, only_a, b_only, c_new = b"shared by A and C", b"only night A had this", b"B's", b"C's new file"
+    now = datetime.now(UTC)
+    st_a, st_b, st_c = (layout.stamp(now - timedelta(days=d)) for d in (40, 1, 0))
+    try:
+        write_files(root, [shared, only_a])
+        night(pg, client, bucket, root, st_a)
+        (root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2]).rename(tmp_path / "aside")
+        for p in root.rglob("*"):
+            if p.is_file():
+                p.unlink()
+        write_files(root, [b_only])
+        night(pg, client, bucket, root, st_b)  # B: the newest verified; `shared` is now referenced only by A
+        (tmp_path / "aside").rename(root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2])
+        write_files(root, [c_new])
+        time.sleep(4)
+        c_started = time.monotonic()
+        doc_c = night(pg, client, bucket, root, st_c, publish=False)
+        # grace: longer than C has been running, shorter than A's and B's age (S3 dates are whole seconds)
+        grace = timedelta(seconds=time.monotonic() - c_started + 2)
+        plan = prune.plan(client, bucket, "p", RetentionPolicy(days=30), datetime.now(UTC), last_run_ok=True,
+                          tz="UTC", grace=grace)
+        assert [b.key for b in plan.delete] == [layout.manifest_key("p", "gc_src", st_a)]
+        assert key_of(only_a) in plan.delete_keys  # old and only A's: collected
+        assert layout.dump_key("p", "gc_src", st_a) in plan.delete_keys
+        prune.apply(client, bucket, plan)
+
+        spaces.put_bytes(client, bucket, layout.manifest_key("p", "gc_src", st_c), mf_encode(doc_c))
+        present = {o["Key"] for o in spaces.iter_objects(client, bucket, "p/")}
+        files = restore.filestore_files(client, bucket, doc_c)
+        assert {doc_c["dump"]["key"], doc_c["filestore"]["manifest_key"]} <= present
+        assert {layout.object_key("p", f.algo, f.digest) for f in files} <= present
+        assert key_of(shared) in present and key_of(only_a) not in present
+
+        dump_file = tmp_path / "c.dump"
+        restore.download_dump(client, bucket, doc_c["dump"], dump_file)  # checks both SHA-256s
+        restore.restore_database(LocalExecutor(), pg.database_config("postgres"), "gc_restored", dump_file)
+        assert pg.execute("SELECT count(*), sum(length(note)) FROM t", "gc_restored") == [(500, 16000)]
+        target = tmp_path / "restored"
+        restore.restore_filestore(LocalExecutor(), str(target),
+                                  restore.object_members(client, bucket, "p", files))  # hash-checked
+        assert sorted(p.read_bytes() for p in target.rglob("*") if p.is_file()) == sorted([shared, b_only, c_new])
+    finally:
+        pg.dropdb("gc_restored")
+        pg.dropdb("gc_src")
+
+
+def key_of(data: bytes) -> str:
+    return layout.object_key("p", "sha1", hashlib.sha1(data, usedforsecurity=False).hexdigest())
+
+
+def mf_encode(doc: dict) -> bytes:
+    from odoo_stack_ops.backup import manifest as mf
+
+    return mf.encode(doc)

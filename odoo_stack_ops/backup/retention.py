@@ -1,6 +1,6 @@
-"""Retention planning (pure): which published backups and filestore objects to delete, and why.
+"""Retention planning (pure): which published backups and which keys of the bucket to delete, and why.
 
-Rules, per database:
+Backups, per database:
 - keep every backup younger than `days` (an absolute age, independent of the time zone);
 - never delete the newest *verified* backup, whatever its age: it is the last proven restore point;
 - GFS, as borg prune counts it: walking verified backups newest first, keep the newest of each of the last
@@ -12,33 +12,72 @@ Rules, per database:
 Pruning is refused entirely (nothing deleted, `skipped` says why) after a failed or unverified night, when
 the newest backup of any database is unverified, or when no backup is listed at all.
 
-Objects are shared by every backup of every database (content-addressed), so an object is deleted only when
-no retained backup references it. Objects listed in `all_objects` that no backup references at all (a
-crashed night's uploads) are deleted too. This assumes the caller plans only after its own run published
-its manifest and that runs never overlap (a lock): otherwise a running night's fresh uploads would look
-like orphans.
+Keys (garbage collection). A deleted backup's manifest is deleted: that is the policy's verdict, and from
+then on the backup does not exist. Every other key (dumps, filestore manifests, objects) is deleted only when
+it is listed, no kept backup owns or references it, and it is older than the grace period, measured from its
+LastModified. Grace exists because publishing is not atomic across keys: a writer uploads its dump, new
+objects and filestore manifest, and only then its manifest; until then its keys are referenced by nothing
+published. The rule, in full -- a listed key survives when any of these holds:
+
+1. a kept backup owns it (manifest, dump, filestore manifest) or its filestore manifest references it;
+2. it was modified less than `grace` ago (a night in flight, or one that just published);
+3. it is an object referenced by a filestore manifest modified less than `grace` ago, published or not.
+   Objects are content-addressed and shared: a new night does not re-upload an object the bucket holds, so
+   an in-flight night refers to OLD objects (maybe owned only by a backup deleted right now, or orphans of a
+   crashed night) through its filestore manifest, which it uploads before its manifest. Such a manifest's
+   objects are protected whatever their tag (an unpublished night's encryption tag is not known yet);
+4. its key is not one this planner understands (an object key not shaped `objects/{algo}/{xx}/{digest}[.tag.age]`).
+
+So orphans -- dumps, filestore manifests and objects of crashed nights -- are collected once older than
+grace, and a deleted backup's dump and objects follow the same rule. Ages are measured against the earlier of
+the worker's clock (`now`) and the storage's (`storage_now`, the listing's Date header), so a worker clock
+running ahead cannot make fresh keys look old; a key dated in the future is simply young.
+
+Assumption left: a run (listing the bucket to writing its filestore manifest) takes less than `grace`. The
+rule cannot see an object a writer has decided to reuse but not yet written into its filestore manifest; if
+that object is old and referenced by nothing kept or young, a concurrent retention deletes it. That window
+closes only with the writer's help (re-list its objects before publishing, or an in-flight marker).
+
+Memory: object references are kept as 64-bit ids (ints), one set for everything protected; the listing and
+the filestore manifests stream through. Two ids that collide can only protect a key, never doom one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import hashlib
+import itertools
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 TIERS = ("daily", "weekly", "monthly")
+GRACE = timedelta(hours=48)
+ALGOS = {"sha1": 40, "sha256": 64}
+
+# (algo, hex digest) of each file a filestore manifest lists
+References = Callable[[str], Iterable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
 class BackupRecord:
-    """One published backup as listed from its manifest."""
+    """One published backup as listed from its manifest: the keys it owns and where its objects are listed."""
 
     key: str
     database: str
     taken_at: datetime
     verified: bool
-    objects: frozenset[str] = frozenset()
-    data_keys: frozenset[str] = frozenset()
+    data_keys: frozenset[str] = frozenset()  # its manifest, dump and filestore manifest
+    filestore_key: str | None = None
+    object_tag: str | None = None  # encryption tag in its object keys (None: plaintext objects)
+
+
+class Listed(NamedTuple):
+    """A key of the bucket listing and when the storage last modified it."""
+
+    key: str
+    modified: datetime
 
 
 @dataclass(frozen=True)
@@ -61,6 +100,7 @@ class RetentionPlan:
     delete_keys: tuple[str, ...]
     reasons: dict[str, str] = field(default_factory=dict)
     skipped: str | None = None
+    spared: int = 0  # unreferenced keys the grace rule left alone (young, or listed by a young filestore manifest)
 
 
 def bucket(kind: str, taken_at: datetime, tz: tzinfo = UTC) -> str:
@@ -77,12 +117,18 @@ def bucket(kind: str, taken_at: datetime, tz: tzinfo = UTC) -> str:
 
 
 def plan_retention(backups: Iterable[BackupRecord], policy: RetentionPolicy, now: datetime, *, last_run_ok: bool,
-                   all_objects: Iterable[str] = (), tz: tzinfo = UTC) -> RetentionPlan:
+                   listing: Iterable[Listed] = (), objects: Iterable[Listed] = (),
+                   references: References | None = None, grace: timedelta = GRACE,
+                   storage_now: datetime | None = None, tz: tzinfo = UTC) -> RetentionPlan:
     """Decide what to keep and delete. Deterministic: records sorted by (database, taken_at, key), keys sorted.
 
-    Raises ValueError on naive datetimes or duplicate backup keys (the plan would be ambiguous).
+    `listing` holds the dumps and filestore manifests, `objects` the filestore objects (consumed once, after
+    `listing`, so it can stream); `references(filestore manifest key)` yields its files' (algo, digest).
+    Raises ValueError on naive datetimes, duplicate backup keys or a negative grace (the plan would be unsafe).
     """
     records = _sorted_records(backups, now)
+    if grace < timedelta(0) or (storage_now is not None and storage_now.utcoffset() is None):
+        raise ValueError(f"grace must be >= 0 and storage_now timezone-aware (grace={grace}, {storage_now=})")
     by_db: dict[str, list[BackupRecord]] = {}
     for b in records:
         by_db.setdefault(b.database, []).append(b)
@@ -96,7 +142,9 @@ def plan_retention(backups: Iterable[BackupRecord], policy: RetentionPolicy, now
     keep = tuple(b for b in records if b.key in kept_because)
     delete = tuple(b for b in records if b.key not in kept_because)
     reasons = {b.key: kept_because.get(b.key) or _delete_reason(b, policy) for b in records}
-    return RetentionPlan(keep, delete, _delete_keys(records, keep, delete, all_objects), reasons, None)
+    cutoff = min(now, storage_now or now) - grace
+    doomed, spared = _collect(keep, delete, listing, objects, references or _no_references, cutoff)
+    return RetentionPlan(keep, delete, doomed, reasons, None, spared)
 
 
 def _sorted_records(backups: Iterable[BackupRecord], now: datetime) -> list[BackupRecord]:
@@ -160,13 +208,83 @@ def _delete_reason(b: BackupRecord, policy: RetentionPolicy) -> str:
     return f"older than {policy.days} days, no daily/weekly/monthly slot"
 
 
-def _delete_keys(records: list[BackupRecord], keep: tuple[BackupRecord, ...], delete: tuple[BackupRecord, ...],
-                 all_objects: Iterable[str]) -> tuple[str, ...]:
-    """Deleted backups' keys and objects, plus orphans; never a key a retained backup owns or references."""
-    protected = set().union(*(b.objects | b.data_keys for b in keep))
-    referenced = set().union(*(b.objects for b in records))
-    doomed = set().union(*(b.objects | b.data_keys for b in delete)) | (set(all_objects) - referenced)
-    return tuple(sorted(doomed - protected))
+def _no_references(key: str) -> Iterable[tuple[str, str]]:
+    raise ValueError(f"no references given to read filestore manifest {key}")
+
+
+def is_filestore_manifest(key: str) -> bool:
+    """`{prefix}/filestore/{database}/{stamp}.json.zst` (see layout)."""
+    return "/filestore/" in key and key.endswith(".json.zst")
+
+
+def parse_object_key(key: str) -> tuple[str, str, str | None] | None:
+    """(algo, digest, tag) of `.../objects/{algo}/{xx}/{digest}[.{tag}.age]`, None for any other shape (pure)."""
+    parts = key.rsplit("/", 4)
+    if len(parts) != 5 or parts[1] != "objects" or parts[2] not in ALGOS:
+        return None
+    algo, shard, name = parts[2], parts[3], parts[4]
+    digest, dot, rest = name.partition(".")
+    tag = rest.removesuffix(".age") if dot else None
+    if (len(digest) != ALGOS[algo] or shard != digest[:2] or (dot and (not rest.endswith(".age") or not tag))
+            or digest.strip("0123456789abcdef")):
+        return None
+    return algo, digest, tag
+
+
+def digest_id(digest: str) -> int:
+    """A 64-bit id of an object's content, whatever its tag: digests are uniform already (pure)."""
+    return int(digest[:16], 16)
+
+
+@lru_cache(maxsize=64)
+def _salt(algo: str, tag: str | None) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{algo}:{tag or ''}".encode(), digest_size=8).digest(), "big")
+
+
+def object_id(algo: str, digest: str, tag: str | None) -> int:
+    """A 64-bit id of one object key (content, algorithm and encryption tag) (pure)."""
+    return digest_id(digest) ^ _salt(algo, tag)
+
+
+def _collect(keep: tuple[BackupRecord, ...], delete: tuple[BackupRecord, ...], listing: Iterable[Listed],
+             objects: Iterable[Listed], references: References, cutoff: datetime) -> tuple[tuple[str, ...], int]:
+    """Keys to delete under the module's rule, sorted, and how many unreferenced keys grace spared."""
+    owned = set().union(*(b.data_keys for b in keep))
+    doomed = [b.key for b in delete]
+    spared = 0
+    young_filestore: list[str] = []
+    for item in listing:
+        if item.key in owned:
+            continue
+        if item.modified > cutoff:
+            spared += 1
+            if is_filestore_manifest(item.key):
+                young_filestore.append(item.key)
+        else:
+            doomed.append(item.key)
+    stream = iter(objects)
+    first = next(stream, None)
+    if first is None:  # no object listed: no filestore manifest needs reading
+        return tuple(sorted(set(doomed))), spared
+    protected: set[int] = set()  # object ids of kept backups (their tag known)
+    for b in keep:
+        if b.filestore_key is not None:
+            protected.update(object_id(algo, digest, b.object_tag) for algo, digest in references(b.filestore_key))
+    in_flight: set[int] = set()  # content ids of young filestore manifests (any tag)
+    for key in sorted(young_filestore):
+        in_flight.update(digest_id(digest) for _algo, digest in references(key))
+    for item in itertools.chain((first,), stream):
+        parsed = parse_object_key(item.key)
+        if parsed is None:
+            continue
+        algo, digest, tag = parsed
+        if object_id(algo, digest, tag) in protected:
+            continue
+        if item.modified > cutoff or digest_id(digest) in in_flight:
+            spared += 1
+            continue
+        doomed.append(item.key)
+    return tuple(sorted(set(doomed))), spared
 
 
 def render_plan(plan: RetentionPlan) -> list[dict[str, Any]]:

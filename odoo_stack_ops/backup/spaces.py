@@ -226,12 +226,14 @@ class MultipartWriter:
             self.abort()
 
 
-def abort_stale_uploads(s3: Any, bucket: str, prefix: str, older_than: timedelta = timedelta(0)) -> list[str]:
-    """Abort incomplete multipart uploads under `prefix` (left by a crashed run); returns their keys.
+def abort_stale_uploads(s3: Any, bucket: str, prefix: str, older_than: timedelta = timedelta(hours=48),
+                        now: datetime | None = None) -> list[str]:
+    """Abort multipart uploads under `prefix` initiated at least `older_than` before `now`; returns their keys.
 
-    Runs start under a lock, so any upload found at start is stale."""
+    A younger upload may be another run's, still writing (a manual run beside the nightly one): it is left
+    alone. `older_than` is the GC grace (backup.gc_grace_h), longer than any run."""
     aborted = []
-    cutoff = datetime.now(UTC) - older_than
+    cutoff = (now or datetime.now(UTC)) - older_than
     paginator = s3.get_paginator("list_multipart_uploads")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for up in page.get("Uploads", []):
@@ -239,7 +241,8 @@ def abort_stale_uploads(s3: Any, bucket: str, prefix: str, older_than: timedelta
                 s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
                 aborted.append(up["Key"])
     if aborted:
-        log.warning("aborted %d incomplete multipart upload(s) left by an earlier run", len(aborted))
+        log.warning("aborted %d multipart upload(s) left incomplete for more than %s by an earlier run",
+                    len(aborted), older_than)
     return aborted
 
 

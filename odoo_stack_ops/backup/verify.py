@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,70 @@ from odoo_stack_ops.executors.base import Executor
 log = logging.getLogger(__name__)
 
 
-def scratch_name(database: str, st: str) -> str:
-    return ensure_identifier(f"verify_{database}_{st.lower()}"[:63], "scratch database")
+SCRATCH_TAG_LEN = 10  # hex digits of SHA-256(stack name): 40 bits, no two stacks of one cluster collide
+_SCRATCH = re.compile(r"^verify_([0-9a-f]{10})_(\d{8}t\d{6}z)_([A-Za-z0-9_]+)$")
+_LEGACY_SCRATCH = re.compile(r"^verify_([A-Za-z0-9_]+)_(\d{8}t\d{6}z)$")
 
 
-def drop_stale_scratch(db: DatabaseConfig) -> list[str]:
-    """Drop scratch databases a crashed verification left behind (runs never overlap, so all are stale)."""
+def scratch_name(database: str, st: str, stack: str | None = None) -> str:
+    """The scratch database verifying `database`'s backup `st`, for `stack` (pure).
+
+    `verify_{tag}_{stamp}_{database}`: the tag (a hash of the stack name, which may be long or not an
+    identifier) says whose it is on a shared cluster, the stamp how old it is. Within PostgreSQL's 63 bytes:
+    a long database name is cut and suffixed with its own hash. Without `stack`: the old `verify_{db}_{stamp}`.
+    """
+    if stack is None:
+        return ensure_identifier(f"verify_{database}_{st.lower()}"[:63], "scratch database")
+    layout.parse_stamp(st)
+    ensure_identifier(database, "database")
+    head = f"verify_{scratch_tag(stack)}_{st.lower()}_"
+    room = 63 - len(head)
+    db = database
+    if len(db) > room:
+        db = f"{db[:room - 9]}_{hashlib.sha256(database.encode()).hexdigest()[:8]}"
+    return ensure_identifier(head + db, "scratch database")
+
+
+def scratch_tag(stack: str) -> str:
+    return hashlib.sha256(stack.encode()).hexdigest()[:SCRATCH_TAG_LEN]
+
+
+def stale_scratch(names: list[str], in_use: set[str], *, stack: str | None, now: datetime,
+                  older_than: timedelta) -> list[str]:
+    """Which scratch databases to drop (pure): this stack's only (with `stack` None: untagged legacy names),
+    whose stamp is at least `older_than` old, and that no session uses.
+
+    The stamp is the verified backup's, so a re-verification of an old backup looks old too: the in-use check
+    is what spares a run that is restoring into it right now. Other stacks' names never match."""
+    stale = []
+    for name in sorted(names):
+        tagged = _SCRATCH.match(name)
+        if stack is not None:
+            if not tagged or tagged.group(1) != scratch_tag(stack):
+                continue
+            stamp = tagged.group(2)
+        else:
+            legacy = None if tagged else _LEGACY_SCRATCH.match(name)
+            if legacy is None:
+                continue
+            stamp = legacy.group(2)
+        if layout.parse_stamp(stamp.upper()) <= now - older_than and name not in in_use:
+            stale.append(name)
+    return stale
+
+
+def drop_stale_scratch(db: DatabaseConfig, stack: str | None = None, *, older_than: timedelta = timedelta(hours=48),
+                       now: datetime | None = None) -> list[str]:
+    """Drop the scratch databases an interrupted verification of `stack` left behind (see `stale_scratch`);
+    another stack's, a fresh one and one in use are left alone. Returns the names dropped."""
     with connect(db, db.maintenance_db, autocommit=True) as conn:
         names = [r[0] for r in conn.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'verify\_%'")]
-    for name in names:
+        in_use = {r[0] for r in conn.execute(
+            r"SELECT DISTINCT datname FROM pg_stat_activity WHERE datname LIKE 'verify\_%' AND pid <> pg_backend_pid()")}
+    stale = stale_scratch(names, in_use, stack=stack, now=now or datetime.now(UTC), older_than=older_than)
+    for name in stale:
         drop_database(db, name)
-    return names
+    return stale
 
 
 def compare_facts(expected: Manifest, actual: dict[str, Any]) -> list[str]:
@@ -111,7 +166,7 @@ def verify_backup(
 
     Never raises for a failed check (the verdict says so)."""
     start = time.monotonic()
-    scratch = scratch or scratch_name(manifest.database, manifest.stamp)
+    scratch = scratch or scratch_name(manifest.database, manifest.stamp, manifest.stack)
     mode = "stored object re-hashed + restore of tonight's plaintext copy" if plain_copy else "restore from Spaces"
     problems: list[str] = []
     restored_facts: dict[str, Any] | None = None
