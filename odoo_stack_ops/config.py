@@ -101,9 +101,13 @@ class DatabaseConfig(_Model):
     name: str = Field("odoo_core", description="DB_NAME: the production database")
     databases: list[str] = Field(["odoo_core", "odoo_dev"], description="Databases on the cluster")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
-        "require", description="libpq sslmode; the managed database requires TLS"
+        "verify-full", description="libpq sslmode (DB_SSLMODE). verify-full checks the server's certificate "
+        "against sslrootcert and its name; require only encrypts and is warned about on every run"
     )
-    sslrootcert: Path | None = Field(None, description="CA certificate for verify-ca / verify-full")
+    sslrootcert: Path | None = Field(
+        None, description="DB_SSLROOTCERT: the cluster's CA certificate on the worker (DigitalOcean → Databases → "
+        "cluster → Connection details → Download CA certificate, or `doctl databases get-ca <id>`)",
+        examples=["~/.postgresql/odoo-db-sgp1-ca.crt"])
     pool_size: int = Field(25, ge=1, description="Connection pool size of the cluster")
     maintenance_db: str = Field("postgres", description="Database to connect to for CREATE/DROP DATABASE and locks "
                                 "(DigitalOcean clusters also have `defaultdb`)")
@@ -117,6 +121,21 @@ class DatabaseConfig(_Model):
         return v
 
     _idents = field_validator("databases")(plain_identifiers)
+
+    @field_validator("sslrootcert")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None  # libpq does not expand ~
+
+    @model_validator(mode="after")
+    def _ca_for_verifying_modes(self) -> DatabaseConfig:
+        from odoo_stack_ops import pgtls  # noqa: PLC0415 - pgtls imports errors only; kept local to this class
+
+        if self.sslmode in pgtls.VERIFYING and self.sslrootcert is None:
+            raise ValueError(f"sslmode={self.sslmode} needs the cluster's CA certificate: "
+                             f"{pgtls.DO_CA_HOWTO.format(cluster='<cluster>')}; or set sslmode: require "
+                             f"(encrypted, but the server's identity is not checked)")
+        return self
 
     def libpq_env(self, dbname: str | None = None) -> dict[str, str | SecretStr]:
         """Environment for pg_dump/psql/pg_restore: the password travels here, never in argv."""

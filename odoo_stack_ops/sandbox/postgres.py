@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL 15 cluster (initdb/pg_ctl as user postgres), optionally TLS-only like the managed one.
 
 TCP connections authenticate with scram-sha-256 and a generated password (so password handling is really
-exercised); the unix socket trusts. With tls=True a self-signed CA signs the server certificate and
-non-TLS TCP connections are rejected, as DigitalOcean's `sslmode=require` cluster does.
+exercised); the unix socket trusts. With tls=True the cluster's own test CA (made at start, like the CA
+DigitalOcean publishes per cluster) signs a server certificate for 127.0.0.1 (IP SAN) and localhost, non-TLS TCP
+connections are rejected as the managed cluster does, and clients use sslmode=verify-full with that CA.
 """
 
 from __future__ import annotations
@@ -142,16 +143,20 @@ class PgCluster:
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def tls_settings(self, sslmode: str | None = None) -> dict[str, Any]:
+        """sslmode (verify-full with this cluster's CA when TLS is on, else disable) and sslrootcert."""
+        mode = sslmode or ("verify-full" if self.tls else "disable")
+        return {"sslmode": mode, **({"sslrootcert": str(self.ca_file)} if self.ca_file else {})}
+
     def database_config(self, dbname: str = "odoo_core", sslmode: str | None = None, **over: Any) -> DatabaseConfig:
-        """The managed-database section pointing at this cluster (sslmode=require when TLS is on)."""
-        mode = sslmode or ("require" if self.tls else "disable")
+        """The managed-database section pointing at this cluster (verify-full with its CA when TLS is on)."""
+        tls = self.tls_settings(sslmode) | {k: over.pop(k) for k in ("sslrootcert",) if k in over}
         return DatabaseConfig(host=self.host, port=self.port, user=self.user, password=self.password, name=dbname,
-                              sslmode=mode, databases=over.pop("databases", [dbname]), **over)  # type: ignore[arg-type]
+                              databases=over.pop("databases", [dbname]), **tls, **over)
 
     def conninfo(self, dbname: str = "postgres", sslmode: str | None = None) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname,
-                "password": self.password.get_secret_value(),
-                "sslmode": sslmode or ("require" if self.tls else "disable")}
+                "password": self.password.get_secret_value(), **self.tls_settings(sslmode)}
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         with psycopg.connect(**self.conninfo(dbname), autocommit=True) as conn:
