@@ -7,11 +7,15 @@ not vouch for, or a verifying mode without a CA file, is refused with what to fe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from odoo_stack_ops.command import Command
 from odoo_stack_ops.errors import ConfigError
+from odoo_stack_ops.executors.base import Executor, Stdin, Stream
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +99,37 @@ def warn_unverified(what: str, sslmode: str, howto: str) -> bool:
         "path can pose as the database and read the password and data); set sslmode=verify-full with the CA: %s",
         what, sslmode, howto)
     return True
+
+
+CONTAINER_CA_DIR = "/tmp"  # noqa: S108 - inside the container; the file is a public CA certificate, named by its hash
+
+
+class CAInContainer(Executor):
+    """An executor inside a container whose pg tools get the worker's CA file: a command carrying
+    PGSSLROOTCERT=<worker path> has that file copied in (once, named by its hash) and the variable pointed at the
+    copy, so verify-full works for backup.dump_on=container without mounting anything into the container."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner, self.where = inner, inner.where
+        self._staged: dict[str, str] = {}
+
+    def _in_container(self, worker_path: str) -> str:
+        if worker_path not in self._staged:
+            data = Path(worker_path).read_bytes()
+            remote = f"{CONTAINER_CA_DIR}/odoo-stack-ops-ca-{hashlib.sha256(data).hexdigest()[:16]}.crt"
+            self.inner.put(worker_path, remote, mode=0o644)
+            self._staged[worker_path] = remote
+        return self._staged[worker_path]
+
+    def _stream(self, command: Command, *, timeout: float | None, check: bool,
+                stdin: Stdin) -> AbstractContextManager[Stream]:
+        ca = command.env.get("PGSSLROOTCERT")
+        if isinstance(ca, str) and ca:
+            command = Command(command.argv, {**command.env, "PGSSLROOTCERT": self._in_container(ca)}, command.cwd)
+        return self.inner._stream(command, timeout=timeout, check=check, stdin=stdin)
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        self.inner.get(remote_path, local_path)
+
+    def put(self, local_path: str, remote_path: str, mode: int = 0o600) -> None:
+        self.inner.put(local_path, remote_path, mode)
