@@ -199,10 +199,32 @@ class SupabaseConfig(_Model):
 
     url: str | None = Field(None, description="SUPABASE_URL")
     service_role_key: SecretStr | None = Field(None, description="SUPABASE_SERVICE_ROLE_KEY")
-    db_dsn: SecretStr | None = Field(None, description="SUPABASE_DB_URL: direct PostgreSQL connection string")
+    db_dsn: SecretStr | None = Field(
+        None, description="SUPABASE_DB_URL: direct PostgreSQL connection string. Its sslmode defaults to verify-full, "
+        "which needs the project's CA in the URL: ?sslmode=verify-full&sslrootcert=/path/to/supabase-ca.crt",
+        examples=["postgresql://postgres:***@db.<ref>.supabase.co:5432/postgres?sslmode=verify-full"
+                  "&sslrootcert=/etc/odoo-stack-ops/supabase-ca.crt"])
     schema_name: str = Field("ops", description="Schema of the logs table")
     table: str = Field("logs", description="Logs table")
     sink: Literal["postgres", "rest"] = Field("postgres", description="Ship through the database (COPY) or PostgREST")
+
+    @model_validator(mode="after")
+    def _dsn_tls(self) -> SupabaseConfig:
+        if self.db_dsn is None:
+            return self
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only when a DSN is set
+
+        from odoo_stack_ops import pgtls  # noqa: PLC0415 - kept local to this class
+
+        try:
+            params = conninfo_to_dict(self.db_dsn.get_secret_value())
+        except Exception:  # noqa: BLE001 - the parser's message would quote the secret URL
+            raise ValueError("SUPABASE_DB_URL is not a PostgreSQL connection URL or key=value string") from None
+        mode = params.get("sslmode", pgtls.DEFAULT_SSLMODE)
+        if mode in pgtls.VERIFYING and not params.get("sslrootcert"):
+            raise ValueError(f"SUPABASE_DB_URL: sslmode={mode} (the default) needs the project's CA certificate: "
+                             f"{pgtls.SUPABASE_CA_HOWTO}; or add sslmode=require (encrypted, identity not checked)")
+        return self
 
 
 class MattermostConfig(_Model):
