@@ -59,7 +59,8 @@ def ca_problem(sslmode: str, sslrootcert: str | Path | None) -> str | None:
 def is_certificate_failure(message: str) -> bool:
     """libpq's wording for a certificate the CA does not vouch for, a name mismatch or a missing CA file."""
     text = message.lower()
-    return any(s in text for s in ("certificate", "does not match host name", "sslrootcert"))
+    return any(s in text for s in ("certificate", "does not match host name", "sslrootcert", "signature failure",
+                                   "local issuer"))
 
 
 def _run_id() -> str | None:

@@ -42,8 +42,10 @@ def _demote() -> Any:
     return fn
 
 
-def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for `hostname` signed by it: (ca.crt, server.crt, server.key)."""
+def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1",
+                     ca_common_name: str = "odoo-stack-ops test CA") -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for `hostname` (and localhost) signed by it: (ca.crt, server.crt,
+    server.key). Generated at run time: no key is ever stored in the repository."""
     import datetime as dt  # noqa: PLC0415
     import ipaddress  # noqa: PLC0415
 
@@ -54,7 +56,7 @@ def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path
 
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odoo-stack-ops test CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
           .not_valid_after(now + dt.timedelta(days=30))
