@@ -62,12 +62,30 @@ class DockerConfig(_Model):
     )
     remote_socket: str = Field("/var/run/docker.sock", description="For ssh: the Docker socket path on the droplet")
     compose_project: str | None = Field(None, description="Compose project label to narrow container lookups")
-    tls_verify: bool = Field(True, description="For tcp: verify the daemon's TLS certificate")
+    tls_ca_cert: Path | None = Field(None, description="For tcp: CA that signed the daemon's certificate (ca.pem)")
+    tls_client_cert: Path | None = Field(None, description="For tcp: this worker's client certificate (cert.pem)")
+    tls_client_key: Path | None = Field(None, description="For tcp: the client certificate's key (key.pem)")
 
     @model_validator(mode="after")
     def _base_url_needed(self) -> DockerConfig:
         if self.mode in ("local", "tcp") and not self.base_url:
             raise ValueError(f"docker.base_url is required when docker.mode is {self.mode!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _tcp_needs_tls(self) -> DockerConfig:
+        # the Engine API is root on the droplet: over TCP only mutual TLS (the daemon checks our client
+        # certificate, we check its certificate against the CA) keeps it from whoever else reaches the port
+        if self.mode != "tcp":
+            return self
+        missing = [f"docker.{n}" for n in ("tls_ca_cert", "tls_client_cert", "tls_client_key") if not getattr(self, n)]
+        if missing:
+            raise ValueError(
+                f"docker.mode 'tcp' is only used with TLS and a client certificate; set {', '.join(missing)} (the "
+                "ca.pem, cert.pem and key.pem made for a daemon started with --tlsverify, see "
+                "https://docs.docker.com/engine/security/protect-access/), or use docker.mode 'ssh'")
+        if self.base_url and not self.base_url.startswith(("tcp://", "https://")):
+            raise ValueError("docker.base_url must be tcp://host:2376 (or https://) when docker.mode is 'tcp'")
         return self
 
 
