@@ -36,7 +36,7 @@ def everything_in(remote: Path) -> str:
 
 def tree_for(tmp_path: Path, n8n, remote: str, **extra) -> dict:
     """A stack configuration with only what these flows read (n8n, git, state); no droplet needed."""
-    return {"name": "n8n-test", "database": {"host": "127.0.0.1"}, "spaces": {"bucket": "unused"},
+    return {"name": "n8n-test", "database": {"host": "127.0.0.1", "sslrootcert": "/etc/ssl/do-ca.crt"}, "spaces": {"bucket": "unused"},
             "docker": {"mode": "local", "base_url": "unix:///nonexistent.sock"},
             "n8n": {"url": n8n.url, "api_key": n8n.api_key.get_secret_value(), "source": "api"},
             "git": {"n8n_remote": remote}, "state_dir": str(tmp_path / "state"), **extra}
