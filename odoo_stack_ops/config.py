@@ -257,6 +257,10 @@ class N8nConfig(_Model):
     encryption_key: SecretStr | None = Field(None, description="N8N_ENCRYPTION_KEY")
     webhook_url: str | None = Field(None, description="WEBHOOK_URL")
     source: Literal["api", "cli"] = Field("api", description="Export through the REST API or the CLI in the container")
+    cli_argv: list[str] = Field(["n8n"], min_length=1, description="argv prefix that runs the n8n CLI (set here, in "
+                                "the stack file, never as a flow parameter)", examples=[["n8n"]])
+    cli_where: Literal["container", "worker"] = Field(
+        "container", description="Run the n8n CLI inside the n8n container or on the worker")
 
 
 class GitConfig(_Model):

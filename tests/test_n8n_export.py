@@ -121,7 +121,9 @@ def test_cli_export_in_the_n8n_user_folder_matches_the_api_export(prefect_harnes
 
     path = write(tree_for(tmp_path, n8n, str(git_remote)), tmp_path)
     n8n_export(stack_file=path)
-    via_cli = n8n_export(stack_file=path, source="cli", cli_argv=n8n.cli_argv(), cli_where="worker")
+    tree = tree_for(tmp_path, n8n, str(git_remote))
+    tree["n8n"] |= {"cli_argv": n8n.cli_argv(), "cli_where": "worker"}  # the command comes from the stack file
+    via_cli = n8n_export(stack_file=write(tree, tmp_path, "cli.yaml"), source="cli")
     assert via_cli["workflows"] >= 2 and not via_cli["committed"]  # the same normalised files as the API's
     assert n8n.encryption_key.get_secret_value() not in " ".join(n8n.cli_argv())  # the CLI reads it from its folder
     assert n8n.cli("--version").stdout_text.strip() == "1.123.81"
