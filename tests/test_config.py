@@ -143,5 +143,5 @@ def test_check_config_probes_every_endpoint(stack_file, capsys):
     assert "configuration valid" in out
     for component in ("ssh", "docker", "container", "database", "spaces", "odoo"):
         assert component in out
-    assert "TLS on" in out and "FAIL" not in out.split("n8n")[0]
+    assert "TLS on, server verified against" in out and "FAIL" not in out.split("n8n")[0]
     assert code in (0, 1)  # n8n and supabase are not part of the sandbox stack
