@@ -13,7 +13,7 @@ from prefect import flow
 
 from odoo_stack_ops.config import load_config
 from tasks.common import publish_markdown
-from tasks.n8n import CliWhere, Source, commit_workflows, load_workflows, normalise, read_tagged, read_workflows
+from tasks.n8n import Source, commit_workflows, load_workflows, normalise, read_tagged, read_workflows
 
 
 def export_report(out: dict[str, Any]) -> str:
@@ -28,12 +28,12 @@ def export_report(out: dict[str, Any]) -> str:
 
 @flow(name="n8n-export", description="n8n workflows to git weekly: one normalised file each, commit only on change, "
                                      "weekly tag, tags older than 12 weeks pruned")
-def n8n_export(stack_file: str | None = None, source: Source | None = None, cli_argv: list[str] | None = None,
-               cli_where: CliWhere = "container", keep_weeks: int = 12, allow_empty: bool = False) -> dict[str, Any]:
-    """`source` defaults to n8n.source; `cli_argv` is the n8n CLI's argv prefix (default `n8n`), run inside the
-    n8n container (`cli_where='container'`) or on the worker."""
+def n8n_export(stack_file: str | None = None, source: Source | None = None, keep_weeks: int = 12,
+               allow_empty: bool = False) -> dict[str, Any]:
+    """`source` defaults to n8n.source. The CLI's command and where it runs come from the stack file
+    (n8n.cli_argv, n8n.cli_where), never from a parameter: a run must not be able to choose a command."""
     cfg = load_config(stack_file)
-    workflows = read_workflows(cfg, source or cfg.n8n.source, cli_argv or ["n8n"], cli_where)
+    workflows = read_workflows(cfg, source or cfg.n8n.source)
     files = normalise(workflows)
     out = commit_workflows(cfg, files, keep_weeks, allow_empty)
     publish_markdown("n8n-export", export_report(out), f"n8n export of {cfg.name}")

@@ -62,12 +62,30 @@ class DockerConfig(_Model):
     )
     remote_socket: str = Field("/var/run/docker.sock", description="For ssh: the Docker socket path on the droplet")
     compose_project: str | None = Field(None, description="Compose project label to narrow container lookups")
-    tls_verify: bool = Field(True, description="For tcp: verify the daemon's TLS certificate")
+    tls_ca_cert: Path | None = Field(None, description="For tcp: CA that signed the daemon's certificate (ca.pem)")
+    tls_client_cert: Path | None = Field(None, description="For tcp: this worker's client certificate (cert.pem)")
+    tls_client_key: Path | None = Field(None, description="For tcp: the client certificate's key (key.pem)")
 
     @model_validator(mode="after")
     def _base_url_needed(self) -> DockerConfig:
         if self.mode in ("local", "tcp") and not self.base_url:
             raise ValueError(f"docker.base_url is required when docker.mode is {self.mode!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _tcp_needs_tls(self) -> DockerConfig:
+        # the Engine API is root on the droplet: over TCP only mutual TLS (the daemon checks our client
+        # certificate, we check its certificate against the CA) keeps it from whoever else reaches the port
+        if self.mode != "tcp":
+            return self
+        missing = [f"docker.{n}" for n in ("tls_ca_cert", "tls_client_cert", "tls_client_key") if not getattr(self, n)]
+        if missing:
+            raise ValueError(
+                f"docker.mode 'tcp' is only used with TLS and a client certificate; set {', '.join(missing)} (the "
+                "ca.pem, cert.pem and key.pem made for a daemon started with --tlsverify, see "
+                "https://docs.docker.com/engine/security/protect-access/), or use docker.mode 'ssh'")
+        if self.base_url and not self.base_url.startswith(("tcp://", "https://")):
+            raise ValueError("docker.base_url must be tcp://host:2376 (or https://) when docker.mode is 'tcp'")
         return self
 
 
@@ -101,9 +119,13 @@ class DatabaseConfig(_Model):
     name: str = Field("odoo_core", description="DB_NAME: the production database")
     databases: list[str] = Field(["odoo_core", "odoo_dev"], description="Databases on the cluster")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
-        "require", description="libpq sslmode; the managed database requires TLS"
+        "verify-full", description="libpq sslmode (DB_SSLMODE). verify-full checks the server's certificate "
+        "against sslrootcert and its name; require only encrypts and is warned about on every run"
     )
-    sslrootcert: Path | None = Field(None, description="CA certificate for verify-ca / verify-full")
+    sslrootcert: Path | None = Field(
+        None, description="DB_SSLROOTCERT: the cluster's CA certificate on the worker (DigitalOcean → Databases → "
+        "cluster → Connection details → Download CA certificate, or `doctl databases get-ca <id>`)",
+        examples=["~/.postgresql/odoo-db-sgp1-ca.crt"])
     pool_size: int = Field(25, ge=1, description="Connection pool size of the cluster")
     maintenance_db: str = Field("postgres", description="Database to connect to for CREATE/DROP DATABASE and locks "
                                 "(DigitalOcean clusters also have `defaultdb`)")
@@ -117,6 +139,21 @@ class DatabaseConfig(_Model):
         return v
 
     _idents = field_validator("databases")(plain_identifiers)
+
+    @field_validator("sslrootcert")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None  # libpq does not expand ~
+
+    @model_validator(mode="after")
+    def _ca_for_verifying_modes(self) -> DatabaseConfig:
+        from odoo_stack_ops import pgtls  # noqa: PLC0415 - pgtls imports errors only; kept local to this class
+
+        if self.sslmode in pgtls.VERIFYING and self.sslrootcert is None:
+            raise ValueError(f"sslmode={self.sslmode} needs the cluster's CA certificate: "
+                             f"{pgtls.DO_CA_HOWTO.format(cluster='<cluster>')}; or set sslmode: require "
+                             f"(encrypted, but the server's identity is not checked)")
+        return self
 
     def libpq_env(self, dbname: str | None = None) -> dict[str, str | SecretStr]:
         """Environment for pg_dump/psql/pg_restore: the password travels here, never in argv."""
@@ -180,10 +217,32 @@ class SupabaseConfig(_Model):
 
     url: str | None = Field(None, description="SUPABASE_URL")
     service_role_key: SecretStr | None = Field(None, description="SUPABASE_SERVICE_ROLE_KEY")
-    db_dsn: SecretStr | None = Field(None, description="SUPABASE_DB_URL: direct PostgreSQL connection string")
+    db_dsn: SecretStr | None = Field(
+        None, description="SUPABASE_DB_URL: direct PostgreSQL connection string. Its sslmode defaults to verify-full, "
+        "which needs the project's CA in the URL: ?sslmode=verify-full&sslrootcert=/path/to/supabase-ca.crt",
+        examples=["postgresql://postgres:***@db.<ref>.supabase.co:5432/postgres?sslmode=verify-full"
+                  "&sslrootcert=/etc/odoo-stack-ops/supabase-ca.crt"])
     schema_name: str = Field("ops", description="Schema of the logs table")
     table: str = Field("logs", description="Logs table")
     sink: Literal["postgres", "rest"] = Field("postgres", description="Ship through the database (COPY) or PostgREST")
+
+    @model_validator(mode="after")
+    def _dsn_tls(self) -> SupabaseConfig:
+        if self.db_dsn is None:
+            return self
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only when a DSN is set
+
+        from odoo_stack_ops import pgtls  # noqa: PLC0415 - kept local to this class
+
+        try:
+            params = conninfo_to_dict(self.db_dsn.get_secret_value())
+        except Exception:  # noqa: BLE001 - the parser's message would quote the secret URL
+            raise ValueError("SUPABASE_DB_URL is not a PostgreSQL connection URL or key=value string") from None
+        mode = params.get("sslmode", pgtls.DEFAULT_SSLMODE)
+        if mode in pgtls.VERIFYING and not params.get("sslrootcert"):
+            raise ValueError(f"SUPABASE_DB_URL: sslmode={mode} (the default) needs the project's CA certificate: "
+                             f"{pgtls.SUPABASE_CA_HOWTO}; or add sslmode=require (encrypted, identity not checked)")
+        return self
 
 
 class MattermostConfig(_Model):
@@ -198,6 +257,10 @@ class N8nConfig(_Model):
     encryption_key: SecretStr | None = Field(None, description="N8N_ENCRYPTION_KEY")
     webhook_url: str | None = Field(None, description="WEBHOOK_URL")
     source: Literal["api", "cli"] = Field("api", description="Export through the REST API or the CLI in the container")
+    cli_argv: list[str] = Field(["n8n"], min_length=1, description="argv prefix that runs the n8n CLI (set here, in "
+                                "the stack file, never as a flow parameter)", examples=[["n8n"]])
+    cli_where: Literal["container", "worker"] = Field(
+        "container", description="Run the n8n CLI inside the n8n container or on the worker")
 
 
 class GitConfig(_Model):

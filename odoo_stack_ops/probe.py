@@ -82,7 +82,12 @@ def _database(cfg: StackConfig) -> str:
     with connect(cfg.database) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         ssl = conn.pgconn.ssl_in_use
-    return f"PostgreSQL {version}, TLS {'on' if ssl else 'off'}"
+    if not ssl:
+        return f"PostgreSQL {version}, TLS off"
+    if cfg.database.sslmode == "verify-full":
+        return f"PostgreSQL {version}, TLS on, server verified against {cfg.database.sslrootcert}"
+    return (f"PostgreSQL {version}, TLS on, server identity NOT checked (sslmode={cfg.database.sslmode}; set "
+            f"verify-full with the cluster's CA)")
 
 
 def _spaces(cfg: StackConfig) -> str:

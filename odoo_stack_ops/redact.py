@@ -1,8 +1,8 @@
 """Secret redaction for everything we log or publish.
 
 Every secret value the configuration loads is registered here; log records are redacted at creation
-(a record factory, so Prefect's API handler only ever sees the masked text) and artifacts pass through
-`redact()` before they are published.
+(a record factory, so Prefect's API handler only ever sees the masked text; an exception attached to a record
+is masked too, so tracebacks are) and artifacts pass through `redact()` before they are published.
 """
 
 from __future__ import annotations
@@ -45,6 +45,27 @@ def redact(text: str) -> str:
     return text
 
 
+def mask_exception(exc: BaseException | None) -> None:
+    """Redact, in place, the string arguments of an exception and of every cause/context chained to it, so its
+    str(), its traceback and whatever stores it (Prefect's Failed state and result) show *** for secrets."""
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        try:
+            args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+            if args != current.args:
+                current.args = args
+            notes = getattr(current, "__notes__", None)
+            if isinstance(notes, list):
+                notes[:] = [redact(n) if isinstance(n, str) else n for n in notes]
+        except Exception:  # noqa: BLE001, S110 - an exception that refuses new args keeps its own; logs still mask
+            pass
+        stack += [current.__cause__, current.__context__]
+
+
 def _install_record_factory() -> None:
     global _installed  # noqa: PLW0603 - the factory is process-wide by nature
     if _installed:
@@ -53,6 +74,8 @@ def _install_record_factory() -> None:
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if _secrets and record.exc_info and record.exc_info[1] is not None:
+            mask_exception(record.exc_info[1])  # the traceback's last lines quote the exception's message
         if _secrets:
             try:
                 message = record.getMessage()

@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import task
 
+from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup import database as dbleg
 from odoo_stack_ops.backup import filestore as fsleg
 from odoo_stack_ops.backup import layout, lifecycle, restore, spaces
@@ -27,8 +28,11 @@ from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
 
 
 def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
-    """Where pg_dump/pg_restore run: this worker, or inside odoo-core as the seed's runbook does."""
-    return conns.container("odoo-core") if cfg.backup.dump_on == "container" else LocalExecutor()
+    """Where pg_dump/pg_restore run: this worker, or inside odoo-core as the seed's runbook does (the database's
+    CA file is copied in for them, so verify-full holds there too)."""
+    if cfg.backup.dump_on == "container":
+        return pgtls.CAInContainer(conns.container("odoo-core"))
+    return LocalExecutor()
 
 
 @task(name="prepare-bucket", **TRANSIENT_RETRIES)

@@ -1,8 +1,13 @@
-"""What every task shares: retry policy for transient errors only, the run logger, artifacts without secrets."""
+"""What every task shares: retry policy for transient errors only, the run logger, artifacts and Failed state
+messages without secrets."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger
@@ -12,7 +17,7 @@ from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
 from odoo_stack_ops.errors import is_transient
-from odoo_stack_ops.redact import redact
+from odoo_stack_ops.redact import mask_exception, redact
 
 
 def retry_transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -33,6 +38,55 @@ TRANSIENT_RETRIES: dict[str, Any] = {
     "cache_policy": NO_CACHE,
 }
 NO_RETRIES: dict[str, Any] = {"cache_policy": NO_CACHE}
+
+
+def _masking_state(make: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap one of Prefect's exception → Failed/Crashed state builders: the exception is masked in place first
+    (so the stored result and later tracebacks are clean), then the state's message."""
+    if getattr(make, "_masks_secrets", False):
+        return make
+
+    def clean(exc: BaseException | None) -> None:
+        mask_exception(exc if exc is not None else sys.exc_info()[1])
+
+    if inspect.iscoroutinefunction(make):
+        async def masked_async(exc: BaseException | None = None, *args: Any, **kwargs: Any) -> Any:
+            clean(exc)
+            state = await make(exc, *args, **kwargs)
+            state.message = redact(state.message) if state.message else state.message
+            return state
+
+        masked_async._masks_secrets = True  # type: ignore[attr-defined]
+        return masked_async
+
+    def masked(exc: BaseException | None = None, *args: Any, **kwargs: Any) -> Any:
+        clean(exc)
+        state = make(exc, *args, **kwargs)
+        state.message = redact(state.message) if state.message else state.message
+        return state
+
+    masked._masks_secrets = True  # type: ignore[attr-defined]
+    return masked
+
+
+STATE_BUILDERS = {
+    "prefect.task_engine": ("exception_to_failed_state_sync", "exception_to_failed_state",
+                            "exception_to_crashed_state_sync", "exception_to_crashed_state"),
+    "prefect.flow_engine": ("exception_to_failed_state", "exception_to_crashed_state"),
+}
+
+
+def mask_failed_states() -> None:
+    """Prefect writes an exception's text into the Failed state message it records (and shows in the UI) without
+    passing through logging: mask it there as log lines are. Every task and flow module imports this module,
+    so it is in place in each flow-run process. Raises when a Prefect upgrade moved the builders (tested)."""
+    for module_name, names in STATE_BUILDERS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            setattr(module, name, _masking_state(getattr(module, name)))
+
+
+mask_failed_states()
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from prefect import task
@@ -18,7 +17,6 @@ from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
 
 REPO_DIR = "n8n-repo"
 Source = Literal["api", "cli"]
-CliWhere = Literal["container", "worker"]
 
 
 def _api(cfg: StackConfig) -> n8n_source.N8nApi:
@@ -28,16 +26,16 @@ def _api(cfg: StackConfig) -> n8n_source.N8nApi:
 
 
 @task(name="read-n8n-workflows", **TRANSIENT_RETRIES)
-def read_workflows(cfg: StackConfig, source: Source, cli_argv: Sequence[str] = ("n8n",),
-                   cli_where: CliWhere = "container") -> list[dict[str, Any]]:
-    """Every workflow, through the public API or the CLI (in the n8n container, or on the worker)."""
+def read_workflows(cfg: StackConfig, source: Source) -> list[dict[str, Any]]:
+    """Every workflow, through the public API or the CLI configured in the stack file (n8n.cli_argv, in the n8n
+    container or on the worker as n8n.cli_where says)."""
     if source == "api":
         workflows = _api(cfg).paged("/workflows")
-    elif cli_where == "worker":
-        workflows = n8n_source.fetch_cli(LocalExecutor(), cli_argv)
+    elif cfg.n8n.cli_where == "worker":
+        workflows = n8n_source.fetch_cli(LocalExecutor(), cfg.n8n.cli_argv)
     else:
         with Connections(cfg) as conns:
-            workflows = n8n_source.fetch_cli(conns.container("n8n"), cli_argv)
+            workflows = n8n_source.fetch_cli(conns.container("n8n"), cfg.n8n.cli_argv)
     logger().info("read %d workflow(s) from n8n through its %s", len(workflows), source.upper())
     return workflows
 

@@ -39,7 +39,8 @@ def _example_without_blocks(tmp_path: Path) -> Path:
 def test_seed_stack_loads_from_example_and_env(tmp_path):
     cfg = load_config(_example_without_blocks(tmp_path), env=SEED_ENV)
     assert cfg.ssh.host == "178.128.112.214" and cfg.ssh.strict_host_key_checking
-    assert cfg.database.port == 25060 and cfg.database.sslmode == "require" and cfg.database.pool_size == 25
+    assert cfg.database.port == 25060 and cfg.database.sslmode == "verify-full" and cfg.database.pool_size == 25
+    assert cfg.database.sslrootcert == Path("~/.postgresql/odoo-db-sgp1-ca.crt").expanduser()
     assert cfg.database.databases == ["odoo_core", "odoo_dev"]
     assert set(cfg.containers) == {"odoo-core", "nginx-proxy", "n8n", "mattermost"}
     assert cfg.containers["odoo-core"].image == "odoo:18.0" and cfg.containers["odoo-core"].ports == [8069]
@@ -89,7 +90,7 @@ def test_all_errors_reported_at_once_without_values(tmp_path):
 
 def test_dotenv_and_precedence(tmp_path):
     env_file = tmp_path / ".env"
-    env_file.write_text("# comment\nDB_HOST=from-dotenv\nDB_PASSWORD='quoted secret value'\nSPACES_BUCKET=b\n"
+    env_file.write_text("# comment\nDB_HOST=from-dotenv\nDB_SSLROOTCERT=/etc/ca.crt\nDB_PASSWORD='quoted secret value'\nSPACES_BUCKET=b\n"
                         "export SSH_HOST=droplet\n")
     cfg = load_config(None, env={"DB_HOST": "from-env"}, dotenv=env_file)
     assert cfg.database.host == "from-env"
@@ -107,7 +108,7 @@ def test_secret_blocks_are_resolved(tmp_path, prefect_harness):
 
     Secret(value="from-a-block-771").save("test-db-password", overwrite=True)
     p = tmp_path / "s.yaml"
-    p.write_text("database: {host: h, password: 'prefect-secret:test-db-password'}\nspaces: {bucket: b}\n"
+    p.write_text("database: {host: h, sslrootcert: /etc/ca.crt, password: 'prefect-secret:test-db-password'}\nspaces: {bucket: b}\n"
                  "docker: {mode: local, base_url: 'unix:///x.sock'}\n")
     cfg = load_config(p, env={})
     assert cfg.database.password.get_secret_value() == "from-a-block-771"
@@ -116,7 +117,7 @@ def test_secret_blocks_are_resolved(tmp_path, prefect_harness):
 
 def test_secret_block_reference_needs_the_block(tmp_path, prefect_harness):
     p = tmp_path / "s.yaml"
-    p.write_text("database: {host: h, password: 'prefect-secret:definitely-missing-block'}\nspaces: {bucket: b}\n"
+    p.write_text("database: {host: h, sslrootcert: /etc/ca.crt, password: 'prefect-secret:definitely-missing-block'}\nspaces: {bucket: b}\n"
                  "docker: {mode: local, base_url: 'unix:///x.sock'}\n")
     with pytest.raises(ConfigError, match="definitely-missing-block"):
         load_config(p, env={})
@@ -142,5 +143,5 @@ def test_check_config_probes_every_endpoint(stack_file, capsys):
     assert "configuration valid" in out
     for component in ("ssh", "docker", "container", "database", "spaces", "odoo"):
         assert component in out
-    assert "TLS on" in out and "FAIL" not in out.split("n8n")[0]
+    assert "TLS on, server verified against" in out and "FAIL" not in out.split("n8n")[0]
     assert code in (0, 1)  # n8n and supabase are not part of the sandbox stack

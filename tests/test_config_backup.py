@@ -55,7 +55,7 @@ def droplet_dir(ssh_executor, tmp_path):
 
 
 def tree_for(sshd, tmp_path: Path, remote: str, compose_dir: str, **git_extra) -> dict:
-    return {"name": "config-test", "database": {"host": "127.0.0.1"}, "spaces": {"bucket": "unused"},
+    return {"name": "config-test", "database": {"host": "127.0.0.1", "sslrootcert": "/etc/ssl/do-ca.crt"}, "spaces": {"bucket": "unused"},
             "ssh": {"host": sshd.host, "port": sshd.port, "user": sshd.user, "key_file": str(sshd.key_file),
                     "known_hosts": str(sshd.known_hosts)},
             "odoo": {"compose_dir": compose_dir}, "git": {"config_remote": remote, **git_extra},

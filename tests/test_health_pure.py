@@ -366,7 +366,8 @@ def test_concurrency_bounds_the_sweep_by_its_slowest_check():
 # --- configuration-derived endpoints, host readings through an executor ------------------------------------------
 
 def config(**over):
-    tree = {"database": {"host": "db.example", "password": "pw-for-tests-only"}, "spaces": {"bucket": "b"},
+    tree = {"database": {"host": "db.example", "password": "pw-for-tests-only", "sslrootcert": "/etc/ssl/do-ca.crt"},
+            "spaces": {"bucket": "b"},
             "ssh": {"host": "178.128.112.214"}, **over}
     return validate_tree(tree)
 

@@ -36,7 +36,7 @@ def everything_in(remote: Path) -> str:
 
 def tree_for(tmp_path: Path, n8n, remote: str, **extra) -> dict:
     """A stack configuration with only what these flows read (n8n, git, state); no droplet needed."""
-    return {"name": "n8n-test", "database": {"host": "127.0.0.1"}, "spaces": {"bucket": "unused"},
+    return {"name": "n8n-test", "database": {"host": "127.0.0.1", "sslrootcert": "/etc/ssl/do-ca.crt"}, "spaces": {"bucket": "unused"},
             "docker": {"mode": "local", "base_url": "unix:///nonexistent.sock"},
             "n8n": {"url": n8n.url, "api_key": n8n.api_key.get_secret_value(), "source": "api"},
             "git": {"n8n_remote": remote}, "state_dir": str(tmp_path / "state"), **extra}
@@ -121,7 +121,9 @@ def test_cli_export_in_the_n8n_user_folder_matches_the_api_export(prefect_harnes
 
     path = write(tree_for(tmp_path, n8n, str(git_remote)), tmp_path)
     n8n_export(stack_file=path)
-    via_cli = n8n_export(stack_file=path, source="cli", cli_argv=n8n.cli_argv(), cli_where="worker")
+    tree = tree_for(tmp_path, n8n, str(git_remote))
+    tree["n8n"] |= {"cli_argv": n8n.cli_argv(), "cli_where": "worker"}  # the command comes from the stack file
+    via_cli = n8n_export(stack_file=write(tree, tmp_path, "cli.yaml"), source="cli")
     assert via_cli["workflows"] >= 2 and not via_cli["committed"]  # the same normalised files as the API's
     assert n8n.encryption_key.get_secret_value() not in " ".join(n8n.cli_argv())  # the CLI reads it from its folder
     assert n8n.cli("--version").stdout_text.strip() == "1.123.81"

@@ -18,6 +18,7 @@ import psycopg
 import zstandard
 from psycopg import sql
 
+from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup import pgdump
 from odoo_stack_ops.backup.spaces import HashingCounter, MultipartWriter
 from odoo_stack_ops.command import ensure_identifier
@@ -46,11 +47,23 @@ class DbFacts:
 
 
 def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg.Connection[Any]:
-    """psycopg connection; connection failures become ConnectError (transient) with a hint."""
+    """psycopg connection; connection failures become ConnectError (transient) with a hint, a certificate that
+    cannot be verified TLSVerificationError (not retried) saying which CA to fetch. sslmode=require is warned
+    about once per flow run."""
+    where = f"PostgreSQL {db.host}:{db.port}"
+    howto = pgtls.DO_CA_HOWTO.format(cluster="<cluster>")
+    problem = pgtls.ca_problem(db.sslmode, db.sslrootcert)
+    if problem:
+        raise pgtls.TLSVerificationError(f"cannot connect to {where}: {problem}; {howto}")
+    pgtls.warn_unverified(where, db.sslmode, howto)
     try:
         return psycopg.connect(**db.connect_kwargs(dbname), **kw)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if db.sslmode in pgtls.VERIFYING and pgtls.is_certificate_failure(str(exc)):
+            raise pgtls.TLSVerificationError(
+                f"{where} presented a certificate that the CA in {db.sslrootcert} does not vouch for "
+                f"(sslmode={db.sslmode}): {first}. Is it this cluster's CA? {howto}") from exc
         raise ConnectError(
             f"cannot connect to PostgreSQL {db.host}:{db.port} database {dbname or db.name} as {db.user} "
             f"(sslmode={db.sslmode}): {first}. Check DB_HOST/DB_PORT, DB_PASSWORD and that this worker is a "

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import docker
+import docker.tls
 from docker.errors import DockerException, NotFound
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import DockerConfig
-from odoo_stack_ops.errors import CommandTimeout, ConnectError, OpsError
+from odoo_stack_ops.errors import CommandTimeout, ConfigError, ConnectError, OpsError
 from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
 
 if TYPE_CHECKING:
@@ -28,6 +29,21 @@ if TYPE_CHECKING:
 
 SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"
+
+
+def tls_config(cfg: DockerConfig) -> docker.tls.TLSConfig | None:
+    """Mutual TLS for docker.mode 'tcp' (the daemon's certificate checked against tls_ca_cert, ours presented);
+    None for the unix socket and ssh modes. Raises ConfigError when the material is missing or unreadable."""
+    if cfg.mode != "tcp":
+        return None
+    if not (cfg.tls_ca_cert and cfg.tls_client_cert and cfg.tls_client_key):
+        raise ConfigError("docker.mode 'tcp' needs docker.tls_ca_cert, docker.tls_client_cert and "
+                          "docker.tls_client_key; plain TCP to the Engine API is refused")
+    try:
+        return docker.tls.TLSConfig(client_cert=(str(cfg.tls_client_cert), str(cfg.tls_client_key)),
+                                    ca_cert=str(cfg.tls_ca_cert), verify=True)
+    except docker.errors.TLSParameterError as exc:
+        raise ConfigError(f"docker TLS material unusable: {exc}") from exc
 
 
 def docker_client(cfg: DockerConfig, ssh: SSHExecutor | None = None) -> docker.DockerClient:
@@ -39,8 +55,8 @@ def docker_client(cfg: DockerConfig, ssh: SSHExecutor | None = None) -> docker.D
         url = ssh.docker_socket_url(cfg.remote_socket)
     else:
         url = cfg.base_url or "unix:///var/run/docker.sock"
+    tls = tls_config(cfg)
     try:
-        tls = docker.tls.TLSConfig(verify=cfg.tls_verify) if url.startswith("https://") else None
         client = docker.DockerClient(base_url=url, timeout=300, tls=tls)
         client.ping()
     except DockerException as exc:

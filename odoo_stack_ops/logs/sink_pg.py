@@ -18,7 +18,9 @@ from typing import Any
 
 import psycopg
 from psycopg import adapt, pq, sql
+from psycopg.conninfo import conninfo_to_dict
 
+from odoo_stack_ops import pgtls
 from odoo_stack_ops.errors import ConnectError
 from odoo_stack_ops.logs.parse import COLUMNS, Cursor, Row, ns_to_datetime
 
@@ -126,15 +128,36 @@ def copy_rows(conn: psycopg.Connection[Any], target: sql.Composable, rows: Itera
             write(row)
 
 
+def tls_params(conninfo: dict[str, Any] | str) -> dict[str, Any]:
+    """Connection parameters with the TLS policy applied: sslmode verify-full unless the URL says otherwise; a
+    verifying mode without its CA file raises TLSVerificationError saying what to fetch; weaker modes warn
+    once per flow run."""
+    params = conninfo_to_dict(conninfo) if isinstance(conninfo, str) else dict(conninfo)
+    params.setdefault("sslmode", pgtls.DEFAULT_SSLMODE)
+    where = f"logs database {params.get('host') or 'localhost'}:{params.get('port') or 5432}"
+    problem = pgtls.ca_problem(params["sslmode"], params.get("sslrootcert"))
+    if problem:
+        raise pgtls.TLSVerificationError(f"cannot connect to the {where}: {problem}; {pgtls.SUPABASE_CA_HOWTO}")
+    pgtls.warn_unverified(where, params["sslmode"], pgtls.SUPABASE_CA_HOWTO)
+    return params
+
+
 class PgSink:
     """ops.logs through one PostgreSQL connection (Supabase's direct or pooled session connection)."""
 
     def __init__(self, conninfo: dict[str, Any] | str, schema: str = "ops", table: str = "logs") -> None:
         self.schema, self.table = schema, table
+        params = tls_params(conninfo)
         try:
-            self.conn = psycopg.connect(conninfo) if isinstance(conninfo, str) else psycopg.connect(**conninfo)
+            self.conn = psycopg.connect(**params)
         except psycopg.OperationalError as exc:
-            raise ConnectError(f"cannot connect to the logs database: {str(exc).strip().splitlines()[-1]}") from exc
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            if params["sslmode"] in pgtls.VERIFYING and pgtls.is_certificate_failure(str(exc)):
+                raise pgtls.TLSVerificationError(
+                    f"the logs database presented a certificate that the CA in {params.get('sslrootcert')} does not "
+                    f"vouch for (sslmode={params['sslmode']}): {last}. Is it this project's CA? "
+                    f"{pgtls.SUPABASE_CA_HOWTO}") from exc
+            raise ConnectError(f"cannot connect to the logs database: {last}") from exc
         register_row_dumpers(self.conn)
         self.target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
         self.batches = self.merged = 0

@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL 15 cluster (initdb/pg_ctl as user postgres), optionally TLS-only like the managed one.
 
 TCP connections authenticate with scram-sha-256 and a generated password (so password handling is really
-exercised); the unix socket trusts. With tls=True a self-signed CA signs the server certificate and
-non-TLS TCP connections are rejected, as DigitalOcean's `sslmode=require` cluster does.
+exercised); the unix socket trusts. With tls=True the cluster's own test CA (made at start, like the CA
+DigitalOcean publishes per cluster) signs a server certificate for 127.0.0.1 (IP SAN) and localhost, non-TLS TCP
+connections are rejected as the managed cluster does, and clients use sslmode=verify-full with that CA.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def _demote() -> Any:
     return fn
 
 
-def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for `hostname` signed by it: (ca.crt, server.crt, server.key)."""
+def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1",
+                     ca_common_name: str = "odoo-stack-ops test CA") -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for `hostname` (and localhost) signed by it: (ca.crt, server.crt,
+    server.key). Generated at run time: no key is ever stored in the repository."""
     import datetime as dt  # noqa: PLC0415
     import ipaddress  # noqa: PLC0415
 
@@ -53,7 +56,7 @@ def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1") -> tuple[Path
 
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odoo-stack-ops test CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
           .not_valid_after(now + dt.timedelta(days=30))
@@ -142,16 +145,20 @@ class PgCluster:
                 self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def tls_settings(self, sslmode: str | None = None) -> dict[str, Any]:
+        """sslmode (verify-full with this cluster's CA when TLS is on, else disable) and sslrootcert."""
+        mode = sslmode or ("verify-full" if self.tls else "disable")
+        return {"sslmode": mode, **({"sslrootcert": str(self.ca_file)} if self.ca_file else {})}
+
     def database_config(self, dbname: str = "odoo_core", sslmode: str | None = None, **over: Any) -> DatabaseConfig:
-        """The managed-database section pointing at this cluster (sslmode=require when TLS is on)."""
-        mode = sslmode or ("require" if self.tls else "disable")
+        """The managed-database section pointing at this cluster (verify-full with its CA when TLS is on)."""
+        tls = self.tls_settings(sslmode) | {k: over.pop(k) for k in ("sslrootcert",) if k in over}
         return DatabaseConfig(host=self.host, port=self.port, user=self.user, password=self.password, name=dbname,
-                              sslmode=mode, databases=over.pop("databases", [dbname]), **over)  # type: ignore[arg-type]
+                              databases=over.pop("databases", [dbname]), **tls, **over)
 
     def conninfo(self, dbname: str = "postgres", sslmode: str | None = None) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "user": self.user, "dbname": dbname,
-                "password": self.password.get_secret_value(),
-                "sslmode": sslmode or ("require" if self.tls else "disable")}
+                "password": self.password.get_secret_value(), **self.tls_settings(sslmode)}
 
     def execute(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         with psycopg.connect(**self.conninfo(dbname), autocommit=True) as conn:

@@ -38,7 +38,7 @@ def stack_tree(*, pg: PgCluster, sshd: SshServer, podman: PodmanService, contain
                 "known_hosts": str(sshd.known_hosts)},
         "docker": {"mode": "ssh", "remote_socket": podman.socket_path, "compose_project": PROJECT},
         "database": {"host": pg.host, "port": pg.port, "user": pg.user, "password": pg.password.get_secret_value(),
-                     "name": "odoo_core", "databases": ["odoo_core", "odoo_dev"], "sslmode": "require"},
+                     "name": "odoo_core", "databases": ["odoo_core", "odoo_dev"], **pg.tls_settings()},
         "odoo": {"health_url": containers["odoo-core"]["health_url"], "compose_dir": str(state_dir / "compose")},
         "n8n": {"url": containers["n8n"]["health_url"].rsplit("/", 1)[0]},
         "spaces": {"endpoint": s3.endpoint, "bucket": bucket, "prefix": prefix,

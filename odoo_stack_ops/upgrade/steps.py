@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup.database import connect
 from odoo_stack_ops.config import DatabaseConfig, StackConfig
 from odoo_stack_ops.errors import CommandFailed, CommandTimeout, VerificationFailed
@@ -118,8 +119,9 @@ def run_odoo(container: Executor, cfg: StackConfig, database: str, install: list
     errors: list[str] = []
     argv = odoo_argv(cfg, database, install, upgrade)
     try:
-        with container.stream(["sh", "-c", 'exec "$@" 2>&1', "sh", *argv], env=cfg.database.libpq_env(database),
-                              timeout=timeout_s) as out:
+        # the CA file is copied into the container so odoo's libpq can verify the server there too
+        with pgtls.CAInContainer(container).stream(["sh", "-c", 'exec "$@" 2>&1', "sh", *argv],
+                                                   env=cfg.database.libpq_env(database), timeout=timeout_s) as out:
             buf = b""
             for chunk in out:
                 buf += chunk
