@@ -18,6 +18,7 @@ from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.errors import OpsError
 
 log = logging.getLogger(__name__)
+LEASE_S = 60  # a killed holder's slot comes back after this long (Prefect's minimum; renewed while alive)
 
 
 def limit_name(stack: str) -> str:
@@ -73,7 +74,7 @@ def stack_writer(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
     log.info("%s: waiting for the writer lock of stack %s (up to %.0f s)", what, cfg.name, wait_s)
     start = time.monotonic()
     try:
-        slot = concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True)
+        slot = concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, lease_duration=LEASE_S)
         slot.__enter__()
     except TimeoutError as exc:
         raise OpsError(f"another writer of stack {cfg.name} holds the Prefect concurrency limit {name} (nightly "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import task
 
+from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup import restore
 from odoo_stack_ops.backup.database import connect, database_exists, drop_database
 from odoo_stack_ops.backup.manifest import Manifest
@@ -84,7 +85,7 @@ def neutralize(cfg: StackConfig, name: str) -> str:
     SQL rules otherwise; then checks the database says it is neutralized. Returns how it was done."""
     ensure_identifier(name, "database")
     with Connections(cfg) as conns:
-        container = conns.container("odoo-core")
+        container = pgtls.CAInContainer(conns.container("odoo-core"))  # odoo's libpq verifies the server too
         has_command = container.run(["odoo", "neutralize", "--help"], check=False, timeout=60).ok
         if has_command:
             container.run(["odoo", "neutralize", "-c", cfg.odoo.config_file, "-d", name],

@@ -87,11 +87,15 @@ def test_permanent_s3_error_publishes_nothing_and_leaves_no_parts(prefect_harnes
         proxy.stop()
 
 
-def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, stack_tree, stack_file, pg_tls):
+def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, stack_tree, tmp_path, pg_tls):
+    """Killed runs hold the writer lock until their Prefect lease runs out (the advisory lock goes with the
+    session); with no grace period the next run sweeps what they left."""
     from prefect.settings import PREFECT_API_URL
 
     from flows.backup import backup
 
+    stack_tree = {**stack_tree, "backup": {**stack_tree["backup"], "gc_grace_h": 0}}
+    stack_file = write(stack_tree, tmp_path / "s.yaml")
     cfg = validate_tree(stack_tree)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
     code = f"from flows.backup import backup; backup(stack_file={stack_file!r})"

@@ -105,7 +105,8 @@ def test_a_secret_in_a_commit_message_refuses_the_push(repo, git_remote):
 def test_the_n8n_export_push_is_guarded(git_remote, tmp_path):
     from tasks.n8n import commit_workflows
 
-    cfg = validate_tree({"name": "guard-test", "database": {"host": "127.0.0.1"}, "spaces": {"bucket": "unused"},
+    cfg = validate_tree({"name": "guard-test", "database": {"host": "127.0.0.1", "sslmode": "require"},
+                         "spaces": {"bucket": "unused"},
                          "docker": {"mode": "local", "base_url": "unix:///nonexistent.sock"},
                          "git": {"n8n_remote": str(git_remote)}, "state_dir": str(tmp_path / "state")})
     jwt = planted.jwt_service_role()
