@@ -24,7 +24,8 @@ log = logging.getLogger("deployments.setup")
 PROCESS_POOL = "ops-process"
 DOCKER_POOL = "ops-docker"
 WORKER_IMAGE = "odoo-stack-ops-worker:latest"
-CONCURRENCY_LIMITS = {"odoo-db-writes": 1, "backup-nightly": 1}
+# The per-stack writer limit (`stack-writes-<stack>`, odoo_stack_ops.locks) is created by its first holder.
+CONCURRENCY_LIMITS = {"backup-nightly": 1}
 FLOWS = ("backup", "restore", "n8n-export", "n8n-import", "config-backup", "log-shipping", "health-sweep",
          "diagnose", "module-upgrade")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"

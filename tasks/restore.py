@@ -171,6 +171,9 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
     if not overwrite and database_exists(cfg.database, target):
         raise OpsError(f"database {target} already exists; pass overwrite=True to replace it (its current copy is "
                        f"kept as {target}__before_<stamp> until the restore is confirmed)")
+    stale = restore.drop_stale_copies(cfg.database, target, cfg.backup.keep_previous_h)
+    if stale:
+        logger().warning("dropped copies earlier restores of %s left behind: %s", target, stale)
     work = restore.scratch_dir()
     new = None
     try:

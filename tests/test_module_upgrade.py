@@ -11,36 +11,11 @@ from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.sandbox.images import write_files
 
 pytestmark = pytest.mark.integration
 
-ADDONS = {
-    "ipai_finance_ppm/__manifest__.py": b"{'name': 'PPM', 'version': '18.0.1.0.5', 'depends': ['account']}",
-    "ipai_finance_ppm/models.py": b"# v5\n",
-    "ipai_new/__manifest__.py": b"{'name': 'New', 'version': '18.0.1.0.0', 'depends': ['base', 'mail']}",
-    "ipai_broken/__manifest__.py": b"{'name': 'Broken', 'version': '18.0.1.0.0', 'depends': ['not_there']}",
-}
-
-
-@pytest.fixture(scope="session")
-def addons(stack_containers, docker_client, seeded_filestore):
-    odoo = docker_client.containers.get(stack_containers["odoo-core"]["container"])
-    write_files(odoo, "/mnt/extra-addons/ipai", ADDONS, uid=0)
-    return odoo
-
-
-@pytest.fixture(scope="session")
-def db_writes_limit(prefect_harness):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="odoo-db-writes", limit=1))
-
-
 @pytest.fixture
-def run(db_writes_limit, stack_tree, addons, tmp_path, pg_tls):
+def run(prefect_harness, stack_tree, addons, tmp_path, pg_tls):
     from flows.module_upgrade import UpgradeRequest, module_upgrade
 
     path = tmp_path / "stack.yaml"

@@ -19,7 +19,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -145,6 +145,38 @@ def copy_name(target: str, kind: str, st: str) -> str:
     """`<target>__restoring_<stamp>` / `<target>__before_<stamp>` (pure; at most 63 bytes, validated)."""
     suffix = f"__{kind}_{st.lower()}"
     return ensure_identifier(target[: 63 - len(suffix)] + suffix, "database")
+
+
+def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime, keep_before_h: float) -> list[str]:
+    """Leftovers of earlier restores of `target` to drop (pure): every `__restoring_` copy no session uses (a
+    killed restore; the caller holds the stack's writer lock, so none is in progress) and `__before_` copies
+    older than `keep_before_h`."""
+    doomed = []
+    for name in sorted(names):
+        for kind in ("restoring", "before"):
+            prefix = copy_name(target, kind, "x")[:-1]
+            if not name.startswith(prefix) or name in in_use:
+                continue
+            try:
+                taken = layout.parse_stamp(name[len(prefix):].upper())
+            except ValueError:
+                continue
+            if kind == "restoring" or now - taken >= timedelta(hours=keep_before_h):
+                doomed.append(name)
+    return doomed
+
+
+def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float) -> list[str]:
+    """Drop what stale_copies names; returns the names."""
+    with connect(server, server.maintenance_db, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                            (target + "__",))]
+        in_use = {r[0] for r in conn.execute("SELECT DISTINCT datname FROM pg_stat_activity WHERE pid <> "
+                                             "pg_backend_pid() AND datname IS NOT NULL")}
+    doomed = stale_copies(names, in_use, target, datetime.now(UTC), keep_before_h)
+    for name in doomed:
+        drop_database(server, name)
+    return doomed
 
 
 def restore_copy(executor: Executor, server: DatabaseConfig, target: str, st: str, dump_file: Path, *,
@@ -290,7 +322,23 @@ def restore_filestore(executor: Executor, data_dir: str, new: str, members: Iter
     """Unpack the objects as a tar stream into the filestore of the NEW database name (a fresh directory; the
     live filestore is untouched until swap_filestore). Returns its path."""
     root = filestore_root(data_dir, new)
-    executor.run(["sh", "-c", RESTORE_FILESTORE_SH, "sh", root], stdin=tar_stream(members, *owner), timeout=6 * 3600)
+    failed: list[BaseException] = []
+
+    def feed() -> Iterator[bytes]:
+        try:
+            yield from tar_stream(members, *owner)
+        except BaseException as exc:
+            failed.append(exc)  # the cause; tar only sees its input end ("short read")
+            raise
+
+    try:
+        executor.run(["sh", "-c", RESTORE_FILESTORE_SH, "sh", root], stdin=feed(), timeout=6 * 3600)
+    except Exception as exc:
+        if failed:
+            raise failed[0] from exc
+        raise
+    if failed:
+        raise failed[0]
     return root
 
 

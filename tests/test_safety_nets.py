@@ -1,0 +1,251 @@
+"""Safety nets on the real test bed: a rollback that brings code and database back (encrypted, no key on the
+worker), restores that never destroy first (pg_restore dying half way, the worker killed half way), one
+writer at a time, and a staging refresh that never leaves an un-neutralized copy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyrage
+import pytest
+import requests
+import yaml
+
+from odoo_stack_ops.backup import restore as rs
+from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.config import validate_tree
+from odoo_stack_ops.errors import OpsError
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x",
+           "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+
+
+def write(tree, path):
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+def published(cfg):
+    bucket = spaces.Bucket.open(cfg.spaces)
+    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
+
+
+def databases(pg, like):
+    return sorted(r[0] for r in pg.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{like}'"))
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, env=GIT_ENV, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def fake_pg_restore(tmp_path, script: str) -> str:
+    """A PATH entry whose pg_restore runs the real one under `script` (to die or stall half way)."""
+    real = subprocess.run(["sh", "-c", "command -v pg_restore"], check=True, capture_output=True, text=True).stdout.strip()
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "pg_restore").write_text(f"#!/bin/sh\nREAL={real}\n{script}\n")
+    (bindir / "pg_restore").chmod(0o755)
+    return f"{bindir}:{os.environ['PATH']}"
+
+
+DIES_HALF_WAY = '"$REAL" "$@" & pid=$!; sleep 0.3; kill -9 $pid; wait $pid; exit 137'
+STALLS = 'sleep 300; exec "$REAL" "$@"'
+
+
+@pytest.fixture
+def addons_repo(addons, stack_containers):
+    """odoo-core's ./addons/ipai as a git checkout on the droplet (this machine): v1 checked out, v2 bumps PPM."""
+    repo = Path(stack_containers["odoo-core"]["addons_dir"]) / "ipai"
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "v1")
+    git(repo, "tag", "v1")
+    manifest = repo / "ipai_finance_ppm" / "__manifest__.py"
+    manifest.write_text(manifest.read_text().replace("18.0.1.0.5", "18.0.1.0.6"))
+    git(repo, "commit", "-q", "-am", "v2")
+    git(repo, "tag", "v2")
+    git(repo, "checkout", "-q", "--detach", "v1")
+    yield repo
+    git(repo, "checkout", "-q", "--force", "--detach", "v1")
+    subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
+
+
+def test_encrypted_failing_upgrade_with_code_deploy_rolls_back_code_and_database(
+        prefect_harness, stack_tree, addons_repo, addons, pg_tls, docker_client, tmp_path):
+    from flows.module_upgrade import UpgradeRequest, module_upgrade
+
+    public = str(pyrage.x25519.Identity.generate().to_public())  # the private key never reaches the worker
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]},
+            "odoo": {**stack_tree["odoo"], "compose_dir": str(addons_repo.parent.parent)}}
+    v1 = git(addons_repo, "rev-parse", "HEAD")
+    before = pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name", "odoo_core")
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo fail > /var/lib/odoo/.standin/mode"])
+    try:
+        with pytest.raises(OpsError, match="rolled back") as err:
+            module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"], addons_ref="v2"),
+                           stack_file=write(tree, tmp_path / "s.yaml"))
+    finally:
+        addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+    assert "Failed to load registry" in str(err.value)
+    assert git(addons_repo, "rev-parse", "HEAD") == v1  # the code is back
+    assert pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name",
+                          "odoo_core") == before  # and the database
+    (point,) = published(validate_tree(tree))
+    assert point.encryption.enabled and point.dump.key.endswith(".age")
+    assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+    assert not docker_client.containers.list(all=True, filters={"label": ["odoo-stack-ops.maintenance"]})
+    assert databases(pg_tls, "odoo_core\\_\\_%") == []
+
+
+def test_pg_restore_dying_half_way_in_a_rollback_leaves_the_live_database(
+        prefect_harness, stack_tree, addons, pg_tls, docker_client, tmp_path, monkeypatch):
+    from flows.module_upgrade import UpgradeRequest, module_upgrade
+    from odoo_stack_ops.connect import Connections
+    from odoo_stack_ops.upgrade import steps
+
+    monkeypatch.setenv("PATH", fake_pg_restore(tmp_path, DIES_HALF_WAY))
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo fail > /var/lib/odoo/.standin/mode"])
+    try:
+        with pytest.raises(OpsError, match="AND rollback failed"):
+            module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"]), stack_file=write(stack_tree, tmp_path / "s.yaml"))
+        # the live database was never dropped: it still answers, with the content it had when the rollback began
+        rows = pg_tls.execute("SELECT state FROM ir_module_module WHERE name = 'ipai_finance_ppm'", "odoo_core")
+        assert rows == [("to upgrade",)]
+        assert pg_tls.execute("SELECT count(*) FROM res_partner", "odoo_core")[0][0] == 200
+        assert databases(pg_tls, "odoo_core\\_\\_%") == []  # the partial copy is gone
+    finally:  # a failed rollback leaves odoo-core stopped on purpose (nothing half-restored is served)
+        with Connections(validate_tree(stack_tree)) as conns:
+            steps.end_maintenance(conns, "odoo-core")
+        addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+        pg_tls.execute("UPDATE ir_module_module SET state = 'installed' WHERE name = 'ipai_finance_ppm'", "odoo_core")
+
+
+@pytest.fixture
+def victim(prefect_harness, stack_file, pg_tls):
+    """A restored database `victim` holding a row no backup has: it must survive every failed restore."""
+    from flows.backup import backup
+    from flows.restore import restore
+
+    backup(stack_file=stack_file)
+    restore(stack_file=stack_file, database="odoo_core", target_database="victim", restore_filestore=False)
+    pg_tls.execute("CREATE TABLE only_in_victim (x int); INSERT INTO only_in_victim VALUES (42)", "victim")
+    yield "victim"
+    pg_tls.dropdb("victim")
+
+
+def test_pg_restore_dying_half_way_in_an_overwrite_restore_leaves_the_live_database(
+        victim, stack_file, pg_tls, tmp_path, monkeypatch):
+    from flows.restore import restore
+
+    monkeypatch.setenv("PATH", fake_pg_restore(tmp_path, DIES_HALF_WAY))
+    with pytest.raises(Exception, match=r"137|pg_restore"):
+        restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
+                restore_filestore=False)
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    assert databases(pg_tls, "victim\\_\\_%") == []
+
+
+def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
+        victim, stack_file, pg_tls, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.restore import restore
+
+    env = {**os.environ, "PATH": fake_pg_restore(tmp_path, STALLS), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = (f"from flows.restore import restore; restore(stack_file={stack_file!r}, database='odoo_core', "
+            f"target_database='victim', overwrite=True, restore_filestore=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not databases(pg_tls, "victim\\_\\_restoring\\_%"):  # pg_restore is about to fill the copy
+            assert time.monotonic() < deadline and proc.poll() is None, "the restore never reached pg_restore"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    # the next restore sweeps the killed one's copy (the writer lock's lease ran out) and succeeds
+    out = restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
+                  restore_filestore=False)
+    assert out["replaced_copy"].endswith("(dropped after the gate passed)")
+    assert databases(pg_tls, "victim\\_\\_%") == []
+    assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_in_victim'", victim) == [(0,)]
+
+
+def test_nightly_and_pre_upgrade_backup_at_once_one_waits_and_both_are_whole(
+        prefect_harness, stack_tree, stack_file, addons, pg_tls, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    nightly = f"from flows.backup import backup; backup(stack_file={stack_file!r})"
+    upgrade = ("from flows.module_upgrade import UpgradeRequest, module_upgrade; "
+               f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={stack_file!r})")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for code in (nightly, upgrade)]
+    try:
+        errors = [p.communicate(timeout=600)[1].decode(errors="replace")[-2000:] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+    finally:
+        pg_tls.execute("DELETE FROM ir_module_module WHERE name = 'ipai_new'", "odoo_core")
+    cfg = validate_tree(stack_tree)
+    first, second = sorted(published(cfg), key=lambda m: m.started_at)
+    assert second.started_at >= first.finished_at  # they did not overlap: one waited for the other
+    assert [m.verified for m in (first, second)].count(True) == 1  # the nightly's (the rollback point's is not)
+    s3 = spaces.client(cfg.spaces)
+    bucket = spaces.Bucket.open(cfg.spaces)
+    for m in (first, second):  # nothing of either was deleted, and each restores
+        assert b"".join(rs.dump_chunks(bucket, m.dump))
+        for f in rs.filestore_files(bucket, m):
+            s3.head_object(Bucket=cfg.spaces.bucket, Key=f"{cfg.spaces.prefix}/objects/{f.algo}/{f.digest[:2]}/{f.digest}")
+
+
+def test_staging_refresh_whose_filestore_restore_fails_leaves_no_live_copy(
+        prefect_harness, stack_file, stack_config, pg_tls):
+    from flows.backup import backup
+    from flows.restore import restore
+
+    backup(stack_file=stack_file)
+    (m,) = published(stack_config)
+    bucket = spaces.Bucket.open(stack_config.spaces)
+    victim_file = rs.filestore_files(bucket, m)[-1]
+    key = f"{bucket.prefix}/objects/{victim_file.algo}/{victim_file.digest[:2]}/{victim_file.digest}"
+    bucket.put_bytes(key, b"not what the manifest says")
+    dev_before = pg_tls.execute("SELECT count(*) FROM pg_class", "odoo_dev")
+    with pytest.raises(Exception, match=r"corrupt|hash"):
+        restore(stack_file=stack_file, database="odoo_core", staging=True)
+    assert databases(pg_tls, "odoo\\_dev\\_\\_%") == []  # the copy (neutralized first anyway) is gone
+    assert pg_tls.execute("SELECT count(*) FROM pg_class", "odoo_dev") == dev_before  # odoo_dev untouched
+    for db in databases(pg_tls, "%"):
+        if db in ("odoo_core", "template0", "template1", "postgres") or db.startswith("verify_"):
+            continue
+        if pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'ir_mail_server'", db)[0][0]:
+            assert pg_tls.execute("SELECT count(*) FROM ir_mail_server WHERE active", db) == [(0,)], db
+
+
+def test_staging_refresh_falls_back_to_the_sql_rules_without_odoo_neutralize(
+        prefect_harness, stack_file, addons, pg_tls, docker_executor, caplog):
+    from flows.backup import backup
+    from flows.restore import restore
+
+    backup(stack_file=stack_file)
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo no-neutralize > /var/lib/odoo/.standin/mode"])
+    try:
+        restore(stack_file=stack_file, database="odoo_core", staging=True)
+    finally:
+        addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+    assert any("SQL rules" in r.getMessage() for r in caplog.records)
+    assert pg_tls.execute("SELECT count(*) FROM ir_mail_server WHERE active", "odoo_dev") == [(0,)]
+    assert pg_tls.execute("SELECT count(*) FROM ir_cron WHERE active", "odoo_dev") == [(1,)]  # autovacuum only
+    assert pg_tls.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'",
+                          "odoo_dev") == [("True",)]
+    docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/odoo_dev"])
