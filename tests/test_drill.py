@@ -59,7 +59,14 @@ def encrypted_night(prefect_harness, stack_tree, pg_tls, tmp_path):
     cfg = validate_tree(with_keys(stack_tree, [pub]))
     (manifest,) = manifests(cfg)
     drill = write(with_keys(stack_tree, [pub], secret), tmp_path / "drill.yaml")
-    return cfg, manifest, worker, drill, pub
+    yield cfg, manifest, worker, drill, pub
+    # the cluster and the volume are the session's: one failed test must not fail the next one's assertions
+    for name in left_behind(pg_tls, cfg):
+        if name.startswith("filestore/"):
+            with Connections(cfg) as conns:
+                conns.container("odoo-core").run(["rm", "-rf", f"{cfg.odoo.data_dir}/{name}"])
+        else:
+            pg_tls.dropdb(name)
 
 
 # --- pure -------------------------------------------------------------------------------------------------------
@@ -112,6 +119,19 @@ def test_key_offline_nightly_verifies_and_drill_with_identity_restores_everythin
     assert result["recover_s"] > 0
     assert result["files"] == manifest.filestore.files == len(seeded_filestore)
     assert left_behind(pg_tls, cfg) == []
+    report = latest_artifact("restore-drill")
+    assert manifest.stamp in report and "passed" in report and f"| {result['files']} |" in report
+
+
+def latest_artifact(key):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                            sort=ArtifactSort.CREATED_DESC, limit=1)
+    return str(artifact.data)
 
 
 @pytest.mark.integration
@@ -121,7 +141,7 @@ def test_drill_without_identity_fails_saying_where_to_put_the_key(encrypted_nigh
     cfg, manifest, worker, _, _ = encrypted_night
     mattermost.clear()
     with pytest.raises(OpsError, match="BACKUP_AGE_IDENTITY") as failed:
-        restore_drill.fn(stack_file=worker)
+        restore_drill(stack_file=worker)
     assert "prefect-secret:backup-age-identity" in str(failed.value)
     assert manifest.stamp in str(failed.value)
     assert any("Restore drill" in t and "FAILED" in t for t in mattermost.titles())
@@ -139,7 +159,7 @@ def test_drill_of_tampered_backup_fails_naming_it_and_leaves_nothing(encrypted_n
     spaces.put_bytes(s3, cfg.spaces.bucket, manifest.dump.key, bytes(blob))
     mattermost.clear()
     with pytest.raises(OpsError, match="does not match") as failed:
-        restore_drill.fn(stack_file=drill)
+        restore_drill(stack_file=drill)
     assert f"odoo_core/{manifest.stamp}" in str(failed.value)
     assert any("Restore drill" in t for t in mattermost.titles())
     assert left_behind(pg_tls, cfg) == []
