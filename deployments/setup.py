@@ -25,8 +25,8 @@ PROCESS_POOL = "ops-process"
 DOCKER_POOL = "ops-docker"
 WORKER_IMAGE = "odoo-stack-ops-worker:latest"
 CONCURRENCY_LIMITS = {"odoo-db-writes": 1, "backup-nightly": 1}
-FLOWS = ("backup", "restore", "n8n-export", "n8n-import", "config-backup", "log-shipping", "health-sweep",
-         "diagnose", "module-upgrade")
+FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
+         "health-sweep", "diagnose", "module-upgrade")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
 NOTIFY_BLOCK = "ops-mattermost"
 
