@@ -26,8 +26,8 @@ DOCKER_POOL = "ops-docker"
 WORKER_IMAGE = "odoo-stack-ops-worker:latest"
 # The per-stack writer limit (`stack-writes-<stack>`, odoo_stack_ops.locks) is created by its first holder.
 CONCURRENCY_LIMITS = {"backup-nightly": 1}
-FLOWS = ("backup", "restore", "n8n-export", "n8n-import", "config-backup", "log-shipping", "health-sweep",
-         "diagnose", "module-upgrade")
+FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
+         "health-sweep", "diagnose", "module-upgrade")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
 NOTIFY_BLOCK = "ops-mattermost"
 
