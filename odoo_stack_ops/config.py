@@ -478,7 +478,7 @@ def _resolve_secret_blocks(tree: Any) -> Any:
         except Exception as exc:
             raise ConfigError(
                 f"Prefect Secret block {name!r} could not be loaded ({type(exc).__name__}); create it with "
-                f"`python -m deployments.blocks` or in the Prefect UI (Blocks → Secret)"
+                f"`python -m deployments.setup` or in the Prefect UI (Blocks → Secret)"
             ) from exc
     return tree
 
