@@ -1,10 +1,10 @@
 """Flow `module-upgrade` (on demand): the seed's Module Deployment, made safe.
 
-Lock → record each addons repository's commit → deploy `addons_ref` → plan (names, dependencies, changed
-addons; a refused plan or dry_run puts the code back and changes nothing else) → stop odoo-core (nginx answers
-with its maintenance page; commands run in a stand-by container on the same volumes) → pre-upgrade backup (the
-rollback point, whose plaintext copy stays on the worker) → odoo -i/-u --stop-after-init → module states →
-start → health gate. Any failure after the stop: the previous commits are checked out again, the pre-upgrade
+Lock → plan against `addons_ref` unpacked beside the served checkout (names, dependencies, changed addons;
+a refused plan or dry_run changes nothing) → stop odoo-core (nginx answers with its error page; commands run in
+a stand-by container on the same volumes) → pre-upgrade backup (the rollback point, whose plaintext copy stays
+on the worker) → record each addons repository's commit → deploy `addons_ref` → odoo -i/-u --stop-after-init →
+module states → start → health gate. Any failure after the stop: the previous commits are checked out again, the pre-upgrade
 database is restored under a new name and swapped in, odoo-core started, health confirmed, and the run fails
 saying what happened. Works with encrypted backups without the private key (the plaintext copy is used).
 """
@@ -69,17 +69,16 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
     return "; ".join(notes)
 
 
-def _plan(cfg: StackConfig, conns: Connections, db: str, request: UpgradeRequest) -> pl.UpgradePlan:
-    container = conns.container("odoo-core")
+def _plan(cfg: StackConfig, conns: Connections, db: str, request: UpgradeRequest,
+          staged: dict[str, str]) -> pl.UpgradePlan:
+    sources = steps.addons_sources(conns.container("odoo-core"), conns.host(), cfg.odoo.addons_paths, staged)
     states = steps.module_states(cfg.database, db)
-    addons = steps.list_addons(container, cfg.odoo.addons_paths)
+    addons = steps.list_addons(sources)
     wanted = set(request.install) | set(request.upgrade) | (set(addons) if request.changed else set())
-    manifests = steps.find_manifests(container, cfg.odoo.addons_paths, sorted(wanted))
+    manifests = steps.find_manifests(sources, sorted(wanted))
     for m in list(manifests.values()):
-        manifests.update(steps.find_manifests(container, cfg.odoo.addons_paths,
-                                              [d for d in m.get("depends", []) if d not in manifests]))
-    hashes = steps.addon_hashes(container, cfg.odoo.addons_paths,
-                                [a for a in addons if states.get(a) == "installed" or a in wanted])
+        manifests.update(steps.find_manifests(sources, [d for d in m.get("depends", []) if d not in manifests]))
+    hashes = steps.addon_hashes(sources, [a for a in addons if states.get(a) == "installed" or a in wanted])
     return pl.make_plan(install=request.install, upgrade=request.upgrade, changed=request.changed,
                         manifests=manifests, states=states, hashes=hashes, stored=steps.stored_hashes(cfg.database, db))
 
@@ -97,39 +96,38 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
     with stack_writer(cfg, request.lock_wait_s, f"the module upgrade of {db}"), Connections(cfg) as conns:
         if steps.end_maintenance(conns, "odoo-core"):
             log.warning("a stand-by container left by an interrupted upgrade was removed and odoo-core started")
-        commits: dict[str, str] = {}
-        if request.addons_ref:
-            commits = steps.record_commits(conns.host(), steps.addons_repos(conns.host(), cfg.odoo.compose_dir))
-            outcome["previous_commits"] = {r.rstrip("/"): c[:12] for r, c in commits.items()}
-            outcome["deployed"] = steps.deploy_code(conns.host(), cfg.odoo.compose_dir, request.addons_ref)
+        repos = steps.addons_repos(conns.host(), cfg.odoo.compose_dir) if request.addons_ref else []
+        staged_dir, staged = steps.stage_ref(conns.host(), repos, request.addons_ref) if request.addons_ref \
+            else (None, {})
         try:
-            plan = _plan(cfg, conns, db, request)
-        except Exception:
-            steps.checkout_commits(conns.host(), commits)
-            raise
+            plan = _plan(cfg, conns, db, request, staged)
+        finally:
+            if staged_dir:
+                conns.host().run(["rm", "-rf", staged_dir], check=False, timeout=300)
         outcome["plan"] = {"install": plan.install, "upgrade": plan.upgrade, "unchanged": plan.unchanged,
                            "problems": plan.problems}
         log.info("plan for %s: install %s, upgrade %s, problems %s", db, plan.install, plan.upgrade, plan.problems)
-        if plan.problems or request.dry_run or plan.nothing_to_do:
-            if commits:
-                outcome["code"] = "put back at " + ", ".join(steps.checkout_commits(conns.host(), commits))
-            if plan.problems:
-                raise OpsError(f"refused before any change: {'; '.join(plan.problems)}")
+        if plan.problems:
+            raise OpsError(f"refused before any change: {'; '.join(plan.problems)}")
+        if request.dry_run or plan.nothing_to_do:
             outcome["result"] = "dry run: nothing changed" if request.dry_run else "nothing to do"
             return _report(cfg, outcome, started)
         down_at = time.monotonic()
         steps.stop_for_maintenance(conns, "odoo-core")
-        plain: Path | None = None
         try:
             point, plain = backup_one(cfg, db, layout.stamp(datetime.now(UTC)), run_verify=False,
                                       keep_plain_copy=True)
             outcome["rollback_point"] = point.stamp
         except Exception as exc:
-            steps.checkout_commits(conns.host(), commits)
             steps.end_maintenance(conns, "odoo-core")
             raise OpsError(f"the pre-upgrade backup failed ({exc}); nothing was upgraded, odoo-core is started "
-                           "again on its previous code") from exc
+                           "again") from exc
+        commits: dict[str, str] = {}
         try:
+            if request.addons_ref:
+                commits = steps.record_commits(conns.host(), repos)
+                outcome["previous_commits"] = {r.rstrip("/"): c[:12] for r, c in commits.items()}
+                outcome["deployed"] = steps.deploy_code(conns.host(), cfg.odoo.compose_dir, request.addons_ref)
             errors = steps.run_odoo(conns.container("odoo-core"), cfg, db, plan.install, plan.upgrade,
                                     request.upgrade_timeout_s, lambda line: log.info("odoo: %s", line))
             if errors:
@@ -148,8 +146,9 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
                 outcome["rollback"] = f"ROLLBACK FAILED: {again}"
                 outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
                 _report(cfg, outcome, started, failed=True)
-                raise OpsError(f"upgrade failed ({exc}) AND rollback failed ({again}): restore backup "
-                               f"{point.stamp} by hand with the restore flow (overwrite=True)") from again
+                raise OpsError(f"upgrade failed ({exc}) AND rollback failed ({again}): odoo-core is left stopped; "
+                               f"restore backup {point.stamp} with the restore flow (overwrite=True), then start "
+                               "odoo-core") from again
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
             _report(cfg, outcome, started, failed=True)
             raise OpsError(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}") from exc

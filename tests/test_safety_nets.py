@@ -72,6 +72,9 @@ def addons_repo(addons, stack_containers):
     manifest.write_text(manifest.read_text().replace("18.0.1.0.5", "18.0.1.0.6"))
     git(repo, "commit", "-q", "-am", "v2")
     git(repo, "tag", "v2")
+    manifest.write_text(manifest.read_text().replace("'depends': ['account']", "'depends': ['account', 'not_there']"))
+    git(repo, "commit", "-q", "-am", "v3: a dependency nobody has")
+    git(repo, "tag", "v3")
     git(repo, "checkout", "-q", "--detach", "v1")
     yield repo
     git(repo, "checkout", "-q", "--force", "--detach", "v1")
@@ -103,6 +106,29 @@ def test_encrypted_failing_upgrade_with_code_deploy_rolls_back_code_and_database
     assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
     assert not docker_client.containers.list(all=True, filters={"label": ["odoo-stack-ops.maintenance"]})
     assert databases(pg_tls, "odoo_core\\_\\_%") == []
+
+
+def test_a_plan_refused_at_the_new_ref_changes_nothing(prefect_harness, stack_tree, addons_repo, docker_client,
+                                                       stack_containers, tmp_path):
+    """The plan reads the ref unpacked beside the checkout: refused with the served code, Odoo and the bucket
+    untouched."""
+    from flows.module_upgrade import UpgradeRequest, module_upgrade
+
+    tree = {**stack_tree, "odoo": {**stack_tree["odoo"], "compose_dir": str(addons_repo.parent.parent)}}
+    v1 = git(addons_repo, "rev-parse", "HEAD")
+    odoo = docker_client.containers.get(stack_containers["odoo-core"]["container"])
+    started_at = odoo.attrs["State"]["StartedAt"]
+    with pytest.raises(OpsError, match=r"refused before any change: .*not_there"):
+        module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"], addons_ref="v3"),
+                       stack_file=write(tree, tmp_path / "s.yaml"))
+    assert git(addons_repo, "rev-parse", "HEAD") == v1
+    assert git(addons_repo, "status", "--porcelain") == ""
+    odoo.reload()
+    assert odoo.status == "running" and odoo.attrs["State"]["StartedAt"] == started_at  # never stopped
+    assert published(validate_tree(tree)) == []
+    out = module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"], addons_ref="v2", dry_run=True),
+                         stack_file=write(tree, tmp_path / "s.yaml"))
+    assert out["plan"]["upgrade"] == ["ipai_finance_ppm"] and git(addons_repo, "rev-parse", "HEAD") == v1
 
 
 def test_pg_restore_dying_half_way_in_a_rollback_leaves_the_live_database(

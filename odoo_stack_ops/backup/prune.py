@@ -11,7 +11,7 @@ import codecs
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,7 +58,8 @@ def listed(s3: Any, bucket: str, prefix: str, clock: list[datetime] | None = Non
             if clock is not None and not clock:
                 date = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
                 if date:
-                    clock.append(parsedate_to_datetime(date))
+                    when = parsedate_to_datetime(date)  # naive for "-0000": HTTP dates are UTC
+                    clock.append(when if when.tzinfo else when.replace(tzinfo=UTC))
             for obj in page.get("Contents", []):
                 yield Listed(obj["Key"], obj["LastModified"])
     except OpsError:

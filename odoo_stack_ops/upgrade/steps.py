@@ -57,29 +57,58 @@ def deploy_code(host: Executor, compose_dir: str, ref: str) -> list[str]:
     return found
 
 
-def find_manifests(container: Executor, paths: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
+Source = tuple[Executor, str]  # where an addons path is read: (executor, directory)
+
+
+def stage_ref(host: Executor, repos: list[str], ref: str) -> tuple[str, dict[str, str]]:
+    """Fetch `ref` in each addons repository and unpack its tree into a temporary directory on the droplet
+    (`git archive`: the served checkout is not touched), so the plan sees the code it would deploy.
+    Returns (the directory to remove afterwards, {repository name: unpacked directory})."""
+    check_ref(ref)
+    tmp = host.run(["mktemp", "-d"], timeout=30).stdout_text.strip()
+    staged = {}
+    for repo in repos:
+        name = repo.rstrip("/").rsplit("/", 1)[-1]
+        host.run(["sh", "-c", 'cd "$1" && { git remote | grep -q . && git fetch --quiet --all --tags || true; } && '
+                  'mkdir -p "$3" && git archive --format=tar "$2" | tar -xf - -C "$3"', "sh", repo, ref,
+                  f"{tmp}/{name}"], timeout=600, hint=f"check that {ref} exists in {repo}")
+        staged[name] = f"{tmp}/{name}"
+    return tmp, staged
+
+
+def addons_sources(container: Executor, host: Executor, paths: list[str], staged: dict[str, str]) -> list[Source]:
+    """Each addons path as the plan reads it: a repository being deployed from its staged tree on the droplet
+    (mounted as `./addons/<name>` → `…/<name>`), every other path inside the container."""
+    return [(host, staged[p.rstrip("/").rsplit("/", 1)[-1]]) if p.rstrip("/").rsplit("/", 1)[-1] in staged
+            else (container, p) for p in paths]
+
+
+def find_manifests(sources: list[Source], names: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in check_modules(names):
-        for path in paths:
-            r = container.run(["cat", f"{path}/{name}/__manifest__.py"], check=False, timeout=30)
+        for executor, path in sources:
+            r = executor.run(["cat", f"{path}/{name}/__manifest__.py"], check=False, timeout=30)
             if r.ok:
                 out[name] = parse_manifest(r.stdout_text)
                 break
     return out
 
 
-def list_addons(container: Executor, paths: list[str]) -> list[str]:
-    r = container.run(["sh", "-c", 'for p in "$@"; do for m in "$p"/*/__manifest__.py; do [ -f "$m" ] && '
-                       'basename "$(dirname "$m")"; done; done; true', "sh", *paths], timeout=60)
-    return sorted({n for n in r.stdout_text.split() if re.match(r"^[a-z0-9_]+$", n)})
+def list_addons(sources: list[Source]) -> list[str]:
+    found: set[str] = set()
+    for executor, path in sources:
+        r = executor.run(["sh", "-c", 'for m in "$1"/*/__manifest__.py; do [ -f "$m" ] && '
+                          'basename "$(dirname "$m")"; done; true', "sh", path], timeout=60)
+        found |= {n for n in r.stdout_text.split() if re.match(r"^[a-z0-9_]+$", n)}
+    return sorted(found)
 
 
-def addon_hashes(container: Executor, paths: list[str], names: list[str]) -> dict[str, str]:
+def addon_hashes(sources: list[Source], names: list[str]) -> dict[str, str]:
     out = {}
     for name in check_modules(names):
-        for path in paths:
-            r = container.run(["sh", "-c", 'cd "$1" 2>/dev/null && find . -type f ! -path "*/.git/*" -exec '
-                               'sha256sum {} +', "sh", f"{path}/{name}"], check=False, timeout=120)
+        for executor, path in sources:
+            r = executor.run(["sh", "-c", 'cd "$1" 2>/dev/null && find . -type f ! -path "*/.git/*" -exec '
+                              'sha256sum {} +', "sh", f"{path}/{name}"], check=False, timeout=120)
             if r.ok and r.stdout.strip():
                 out[name] = addon_hash(r.stdout_text)
                 break
