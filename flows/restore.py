@@ -9,60 +9,18 @@ serves. `odoo_zip=True` writes a zip Odoo's database manager can restore under `
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from odoo_stack_ops.backup import layout
-from odoo_stack_ops.backup import restore as rs
-from odoo_stack_ops.backup.database import connect, read_facts
 from odoo_stack_ops.backup.manifest import Manifest
-from odoo_stack_ops.backup.spaces import Bucket
-from odoo_stack_ops.backup.verify import compare_facts
 from odoo_stack_ops.config import StackConfig, load_config
-from odoo_stack_ops.connect import Connections
-from odoo_stack_ops.errors import OpsError, VerificationFailed
+from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
-from odoo_stack_ops.upgrade import steps
-from tasks.common import NO_RETRIES, logger, publish_markdown
-from tasks.restore import Swapped, drop_copy, fetch_dump, pick_backup, restore_as, swap_back
-
-
-@task(name="restore-gate", **NO_RETRIES)
-def gate(cfg: StackConfig, manifest: Manifest, target: str, health_timeout_s: float) -> str:
-    """The restored database holds what the manifest recorded; for production, odoo-core restarts healthy."""
-    with connect(cfg.database, target) as conn, conn.cursor() as cur:
-        problems = compare_facts(manifest, read_facts(cur, conn.info.server_version).as_dict())
-    if problems:
-        raise VerificationFailed(f"restored {target} differs from the backup: {'; '.join(problems[:5])}")
-    if target != cfg.database.name:
-        return "tables, rows and modules match the manifest"
-    with Connections(cfg) as conns:
-        steps.restart_service(conns, "odoo-core")
-    took = steps.wait_healthy(cfg.odoo.health_url, health_timeout_s)
-    return f"matches the manifest; odoo-core restarted, healthy after {took:.0f} s"
-
-
-@task(name="odoo-zip", **NO_RETRIES)
-def write_zip(cfg: StackConfig, manifest: Manifest) -> str:
-    """A zip Odoo's database manager restores, written under restore.export_dir (never another path)."""
-    export_dir = Path(cfg.restore.export_dir).expanduser()
-    export_dir.mkdir(parents=True, exist_ok=True)
-    dest = export_dir / f"{manifest.database}-{manifest.stamp}.zip"
-    bucket = Bucket.open(cfg.spaces)
-    work = rs.scratch_dir()
-    try:
-        dump_file = fetch_dump(cfg, manifest, work)
-        files = rs.filestore_files(bucket, manifest)
-        out = rs.write_odoo_zip(dest, manifest, dump_file, rs.object_members(
-            bucket, files, rs.decryptor_for(manifest, cfg.backup.age_identity), manifest.object_tag))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    logger().info("wrote Odoo database zip %s", out)
-    return str(out)
+from tasks.common import logger, publish_markdown
+from tasks.restore import Swapped, drop_copy, gate, pick_backup, restore_as, swap_back, write_zip
 
 
 @flow(name="restore", description="Restore a backup into a database and filestore; staging refresh; Odoo zip")

@@ -13,13 +13,15 @@ from prefect import task
 
 from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup import restore
-from odoo_stack_ops.backup.database import connect, database_exists, drop_database
+from odoo_stack_ops.backup.database import connect, database_exists, drop_database, read_facts
 from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.backup.spaces import Bucket
+from odoo_stack_ops.backup.verify import compare_facts
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError, VerificationFailed
+from odoo_stack_ops.upgrade import steps
 from tasks.backup import dump_executor
 from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
 
@@ -160,6 +162,40 @@ def drop_copy(cfg: StackConfig, name: str, filestore: bool) -> None:
         with Connections(cfg) as conns:
             restore.drop_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, name)
     logger().info("dropped %s", name)
+
+
+@task(name="restore-gate", **NO_RETRIES)
+def gate(cfg: StackConfig, manifest: Manifest, target: str, health_timeout_s: float) -> str:
+    """The restored database holds what the manifest recorded; for production, odoo-core restarts healthy."""
+    with connect(cfg.database, target) as conn, conn.cursor() as cur:
+        problems = compare_facts(manifest, read_facts(cur, conn.info.server_version).as_dict())
+    if problems:
+        raise VerificationFailed(f"restored {target} differs from the backup: {'; '.join(problems[:5])}")
+    if target != cfg.database.name:
+        return "tables, rows and modules match the manifest"
+    with Connections(cfg) as conns:
+        steps.restart_service(conns, "odoo-core")
+    took = steps.wait_healthy(cfg.odoo.health_url, health_timeout_s)
+    return f"matches the manifest; odoo-core restarted, healthy after {took:.0f} s"
+
+
+@task(name="odoo-zip", **NO_RETRIES)
+def write_zip(cfg: StackConfig, manifest: Manifest) -> str:
+    """A zip Odoo's database manager restores, written under restore.export_dir (never another path)."""
+    export_dir = Path(cfg.restore.export_dir).expanduser()
+    export_dir.mkdir(parents=True, exist_ok=True)
+    dest = export_dir / f"{manifest.database}-{manifest.stamp}.zip"
+    bucket = Bucket.open(cfg.spaces)
+    work = restore.scratch_dir()
+    try:
+        dump_file = fetch_dump(cfg, manifest, work)
+        files = restore.filestore_files(bucket, manifest)
+        out = restore.write_odoo_zip(dest, manifest, dump_file, restore.object_members(
+            bucket, files, restore.decryptor_for(manifest, cfg.backup.age_identity), manifest.object_tag))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger().info("wrote Odoo database zip %s", out)
+    return str(out)
 
 
 def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, overwrite: bool, jobs: int = 2,

@@ -7,14 +7,14 @@ import subprocess
 import psycopg
 import pyrage
 import pytest
-import yaml
 
-from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.backup.crypto import fingerprint
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError, VerificationFailed
 from odoo_stack_ops.sandbox import odoo_data
+from tests.fixtures.stack import published as manifests
+from tests.fixtures.stack import write_tree as write
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,6 @@ def with_keys(tree, recipients, identity):
     return {**tree, "backup": {**tree["backup"], "age_recipients": recipients, "age_identity": identity}}
 
 
-def write(tree, path):
-    path.write_text(yaml.safe_dump(tree))
-    return str(path)
-
-
-def manifests(cfg):
-    bucket = spaces.Bucket.open(cfg.spaces)
-    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, stack_tree, pg_tls, tmp_path):

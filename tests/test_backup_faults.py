@@ -14,21 +14,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
 from tests.faults import S3FaultProxy, TcpCutProxy
+from tests.fixtures.stack import published
+from tests.fixtures.stack import write_tree as write
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def published(cfg):
-    bucket = spaces.Bucket.open(cfg.spaces)
-    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def assert_consistent(cfg):
@@ -46,10 +42,6 @@ def open_uploads(cfg):
     s3 = spaces.client(cfg.spaces)
     return s3.list_multipart_uploads(Bucket=cfg.spaces.bucket).get("Uploads", [])
 
-
-def write(tree, path):
-    path.write_text(yaml.safe_dump(tree))
-    return str(path)
 
 
 def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness, stack_tree, s3, tmp_path):

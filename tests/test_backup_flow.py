@@ -9,17 +9,13 @@ import psycopg
 import pytest
 
 from odoo_stack_ops.backup import layout, spaces
-from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.sandbox import odoo_data
 from odoo_stack_ops.sandbox.images import write_files
+from tests.fixtures.stack import published as manifests
 
 pytestmark = pytest.mark.integration
 
-
-def manifests(cfg):
-    bucket = spaces.Bucket.open(cfg.spaces)
-    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def container_files(docker_executor, root):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pyrage
 import pytest
-import yaml
 
 from flows.drill import compare_files, drill_target, leftover_copies, parse_sums
 from odoo_stack_ops.backup import restore as rs
@@ -14,16 +13,14 @@ from odoo_stack_ops.backup.filestore import StoredFile
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
+from tests.fixtures.stack import published as manifests
+from tests.fixtures.stack import write_tree as write
 
 
 def keypair():
     ident = pyrage.x25519.Identity.generate()
     return str(ident.to_public()), str(ident)
 
-
-def write(tree, path):
-    path.write_text(yaml.safe_dump(tree))
-    return str(path)
 
 
 def with_keys(tree, recipients, identity=None):
@@ -32,10 +29,6 @@ def with_keys(tree, recipients, identity=None):
         backup["age_identity"] = identity
     return {**tree, "backup": backup}
 
-
-def manifests(cfg):
-    bucket = spaces.Bucket.open(cfg.spaces)
-    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def left_behind(pg, cfg):

@@ -14,12 +14,13 @@ from pathlib import Path
 import pyrage
 import pytest
 import requests
-import yaml
 
 from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
+from tests.fixtures.stack import published
+from tests.fixtures.stack import write_tree as write
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,14 +28,6 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAM
            "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
 
 
-def write(tree, path):
-    path.write_text(yaml.safe_dump(tree))
-    return str(path)
-
-
-def published(cfg):
-    bucket = spaces.Bucket.open(cfg.spaces)
-    return [rs.load_manifest(bucket, r.key) for r in rs.list_manifests(bucket)]
 
 
 def databases(pg, like):
