@@ -19,7 +19,7 @@ from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
-from tests.fixtures.stack import published
+from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
 
 pytestmark = pytest.mark.integration
@@ -173,7 +173,7 @@ def test_pg_restore_dying_half_way_in_an_overwrite_restore_leaves_the_live_datab
 
 
 def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
-        victim, stack_file, pg_tls, tmp_path):
+        victim, stack_file, stack_config, pg_tls, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
     from flows.restore import restore
@@ -193,9 +193,13 @@ def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
-    # the next restore sweeps the killed one's copy (the writer lock's lease ran out) and succeeds
-    out = restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
-                  restore_filestore=False)
+    # the next restore goes on (the killed run's advisory lock died with it; its Prefect slot is named),
+    # sweeps the killed one's copy and succeeds
+    try:
+        out = restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
+                      restore_filestore=False)
+    finally:
+        free_killed_writers(stack_config.name)
     assert out["replaced_copy"].endswith("(dropped after the gate passed)")
     assert databases(pg_tls, "victim\\_\\_%") == []
     assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_in_victim'", victim) == [(0,)]
