@@ -210,6 +210,10 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
     stale = restore.drop_stale_copies(cfg.database, target, cfg.backup.keep_previous_h)
     if stale:
         logger().warning("dropped copies earlier restores of %s left behind: %s", target, stale)
+        if filestore:
+            with Connections(cfg) as conns:
+                for name in stale:
+                    restore.drop_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, name)
     work = restore.scratch_dir()
     new = None
     try:

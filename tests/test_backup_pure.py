@@ -251,3 +251,20 @@ def test_iter_reader_returns_the_stream_whatever_the_chunks_and_reads(seed):
             break
         out.append(piece)
     assert b"".join(out) == data and reader.read(5) == b""
+
+
+def test_copy_names_fit_postgres_and_stale_copies_spare_live_and_recent_ones():
+    from odoo_stack_ops.backup.restore import copy_name, stale_copies
+
+    long = "d" * 63
+    assert len(copy_name(long, "restoring", "20261201T010000Z")) <= 63
+    assert copy_name("odoo_core", "before", "20261201T010000Z") == "odoo_core__before_20261201t010000z"
+    names = ["odoo_core", "odoo_core__restoring_20261201t010000z", "odoo_core__restoring_20261201t020000z",
+             "odoo_core__before_20261130t010000z", "odoo_core__before_20261201t013000z", "odoo_core__notes",
+             "odoo_core_x__restoring_20261101t010000z"]
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    doomed = stale_copies(names, {"odoo_core__restoring_20261201t020000z"}, "odoo_core", now, keep_before_h=12)
+    # a killed restore's copy goes, the one in use stays; a before-copy goes only past keep_before_h;
+    # the live database, unknown names and another target's copies are never touched
+    assert doomed == ["odoo_core__before_20261130t010000z", "odoo_core__restoring_20261201t010000z"]
+    assert stale_copies(names, set(), "odoo_core", now, keep_before_h=0)[-1] == "odoo_core__restoring_20261201t020000z"
