@@ -30,9 +30,19 @@ from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import notify
 from odoo_stack_ops.upgrade import plan as pl
-from odoo_stack_ops.upgrade import steps
 from tasks.common import logger, publish_markdown
 from tasks.restore import drop_copy, restore_as
+from tasks.upgrade import (
+    deploy_code,
+    end_stale_maintenance,
+    plan_upgrade,
+    put_code_back,
+    reset_module_states,
+    start_odoo,
+    stop_odoo,
+    store_hashes,
+    upgrade_modules,
+)
 
 
 class UpgradeRequest(BaseModel):
@@ -55,32 +65,17 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
     health confirmed."""
     notes = []
     if commits:
-        notes.append("code back at " + ", ".join(steps.checkout_commits(conns.host(), commits)))
+        notes.append("code back at " + ", ".join(put_code_back(conns, commits)))
     swapped = restore_as(cfg, point, database, layout.stamp(datetime.now(UTC)), overwrite=True, filestore=False,
                          plain_copy=plain_copy)
-    reset = steps.reset_module_states(cfg.database, database)
-    steps.end_maintenance(conns, "odoo-core")
-    took = steps.wait_healthy(cfg.odoo.health_url, timeout_s)
+    reset = reset_module_states(cfg, database)
+    took = start_odoo(cfg, conns, timeout_s)
     if swapped.before and cfg.backup.keep_previous_h == 0:
         drop_copy(cfg, swapped.before, False)
     kept = f"; the failed database is kept as {swapped.before}" if swapped.before and cfg.backup.keep_previous_h else ""
     notes.append(f"database restored from {point.stamp} and swapped in, reset {reset} module state(s), healthy "
                  f"after {took:.0f} s{kept}")
     return "; ".join(notes)
-
-
-def _plan(cfg: StackConfig, conns: Connections, db: str, request: UpgradeRequest,
-          staged: dict[str, str]) -> pl.UpgradePlan:
-    sources = steps.addons_sources(conns.container("odoo-core"), conns.host(), cfg.odoo.addons_paths, staged)
-    states = steps.module_states(cfg.database, db)
-    addons = steps.list_addons(sources)
-    wanted = set(request.install) | set(request.upgrade) | (set(addons) if request.changed else set())
-    manifests = steps.find_manifests(sources, sorted(wanted))
-    for m in list(manifests.values()):
-        manifests.update(steps.find_manifests(sources, [d for d in m.get("depends", []) if d not in manifests]))
-    hashes = steps.addon_hashes(sources, [a for a in addons if states.get(a) == "installed" or a in wanted])
-    return pl.make_plan(install=request.install, upgrade=request.upgrade, changed=request.changed,
-                        manifests=manifests, states=states, hashes=hashes, stored=steps.stored_hashes(cfg.database, db))
 
 
 @flow(name="module-upgrade", description="Deploy and install/upgrade Odoo modules with backup, health gate, rollback")
@@ -94,49 +89,34 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
     outcome: dict[str, Any] = {"database": db, "dry_run": request.dry_run}
     started = time.monotonic()
     with stack_writer(cfg, request.lock_wait_s, f"the module upgrade of {db}"), Connections(cfg) as conns:
-        if steps.end_maintenance(conns, "odoo-core"):
-            log.warning("a stand-by container left by an interrupted upgrade was removed and odoo-core started")
-        repos = steps.addons_repos(conns.host(), cfg.odoo.compose_dir) if request.addons_ref else []
-        staged_dir, staged = steps.stage_ref(conns.host(), repos, request.addons_ref) if request.addons_ref \
-            else (None, {})
-        try:
-            plan = _plan(cfg, conns, db, request, staged)
-        finally:
-            if staged_dir:
-                conns.host().run(["rm", "-rf", staged_dir], check=False, timeout=300)
+        end_stale_maintenance(conns)
+        plan = plan_upgrade(cfg, conns, db, install=request.install, upgrade=request.upgrade,
+                            changed=request.changed, addons_ref=request.addons_ref)
         outcome["plan"] = {"install": plan.install, "upgrade": plan.upgrade, "unchanged": plan.unchanged,
                            "problems": plan.problems}
-        log.info("plan for %s: install %s, upgrade %s, problems %s", db, plan.install, plan.upgrade, plan.problems)
         if plan.problems:
             raise OpsError(f"refused before any change: {'; '.join(plan.problems)}")
         if request.dry_run or plan.nothing_to_do:
             outcome["result"] = "dry run: nothing changed" if request.dry_run else "nothing to do"
             return _report(cfg, outcome, started)
         down_at = time.monotonic()
-        steps.stop_for_maintenance(conns, "odoo-core")
+        stop_odoo(conns)
         try:
             point, plain = backup_one(cfg, db, layout.stamp(datetime.now(UTC)), run_verify=False,
                                       keep_plain_copy=True)
             outcome["rollback_point"] = point.stamp
         except Exception as exc:
-            steps.end_maintenance(conns, "odoo-core")
+            start_odoo(cfg, conns, request.health_timeout_s)
             raise OpsError(f"the pre-upgrade backup failed ({exc}); nothing was upgraded, odoo-core is started "
                            "again") from exc
         commits: dict[str, str] = {}
         try:
             if request.addons_ref:
-                commits = steps.record_commits(conns.host(), repos)
+                commits = deploy_code(cfg, conns, request.addons_ref)
                 outcome["previous_commits"] = {r.rstrip("/"): c[:12] for r, c in commits.items()}
-                outcome["deployed"] = steps.deploy_code(conns.host(), cfg.odoo.compose_dir, request.addons_ref)
-            errors = steps.run_odoo(conns.container("odoo-core"), cfg, db, plan.install, plan.upgrade,
-                                    request.upgrade_timeout_s, lambda line: log.info("odoo: %s", line))
-            if errors:
-                raise OpsError(f"odoo logged {len(errors)} error(s): {errors[0]}")
-            bad = steps.check_states(cfg.database, db, plan.install + plan.upgrade)
-            if bad:
-                raise OpsError(f"modules not installed after odoo ran: {bad}")
-            steps.end_maintenance(conns, "odoo-core")
-            outcome["healthy_after_s"] = steps.wait_healthy(cfg.odoo.health_url, request.health_timeout_s)
+                outcome["deployed"] = request.addons_ref
+            upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
+            outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)
         except Exception as exc:
             log.error("upgrade failed (%s): rolling back to %s", exc, point.stamp)
             outcome["result"] = f"FAILED and rolled back: {exc}"
@@ -156,7 +136,7 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
             if plain is not None:
                 shutil.rmtree(plain.parent, ignore_errors=True)
         outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-        steps.store_hashes(cfg.database, db, plan.hashes)
+        store_hashes(cfg, db, plan.hashes)
         outcome["result"] = "upgraded"
     return _report(cfg, outcome, started)
 
