@@ -520,8 +520,9 @@ def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True) -> dict:
     spaces.put_bytes(s3, bucket, fs_key, fs.encode_manifest("gc_src", st, str(root), files))
     t = layout.parse_stamp(st)
     doc = mf.build_manifest(stack="gc-test", database="gc_src", st=st, started_at=t, finished_at=t,
-                            facts=facts.as_dict(), dump=dump.as_dict(), filestore={"manifest_key": fs_key,
-                            **stats.__dict__}, verification={"ok": True}, encryption=None)
+                            facts=facts.as_dict(), dump=mf.DumpRecord(**dump.as_dict()),
+                            filestore=mf.FilestoreRecord(manifest_key=fs_key, **stats.__dict__),
+                            verification=mf.Verification(ok=True), encryption=None)
     if publish:
         spaces.put_bytes(s3, bucket, layout.manifest_key("p", "gc_src", st), mf.encode(doc), "application/json")
     return doc
@@ -574,19 +575,21 @@ def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket
 
         spaces.put_bytes(client, bucket, layout.manifest_key("p", "gc_src", st_c), mf_encode(doc_c))
         present = {o["Key"] for o in spaces.iter_objects(client, bucket, "p/")}
-        files = restore.filestore_files(client, bucket, doc_c)
-        assert {doc_c["dump"]["key"], doc_c["filestore"]["manifest_key"]} <= present
+        store = spaces.Bucket(client, bucket, "p")
+        files = restore.filestore_files(store, doc_c)
+        assert {doc_c.dump.key, doc_c.filestore.manifest_key} <= present
         assert {layout.object_key("p", f.algo, f.digest) for f in files} <= present
         assert key_of(shared) in present and key_of(only_a) not in present
 
         dump_file = tmp_path / "c.dump"
-        restore.download_dump(client, bucket, doc_c["dump"], dump_file)  # checks both SHA-256s
-        restore.restore_database(LocalExecutor(), pg.database_config("postgres"), "gc_restored", dump_file)
+        restore.fetch_dump(restore.dump_chunks(store, doc_c.dump), dump_file)  # checks both SHA-256s
+        server = pg.database_config("postgres")
+        copy, _ = restore.restore_copy(LocalExecutor(), server, "gc_restored", st_c, dump_file)
+        restore.swap_in(server, "gc_restored", copy, st_c)
         assert pg.execute("SELECT count(*), sum(length(note)) FROM t", "gc_restored") == [(500, 16000)]
-        target = tmp_path / "restored"
-        restore.restore_filestore(LocalExecutor(), str(target),
-                                  restore.object_members(client, bucket, "p", files))  # hash-checked
-        assert sorted(p.read_bytes() for p in target.rglob("*") if p.is_file()) == sorted([shared, b_only, c_new])
+        root = restore.restore_filestore(LocalExecutor(), str(tmp_path / "data"), "restored",
+                                         restore.object_members(store, files))  # hash-checked
+        assert sorted(p.read_bytes() for p in Path(root).rglob("*") if p.is_file()) == sorted([shared, b_only, c_new])
     finally:
         pg.dropdb("gc_restored")
         pg.dropdb("gc_src")
