@@ -29,6 +29,11 @@ class HostKeyError(ConnectError):
     """The SSH host key is unknown or changed: never transient, never retried."""
 
 
+class AccessDenied(OpsError):
+    """A service refused our credentials or privileges (wrong password, unknown role, no CONNECT right): fixed by
+    configuration, never transient, never retried."""
+
+
 class CommandFailed(OpsError):
     """A command exited non-zero; shows the masked command, exit code and the last stderr lines."""
 
@@ -55,8 +60,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectError, TimeoutError,
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying (network, 5xx); host-key and config errors never are."""
-    if isinstance(exc, HostKeyError | ConfigError | VerificationFailed):
+    """True for errors worth retrying (network, 5xx); host-key, access and config errors never are."""
+    if isinstance(exc, HostKeyError | ConfigError | VerificationFailed | AccessDenied):
         return False
     if isinstance(exc, TRANSIENT_ERRORS):
         return True

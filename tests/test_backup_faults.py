@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from odoo_stack_ops.backup import spaces
+from odoo_stack_ops.backup import layout, spaces
+from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
 from tests.faults import S3FaultProxy, TcpCutProxy
@@ -127,18 +129,56 @@ def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path)
         proxy.stop()
 
 
+def aged_copies(cfg, manifest, days: list[int]) -> list[str]:
+    """Copies of a published backup as if taken `days` ago, each with its own dump and filestore manifest (the
+    objects stay shared, as between real nights); returns every key they own, manifests first."""
+    bucket = spaces.Bucket.open(cfg.spaces)
+    manifests, data = [], []
+    for age in days:
+        st = layout.stamp(datetime.now(UTC) - timedelta(days=age))
+        dump = layout.dump_key(bucket.prefix, manifest.database, st, manifest.dump.key.endswith(".age"))
+        filestore = layout.filestore_manifest_key(bucket.prefix, manifest.database, st)
+        bucket.put_bytes(dump, bucket.get_bytes(manifest.dump.key))
+        bucket.put_bytes(filestore, bucket.get_bytes(manifest.filestore.manifest_key))
+        old = manifest.model_copy(update={
+            "stamp": st, "started_at": manifest.started_at - timedelta(days=age),
+            "finished_at": manifest.finished_at - timedelta(days=age),
+            "dump": manifest.dump.model_copy(update={"key": dump}),
+            "filestore": manifest.filestore.model_copy(update={"manifest_key": filestore})})
+        key = layout.manifest_key(bucket.prefix, manifest.database, st)
+        bucket.put_bytes(key, mf.encode(old), "application/json")
+        manifests.append(key)
+        data += [dump, filestore]
+    return manifests + data
+
+
+def bucket_keys(cfg) -> set[str]:
+    return {o["Key"] for o in spaces.Bucket.open(cfg.spaces).iter_objects(cfg.spaces.prefix + "/")}
+
+
 def test_failed_night_does_not_prune(prefect_harness, stack_tree, tmp_path):
     from flows.backup import backup
 
-    tree = {**stack_tree, "backup": {**stack_tree["backup"], "retention_days": 1}}
+    # One day's retention and no grace: backups 3, 10 and 40 days old, and every key only they own, are
+    # prunable the moment a night succeeds.
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "retention_days": 1, "gc_grace_h": 0}}
     path = write(tree, tmp_path / "s.yaml")
     backup(stack_file=path)
     cfg = validate_tree(tree)
-    first = published(cfg)
-    broken = {**tree, "backup": {**tree["backup"], "databases": ["odoo_core", "odoo_dev"]},
+    (tonight,) = published(cfg)
+    aged = aged_copies(cfg, tonight, [3, 10, 40])
+    assert [m.stamp for m in published(cfg)][:3] == [k.rsplit("/", 1)[1].removesuffix(".json") for k in aged[:3]][::-1]
+    before = bucket_keys(cfg)
+
+    broken = {**tree, "backup": {**tree["backup"], "databases": ["odoo_core", "missing_db"]},
               "database": {**tree["database"], "databases": ["odoo_core", "odoo_dev", "missing_db"]}}
-    broken["backup"]["databases"] = ["odoo_core", "missing_db"]
-    with pytest.raises(OpsError, match="missing_db"):
+    with pytest.raises(OpsError, match="missing_db"):  # odoo_core backed up, missing_db failed: the night failed
         backup(stack_file=write(broken, tmp_path / "b.yaml"))
-    assert [m.stamp for m in published(cfg) if m.database == "odoo_core"][: len(first)] == \
-        [m.stamp for m in first]
+    after = bucket_keys(cfg)
+    assert set(aged) <= after and before <= after, sorted(before - after)
+
+    backup(stack_file=path)  # the same bucket after a night that succeeds: the aged backups go
+    left = bucket_keys(cfg)
+    assert not set(aged) & left, sorted(set(aged) & left)
+    stamps = [m.stamp for m in published(cfg)]  # the three minutes-old nights stay, the failed one's odoo_core too
+    assert len(stamps) == 3 and stamps[0] == tonight.stamp, stamps

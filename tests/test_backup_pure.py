@@ -191,8 +191,15 @@ def test_stream_helpers():
 def test_scratch_names_and_sampling():
     assert scratch_name("odoo_core", "20261125T020000Z") == "verify_odoo_core_20261125t020000z"
     files = [fs.StoredFile(str(i), 1, 1, "sha1", "a") for i in range(100)]
-    assert sample_files(files, 10, "seed") == sample_files(files, 10, "seed")
-    assert len(sample_files(files, 10, "seed")) == 10
+    picked = [f.path for f in sample_files(files, 10, "seed")]
+    assert len(picked) == len(set(picked)) == 10 and set(picked) <= {f.path for f in files}
+    # The stamp seeds the sample: a fresh list of the same files (another run) picks the same ones,
+    # another stamp other ones, and neither is simply the head of the list.
+    again = [fs.StoredFile(str(i), 1, 1, "sha1", "a") for i in range(100)]
+    assert [f.path for f in sample_files(again, 10, "seed")] == picked
+    assert [f.path for f in sample_files(files, 10, "other")] != picked
+    assert picked != [f.path for f in files[:10]]
+    assert sample_files(files[:7], 10, "seed") == files[:7]  # fewer than asked: all of them
 
 
 def test_lifecycle_plan_adds_only_an_abort_rule_and_keeps_the_others():

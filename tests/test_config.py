@@ -135,13 +135,29 @@ def test_command_masks_secrets_and_refuses_shell_strings():
         Command.of(["x"], {"V": "two\nlines"})
 
 
-def test_check_config_probes_every_endpoint(stack_file, capsys):
+def test_check_config_probes_every_endpoint(stack_file, stack_config, capsys):
     from odoo_stack_ops.cli import main
 
     code = main(["--stack-file", stack_file, "check-config"])
     out = capsys.readouterr().out
-    assert "configuration valid" in out
-    for component in ("ssh", "docker", "container", "database", "spaces", "odoo"):
-        assert component in out
-    assert "TLS on, server verified against" in out and "FAIL" not in out.split("n8n")[0]
-    assert code in (0, 1)  # n8n and supabase are not part of the sandbox stack
+    lines = out.splitlines()
+    assert lines[0] == f"configuration valid: stack {stack_config.name}"
+    assert lines[1].split() == ["component", "target", "status", "seconds", "detail"]
+    rows = [line.split(None, 4) for line in lines[2:] if line.strip()]
+    got = [(component, target, status) for component, target, status, _seconds, _detail in rows]
+    # Every endpoint of the sandbox is up (n8n and mattermost are stand-in containers); supabase is not configured.
+    expected = [("ssh", f"{stack_config.ssh.user}@{stack_config.ssh.host}:{stack_config.ssh.port}", "ok"),
+                ("docker", stack_config.docker.mode, "ok"),
+                *[("container", service, "ok") for service in stack_config.containers],
+                ("database", f"{stack_config.database.host}:{stack_config.database.port}", "ok"),
+                ("spaces", f"{stack_config.spaces.endpoint}/{stack_config.spaces.bucket}", "ok"),
+                ("odoo", stack_config.odoo.health_url, "ok"),
+                ("n8n", stack_config.n8n.url, "ok"),
+                ("supabase", "-", "-"),
+                ("mattermost", "webhook", "ok")]
+    assert got == expected, out
+    detail = {component: d for component, _target, _status, _seconds, d in rows}
+    assert detail["database"].endswith(f"TLS on, server verified against {stack_config.database.sslrootcert}")
+    assert detail["spaces"] == "bucket reachable" and detail["odoo"] == "HTTP 200"
+    assert detail["supabase"] == "not configured"
+    assert code == 0

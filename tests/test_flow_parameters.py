@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from odoo_stack_ops.config import validate_tree
+from odoo_stack_ops.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
 CLI_BACKUP = Path(__file__).parent / "data" / "n8n" / "cli_backup"
@@ -81,6 +82,6 @@ def test_cli_defaults_stay_the_seeds():
     cfg = validate_tree({"database": {"host": "h", "sslmode": "require"}, "spaces": {"bucket": "b"},
                          "docker": {"mode": "local", "base_url": "unix:///x.sock"}})
     assert cfg.n8n.cli_argv == ["n8n"] and cfg.n8n.cli_where == "container"
-    with pytest.raises(Exception, match="cli_argv"):
+    with pytest.raises(ConfigError, match="cli_argv"):
         validate_tree({"database": {"host": "h", "sslmode": "require"}, "spaces": {"bucket": "b"},
                        "docker": {"mode": "local", "base_url": "unix:///x.sock"}, "n8n": {"cli_argv": []}})

@@ -79,7 +79,7 @@ def test_missing_dependency_refused_before_any_change(run, stack_tree):
 
 def test_injection_in_a_module_name_is_refused(run, stack_tree, addons):
     for bad in ["x; touch /tmp/pwned", "$(id)", "base,web", "../etc"]:
-        with pytest.raises(Exception, match=r"identifier|not plain|refusing"):
+        with pytest.raises(OpsError, match=r"identifier|not plain|refusing"):
             run(install=[bad])
     assert addons.exec_run(["sh", "-c", "ls /tmp/pwned 2>/dev/null | wc -l"]).output.strip() == b"0"
     assert published(stack_tree) == []

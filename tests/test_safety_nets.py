@@ -18,7 +18,7 @@ import requests
 from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.errors import CommandFailed, OpsError, VerificationFailed
 from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
 
@@ -165,7 +165,7 @@ def test_pg_restore_dying_half_way_in_an_overwrite_restore_leaves_the_live_datab
     from flows.restore import restore
 
     monkeypatch.setenv("PATH", fake_pg_restore(tmp_path, DIES_HALF_WAY))
-    with pytest.raises(Exception, match=r"137|pg_restore"):
+    with pytest.raises(CommandFailed, match=r"137|pg_restore"):
         restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
                 restore_filestore=False)
     assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
@@ -244,7 +244,7 @@ def test_staging_refresh_whose_filestore_restore_fails_leaves_no_live_copy(
     key = f"{bucket.prefix}/objects/{victim_file.algo}/{victim_file.digest[:2]}/{victim_file.digest}"
     bucket.put_bytes(key, b"not what the manifest says")
     dev_before = pg_tls.execute("SELECT count(*) FROM pg_class", "odoo_dev")
-    with pytest.raises(Exception, match=r"corrupt|hash"):
+    with pytest.raises(VerificationFailed, match=r"corrupt|hash"):
         restore(stack_file=stack_file, database="odoo_core", staging=True)
     assert databases(pg_tls, "odoo\\_dev\\_\\_%") == []  # the copy (neutralized first anyway) is gone
     assert pg_tls.execute("SELECT count(*) FROM pg_class", "odoo_dev") == dev_before  # odoo_dev untouched

@@ -8,6 +8,7 @@ REPEATABLE READ transaction, so the row counts recorded in the manifest are exac
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from odoo_stack_ops.backup import pgdump
 from odoo_stack_ops.backup.spaces import HashingCounter, MultipartWriter
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import DatabaseConfig
-from odoo_stack_ops.errors import ConnectError, OpsError
+from odoo_stack_ops.errors import AccessDenied, ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,33 @@ class DbFacts:
         return asdict(self)
 
 
+# libpq's and the server's wording (SQLSTATE 28000, 28P01, 42501: libpq gives no SQLSTATE for a failed
+# connection) for credentials or rights that were refused: the same answer however often we ask.
+_AUTH_FAILURES = ("password authentication failed", "authentication failed for user", "no password supplied",
+                  "no pg_hba.conf entry", "pg_hba.conf rejects connection", "is not permitted to log in")
+_ROLE_MISSING = re.compile(r'role ".*" does not exist')
+_NO_CONNECT_RIGHT = ("permission denied for database", "must have connect privilege")
+
+
+def access_denied_hint(message: str, db: DatabaseConfig, dbname: str) -> str | None:
+    """What to fix when `message` says the server refused the role or its rights (pure), else None."""
+    text = message.lower()
+    if any(s in text for s in _NO_CONNECT_RIGHT):
+        return (f"role {db.user} may not connect to database {dbname}: grant it "
+                f"(GRANT CONNECT ON DATABASE {dbname} TO {db.user}) or back up with a role that may (DB_USER)")
+    if "pg_hba.conf" in text:
+        return (f"the server accepts no connection from this worker as role {db.user} to {dbname} (pg_hba.conf): "
+                f"add this worker as a trusted source of the managed database, or check DB_USER")
+    if _ROLE_MISSING.search(text) or any(s in text for s in _AUTH_FAILURES):
+        return (f"check DB_PASSWORD (database.password) and DB_USER: role {db.user} must exist, may log in and "
+                f"have that password (DigitalOcean: Databases → Users & Databases shows or resets it)")
+    return None
+
+
 def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg.Connection[Any]:
-    """psycopg connection; connection failures become ConnectError (transient) with a hint, a certificate that
-    cannot be verified TLSVerificationError (not retried) saying which CA to fetch. sslmode=require is warned
-    about once per flow run."""
+    """psycopg connection; connection failures become ConnectError (transient) with a hint. Refused credentials
+    or rights raise AccessDenied and a certificate that cannot be verified TLSVerificationError (neither is
+    retried), each saying what to fix. sslmode=require is warned about once per flow run."""
     where = f"PostgreSQL {db.host}:{db.port}"
     howto = pgtls.DO_CA_HOWTO.format(cluster="<cluster>")
     problem = pgtls.ca_problem(db.sslmode, db.sslrootcert)
@@ -64,6 +88,11 @@ def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg
             raise pgtls.TLSVerificationError(
                 f"{where} presented a certificate that the CA in {db.sslrootcert} does not vouch for "
                 f"(sslmode={db.sslmode}): {first}. Is it this cluster's CA? {howto}") from exc
+        hint = access_denied_hint(str(exc), db, dbname or db.name)
+        if hint:
+            raise AccessDenied(
+                f"{where} refused role {db.user} for database {dbname or db.name} (sslmode={db.sslmode}): {first}. "
+                f"Not retried, another attempt gets the same answer: {hint}") from exc
         raise ConnectError(
             f"cannot connect to PostgreSQL {db.host}:{db.port} database {dbname or db.name} as {db.user} "
             f"(sslmode={db.sslmode}): {first}. Check DB_HOST/DB_PORT, DB_PASSWORD and that this worker is a "
