@@ -16,7 +16,7 @@ import psycopg
 import yaml
 
 from odoo_stack_ops.sandbox import odoo_data
-from odoo_stack_ops.sandbox.images import build_image, start_stack, write_files
+from odoo_stack_ops.sandbox.images import HEALTH, build_image, start_stack, write_files
 from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
 from odoo_stack_ops.sandbox.podman import PodmanService
 from odoo_stack_ops.sandbox.postgres import PgCluster
@@ -41,6 +41,7 @@ def stack_tree(*, pg: PgCluster, sshd: SshServer, podman: PodmanService, contain
                      "name": "odoo_core", "databases": ["odoo_core", "odoo_dev"], **pg.tls_settings()},
         "odoo": {"health_url": containers["odoo-core"]["health_url"], "compose_dir": str(state_dir / "compose")},
         "n8n": {"url": containers["n8n"]["health_url"].rsplit("/", 1)[0]},
+        "containers": container_specs(containers),
         "spaces": {"endpoint": s3.endpoint, "bucket": bucket, "prefix": prefix,
                    "access_key_id": s3.access_key.get_secret_value(),
                    "secret_access_key": s3.secret_key.get_secret_value()},
@@ -48,6 +49,15 @@ def stack_tree(*, pg: PgCluster, sshd: SshServer, podman: PodmanService, contain
         "backup": {"databases": ["odoo_core"], "verify_sample": 10},
         "state_dir": str(state_dir),
     }
+
+
+def container_specs(containers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The `containers` section for the stand-ins: each on the port it really listens on, with its health path.
+
+    Without it the defaults (Mattermost on 8065, …) point the health sweep at ports nothing in the sandbox
+    listens on, and `http.mattermost` fails on every sweep."""
+    return {service: {"service": service, "image": c.get("image", "sandbox"), "ports": [c["port"]],
+                      "health_path": HEALTH[service]} for service, c in containers.items()}
 
 
 def seed_odoo(pg: PgCluster, podman: PodmanService, containers: dict[str, dict[str, Any]], *, partners: int = 200,
