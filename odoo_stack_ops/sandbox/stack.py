@@ -91,11 +91,16 @@ class SandboxStack:
     def start(self) -> Path:
         """Start everything, seed it, and write the stack file (mode 0600: it holds sandbox secrets)."""
         self.base.mkdir(parents=True, exist_ok=True)
-        self.pg = PgCluster(self.base / "pg", tls=True).start()
-        self.sshd = SshServer(self.base / "sshd").start()
-        self.podman = PodmanService().start()  # its runroot path must stay under 50 characters
+        # each part is kept before it starts, so stop() also ends one a signal interrupted half-way
+        self.pg = PgCluster(self.base / "pg", tls=True)
+        self.pg.start()
+        self.sshd = SshServer(self.base / "sshd")
+        self.sshd.start()
+        self.podman = PodmanService()  # its runroot path must stay under 50 characters
+        self.podman.start()
         self.containers = start_stack(self.podman, build_image(self.podman), project=PROJECT)
-        self.s3 = S3Server().start()
+        self.s3 = S3Server()
+        self.s3.start()
         self.s3.create_bucket(BUCKET)
         seed_odoo(self.pg, self.podman, self.containers)
         tree = stack_tree(pg=self.pg, sshd=self.sshd, podman=self.podman, containers=self.containers, s3=self.s3,
@@ -107,8 +112,16 @@ class SandboxStack:
         return path
 
     def stop(self) -> None:
+        """Stop every part that was started, each regardless of the others.
+
+        Containers go first, through the CLI on the service's own storage: the service's exec sessions each
+        hold a conmon process, and they outlive a service stopped before its containers."""
+        if self.podman is not None and self.podman.proc is not None:
+            with contextlib.suppress(Exception):
+                self.podman.podman("rm", "--all", "--force", "--time", "1", timeout=60)
         for part in (self.s3, self.podman, self.sshd, self.pg):
             if part is not None:
                 with contextlib.suppress(Exception):  # tear down the rest regardless
                     part.stop()
+        self.s3 = self.podman = self.sshd = self.pg = None
         self.mattermost.stop()
