@@ -8,19 +8,25 @@ first. Then: local Prefect server → deployments/setup → `prefect deploy --al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import load_config
 from odoo_stack_ops.prefect_local import LocalPrefect
+
+if TYPE_CHECKING:
+    from odoo_stack_ops.sandbox.stack import SandboxStack
 
 log = logging.getLogger("odoo_stack_ops.demo")
 
@@ -30,26 +36,65 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
+class Stopped(BaseException):
+    """A stop signal arrived (SIGINT, SIGTERM or SIGHUP); a BaseException so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_now(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+def catch_stop_signals() -> None:
+    """Turn each stop signal into `Stopped`, before any child starts.
+
+    A job started in the background by a non-interactive shell inherits SIGINT ignored, and a service manager or
+    a closed terminal sends SIGTERM or SIGHUP: each must run the same cleanup as Ctrl-C. Installing a handler also
+    gives children the default SIGINT again (an ignored one is inherited, a handled one is not), which the Prefect
+    worker needs to be stopped at all."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_now)
+
+
+def stop_everything(prefect: LocalPrefect | None, sandbox: SandboxStack | None) -> None:
+    """Stop what the demo started, in order, with further stop signals ignored so a second Ctrl-C cannot cut the
+    cleanup short and leave half of it running."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if prefect is not None:
+        with contextlib.suppress(Exception):  # the sandbox is stopped regardless
+            prefect.stop()
+    if sandbox is not None:
+        sandbox.stop()
+
+
 def run_demo(workdir: Path, keep: bool = False) -> int:
     real = bool(os.environ.get("STACK_OPS_FILE") or os.environ.get("DB_HOST"))
-    sandbox = None
+    sandbox: SandboxStack | None = None
+    prefect: LocalPrefect | None = None
     env_extra: dict[str, str] = {}
-    if real:
-        say("using the configured stack (STACK_OPS_FILE / environment)")
-    else:
-        from odoo_stack_ops.sandbox.stack import SandboxStack  # noqa: PLC0415
-
-        say("no stack configured: starting the local sandbox stack (PostgreSQL with TLS, sshd, podman "
-            "Docker API with odoo-core/nginx-proxy/n8n/mattermost, S3 endpoint, Mattermost stand-in)…")
-        t = time.monotonic()
-        sandbox = SandboxStack(workdir / "sandbox")
-        stack_file = sandbox.start()
-        env_extra = {"STACK_OPS_FILE": str(stack_file), "MATTERMOST_WEBHOOK_URL": sandbox.mattermost.url}
-        os.environ["STACK_OPS_FILE"] = str(stack_file)
-        say(f"sandbox up in {time.monotonic() - t:.0f} s; stack file {stack_file}")
-    cfg = load_config()
-    prefect = LocalPrefect(workdir / "prefect")
     try:
+        if real:
+            say("using the configured stack (STACK_OPS_FILE / environment)")
+        else:
+            say("no stack configured: starting the local sandbox stack (PostgreSQL with TLS, sshd, podman "
+                "Docker API with odoo-core/nginx-proxy/n8n/mattermost, S3 endpoint, Mattermost stand-in)…")
+            from odoo_stack_ops.sandbox.stack import SandboxStack  # noqa: PLC0415 - only without a real stack
+
+            t = time.monotonic()
+            sandbox = SandboxStack(workdir / "sandbox")
+            stack_file = sandbox.start()
+            env_extra = {"STACK_OPS_FILE": str(stack_file), "MATTERMOST_WEBHOOK_URL": sandbox.mattermost.url}
+            os.environ["STACK_OPS_FILE"] = str(stack_file)
+            say(f"sandbox up in {time.monotonic() - t:.0f} s; stack file {stack_file}")
+        cfg = load_config()
+        prefect = LocalPrefect(workdir / "prefect")
         t = time.monotonic()
         prefect.start()
         say(f"Prefect server up in {time.monotonic() - t:.0f} s at {prefect.url}")
@@ -78,14 +123,16 @@ def run_demo(workdir: Path, keep: bool = False) -> int:
             say(f"  verdict   {verdict}")
         say(f"\ndashboard: {run_url}")
         if keep:
-            say("--keep: services stay up; press Ctrl-C to stop them")
+            say("--keep: services stay up; press Ctrl-C (or send SIGTERM or SIGHUP) to stop them")
             while True:
-                time.sleep(3600)
+                signal.pause()
         return 0
+    except Stopped as stop:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            say(f"{stop}: stopping everything the demo started…")
+        raise
     finally:
-        prefect.stop()
-        if sandbox is not None:
-            sandbox.stop()
+        stop_everything(prefect, sandbox)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="odoo-stack-ops-demo-"))
+    catch_stop_signals()
     try:
         return run_demo(workdir, keep=args.keep)
-    except KeyboardInterrupt:
-        return 130
+    except Stopped as stop:
+        with contextlib.suppress(OSError):
+            say("stopped")
+        return 128 + stop.signum
     finally:
         if not args.workdir and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

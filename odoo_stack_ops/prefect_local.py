@@ -25,17 +25,19 @@ def free_port() -> int:
 
 
 def stop_group(proc: subprocess.Popen[bytes] | None, signals: tuple[int, ...] = (signal.SIGTERM,),
-               wait_s: float = 10) -> None:
-    """Stop a process started with start_new_session: each signal in turn to its group, then SIGKILL."""
+               wait_s: float = 10, waits: tuple[float, ...] = ()) -> None:
+    """Stop a process started with start_new_session: each signal in turn to its group, then SIGKILL.
+
+    After each signal it waits `waits[i]` seconds when given, else `wait_s`."""
     if proc is None or proc.poll() is not None:
         return
-    for sig in signals:
+    for i, sig in enumerate(signals):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=wait_s)
+            proc.wait(timeout=waits[i] if i < len(waits) else wait_s)
             return
         except subprocess.TimeoutExpired:
             continue
@@ -103,5 +105,8 @@ class LocalPrefect:
                                        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
-        stop_group(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM))  # an idle worker needs two SIGINTs
+        # an idle worker ignores SIGTERM and the first SIGINT: the second, a moment later, ends it
+        stop_group(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+        self.worker = None
         stop_group(self.server, (signal.SIGTERM, signal.SIGINT))
+        self.server = None

@@ -104,7 +104,7 @@ def build_image(podman: PodmanService) -> str:
 
 def start_stack(podman: PodmanService, image: str, *, project: str = "sandbox",
                 env: dict[str, str] | None = None, addons_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Run the four seed containers; returns {service: {"container": …, "port": …, "health_url": …}}.
+    """Run the four seed containers; returns {service: {"container": …, "image": …, "port": …, "health_url": …}}.
 
     odoo-core mounts its addons as the seed does (`./addons/*` → /mnt/extra-addons/*): `addons_dir` from this
     machine when given (git checkouts a code deploy moves), else a named volume."""
@@ -122,7 +122,7 @@ def start_stack(podman: PodmanService, image: str, *, project: str = "sandbox",
                 network_mode="host", init=True, volumes=volumes,
                 environment={"HEALTH_PORT": str(port), **(env or {})},
             )
-            out[service] = {"container": ctr.id, "name": ctr.name, "port": port,
+            out[service] = {"container": ctr.id, "name": ctr.name, "image": image, "port": port,
                             "health_url": f"http://127.0.0.1:{port}{HEALTH[service]}",
                             **({"addons_dir": str(addons_dir)} if addons_dir and service == "odoo-core" else {})}
         if "odoo-core" in out:  # the named volume starts root-owned; Odoo runs as uid 101

@@ -16,7 +16,7 @@ import psycopg
 import yaml
 
 from odoo_stack_ops.sandbox import odoo_data
-from odoo_stack_ops.sandbox.images import build_image, start_stack, write_files
+from odoo_stack_ops.sandbox.images import HEALTH, build_image, start_stack, write_files
 from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
 from odoo_stack_ops.sandbox.podman import PodmanService
 from odoo_stack_ops.sandbox.postgres import PgCluster
@@ -41,6 +41,7 @@ def stack_tree(*, pg: PgCluster, sshd: SshServer, podman: PodmanService, contain
                      "name": "odoo_core", "databases": ["odoo_core", "odoo_dev"], **pg.tls_settings()},
         "odoo": {"health_url": containers["odoo-core"]["health_url"], "compose_dir": str(state_dir / "compose")},
         "n8n": {"url": containers["n8n"]["health_url"].rsplit("/", 1)[0]},
+        "containers": container_specs(containers),
         "spaces": {"endpoint": s3.endpoint, "bucket": bucket, "prefix": prefix,
                    "access_key_id": s3.access_key.get_secret_value(),
                    "secret_access_key": s3.secret_key.get_secret_value()},
@@ -48,6 +49,15 @@ def stack_tree(*, pg: PgCluster, sshd: SshServer, podman: PodmanService, contain
         "backup": {"databases": ["odoo_core"], "verify_sample": 10},
         "state_dir": str(state_dir),
     }
+
+
+def container_specs(containers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The `containers` section for the stand-ins: each on the port it really listens on, with its health path.
+
+    Without it the defaults (Mattermost on 8065, …) point the health sweep at ports nothing in the sandbox
+    listens on, and `http.mattermost` fails on every sweep."""
+    return {service: {"service": service, "image": c.get("image", "sandbox"), "ports": [c["port"]],
+                      "health_path": HEALTH[service]} for service, c in containers.items()}
 
 
 def seed_odoo(pg: PgCluster, podman: PodmanService, containers: dict[str, dict[str, Any]], *, partners: int = 200,
@@ -81,11 +91,16 @@ class SandboxStack:
     def start(self) -> Path:
         """Start everything, seed it, and write the stack file (mode 0600: it holds sandbox secrets)."""
         self.base.mkdir(parents=True, exist_ok=True)
-        self.pg = PgCluster(self.base / "pg", tls=True).start()
-        self.sshd = SshServer(self.base / "sshd").start()
-        self.podman = PodmanService().start()  # its runroot path must stay under 50 characters
+        # each part is kept before it starts, so stop() also ends one a signal interrupted half-way
+        self.pg = PgCluster(self.base / "pg", tls=True)
+        self.pg.start()
+        self.sshd = SshServer(self.base / "sshd")
+        self.sshd.start()
+        self.podman = PodmanService()  # its runroot path must stay under 50 characters
+        self.podman.start()
         self.containers = start_stack(self.podman, build_image(self.podman), project=PROJECT)
-        self.s3 = S3Server().start()
+        self.s3 = S3Server()
+        self.s3.start()
         self.s3.create_bucket(BUCKET)
         seed_odoo(self.pg, self.podman, self.containers)
         tree = stack_tree(pg=self.pg, sshd=self.sshd, podman=self.podman, containers=self.containers, s3=self.s3,
@@ -97,8 +112,16 @@ class SandboxStack:
         return path
 
     def stop(self) -> None:
+        """Stop every part that was started, each regardless of the others.
+
+        Containers go first, through the CLI on the service's own storage: the service's exec sessions each
+        hold a conmon process, and they outlive a service stopped before its containers."""
+        if self.podman is not None and self.podman.proc is not None:
+            with contextlib.suppress(Exception):
+                self.podman.podman("rm", "--all", "--force", "--time", "1", timeout=60)
         for part in (self.s3, self.podman, self.sshd, self.pg):
             if part is not None:
                 with contextlib.suppress(Exception):  # tear down the rest regardless
                     part.stop()
+        self.s3 = self.podman = self.sshd = self.pg = None
         self.mattermost.stop()
