@@ -21,8 +21,9 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
-from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup import layout, restore
 from odoo_stack_ops.backup.manifest import Manifest
+from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
@@ -30,6 +31,7 @@ from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import notify
 from odoo_stack_ops.upgrade import plan as pl
+from tasks.backup import publish, verify
 from tasks.common import logger, publish_markdown
 from tasks.restore import drop_copy, restore_as
 from tasks.upgrade import (
@@ -57,6 +59,16 @@ class UpgradeRequest(BaseModel):
     upgrade_timeout_s: float = Field(1800, description="Give up on odoo after this long (hung upgrade)")
     health_timeout_s: float = Field(120, description="Wait this long for /web/health after the restart")
     lock_wait_s: float = Field(600, description="Wait this long for another upgrade to finish")
+
+
+def verify_point(cfg: StackConfig, point: Manifest, plain_copy: Path) -> str:
+    """With Odoo back up, the pre-upgrade backup is restore-verified like a nightly one (from its plaintext copy,
+    no key needed) and its manifest re-published with the verdict; a failed check is reported, not raised: the
+    upgrade itself succeeded."""
+    files = restore.filestore_files(Bucket.open(cfg.spaces), point)
+    verification = verify(cfg, point, files, plain_copy)
+    publish(cfg, point.with_verification(verification))
+    return "yes" if verification.ok else f"NO: {verification.error}"
 
 
 def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifest, plain_copy: Path | None,
@@ -117,6 +129,8 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
                 outcome["deployed"] = request.addons_ref
             upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
             outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)
+            outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
+            outcome["rollback_point_verified"] = verify_point(cfg, point, plain)
         except Exception as exc:
             log.error("upgrade failed (%s): rolling back to %s", exc, point.stamp)
             outcome["result"] = f"FAILED and rolled back: {exc}"
@@ -135,7 +149,6 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> di
         finally:
             if plain is not None:
                 shutil.rmtree(plain.parent, ignore_errors=True)
-        outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
         store_hashes(cfg, db, plan.hashes)
         outcome["result"] = "upgraded"
     return _report(cfg, outcome, started)

@@ -42,7 +42,8 @@ def published(stack_tree):
 def test_success_installs_and_upgrades_then_stores_hashes(run, pg_tls, stack_tree, mattermost):
     mattermost.clear()
     out = run(install=["ipai_new"], upgrade=["ipai_finance_ppm"])
-    assert out["result"] == "upgraded" and out["healthy_after_s"] >= 0
+    assert out["result"] == "upgraded" and out["healthy_after_s"] >= 0 and out["downtime_s"] > 0
+    assert out["rollback_point_verified"] == "yes"  # restore-verified once Odoo was back
     assert state(pg_tls, "ipai_new") == ("installed", "18.0.1.0.0")
     assert state(pg_tls, "ipai_finance_ppm") == ("installed", "18.0.1.0.5")
     assert len(published(stack_tree)) == 1  # the rollback point
