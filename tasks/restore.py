@@ -129,9 +129,7 @@ def swap_in(cfg: StackConfig, target: str, new: str, st: str, filestore: bool) -
     except BaseException:
         if filestore:
             with Connections(cfg) as conns:
-                conns.container("odoo-core").run(["sh", "-c", restore.SWAP_BACK_FILESTORE_SH, "sh",
-                                                  restore.filestore_root(cfg.odoo.data_dir, target), "",
-                                                  restore.filestore_root(cfg.odoo.data_dir, before)], timeout=600)
+                restore.swap_back_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, target, before)
         raise
     logger().info("%s is now the restored copy%s", target, f"; the previous one is kept as {replaced}" if replaced
                   else "")
@@ -146,9 +144,8 @@ def swap_back(cfg: StackConfig, swapped: Swapped) -> str:
     failed = restore.swap_back(cfg.database, swapped.target, swapped.before, swapped.stamp)
     if swapped.filestore:
         with Connections(cfg) as conns:
-            conns.container("odoo-core").run(["sh", "-c", restore.SWAP_BACK_FILESTORE_SH, "sh",
-                                              restore.filestore_root(cfg.odoo.data_dir, swapped.target), "",
-                                              restore.filestore_root(cfg.odoo.data_dir, swapped.before)], timeout=600)
+            restore.swap_back_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, swapped.target,
+                                        swapped.before)
     logger().warning("swapped back: %s is the previous database again; the restored one is kept as %s",
                      swapped.target, failed)
     return failed

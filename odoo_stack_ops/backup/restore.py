@@ -310,7 +310,7 @@ def _hash_checked(chunks: Iterable[bytes], f: StoredFile) -> Iterator[bytes]:
 RESTORE_FILESTORE_SH = 'set -e; rm -rf "$1"; mkdir -p "$1"; exec tar -xf - -C "$1"'
 # Swap directories like databases: target -> before (if any), new -> target. `mv` of a directory is a rename.
 SWAP_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"'
-SWAP_BACK_FILESTORE_SH = 'set -e; if [ -e "$3" ]; then rm -rf "$1.failed"; mv "$1" "$1.failed"; mv "$3" "$1"; fi'
+SWAP_BACK_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then rm -rf "$1.failed"; mv "$1" "$1.failed"; mv "$2" "$1"; fi'
 
 
 def filestore_root(data_dir: str, database: str) -> str:
@@ -345,6 +345,12 @@ def restore_filestore(executor: Executor, data_dir: str, new: str, members: Iter
 def swap_filestore(executor: Executor, data_dir: str, new: str, target: str, before: str) -> None:
     """Give the restored filestore the target's name; the old one, if any, becomes the `before` copy's."""
     executor.run(["sh", "-c", SWAP_FILESTORE_SH, "sh", filestore_root(data_dir, new), filestore_root(data_dir, target),
+                  filestore_root(data_dir, before)], timeout=600)
+
+
+def swap_back_filestore(executor: Executor, data_dir: str, target: str, before: str) -> None:
+    """Undo swap_filestore: the `before` filestore is the target's again (the restored one is set aside)."""
+    executor.run(["sh", "-c", SWAP_BACK_FILESTORE_SH, "sh", filestore_root(data_dir, target),
                   filestore_root(data_dir, before)], timeout=600)
 
 
