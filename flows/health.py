@@ -12,10 +12,11 @@ from typing import Any
 
 from prefect import flow
 
+from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.health import runbooks
-from odoo_stack_ops.health.alerting import STATE_FILE, AlertPolicy, SweepState, load_state, locked, save_state
+from odoo_stack_ops.health.alerting import STATE_NAME, AlertPolicy, SweepState, parse_state
 from tasks.common import logger, publish_markdown, publish_table
 from tasks.health import (
     SweepOptions,
@@ -51,15 +52,14 @@ def health_sweep(
     opt = SweepOptions(disk_paths=disk_paths or ["/"], endpoints=endpoints or {}, check_timeout_s=check_timeout_s,
                        slow_response_s=slow_response_s, container_stats=container_stats)
     policy = AlertPolicy(fail_after=fail_after, ok_after=ok_after, remind_s=remind_minutes * 60)
-    path = cfg.state_dir.expanduser() / STATE_FILE
     started = time.monotonic()
-    with locked(path):
-        state = load_state(path)
+    with shared_state.held(cfg, STATE_NAME) as slot:
+        state = parse_state(slot.text)
         reading = run_checks(cfg, state.samples, opt)
         now = time.time()
         checks, notices = evaluate_alerts(reading.results, state.checks, policy, cfg.name, now)
         checks, delivered = send_alerts(cfg, notices, checks, now)
-        save_state(path, SweepState(checks, {**state.samples, **reading.samples}))
+        slot.save(SweepState(checks, {**state.samples, **reading.samples}).to_json())
     rows = table_rows(reading.results, checks)
     failing = sum(r.status == "fail" for r in reading.results)
     publish_table("health-sweep", rows, f"health of {cfg.name}: {failing} failing of {len(rows)} checks; "

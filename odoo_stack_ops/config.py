@@ -363,7 +363,7 @@ class StackConfig(_Model):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     restore: RestoreConfig = Field(default_factory=RestoreConfig)
     thresholds: Thresholds = Field(default_factory=Thresholds)
-    state_dir: Path = Field(Path("~/.local/state/odoo-stack-ops"), description="Local state (cursors, alert states)")
+    state_dir: Path = Field(Path("~/.local/state/odoo-stack-ops"), description="Worker-local caches (git working clones); alert states too when SUPABASE_DB_URL is unset")
 
     @model_validator(mode="after")
     def _ssh_needed(self) -> StackConfig:

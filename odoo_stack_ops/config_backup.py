@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import secrets
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from odoo_stack_ops import redact
 from odoo_stack_ops.errors import OpsError
@@ -374,18 +372,6 @@ def redact_file(rel: str, text: str, key: bytes, known: Iterable[str] = ()) -> s
     elif name in HTPASSWD_NAMES or name.endswith((".htpasswd", ".passwd")):
         text = redact_htpasswd(text, key)
     return redact_text(text, key, known)
-
-
-def fingerprint_key(path: Path) -> bytes:
-    """The worker's fingerprint key (created once, mode 0600). Losing it only makes one commit re-mark every
-    redacted value."""
-    path = path.expanduser()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, even briefly
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-    return path.read_bytes()
 
 
 def list_files(host: Executor, compose_dir: str) -> list[str]:

@@ -7,19 +7,20 @@ from typing import Any
 from prefect import task
 
 from odoo_stack_ops import config_backup as cb
+from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.gitops import repo_for
 from tasks.common import TRANSIENT_RETRIES, logger
 
 REPO_DIR = "config-repo"
-KEY_FILE = "config-backup.key"
+KEY_FILE = "config-backup.key"  # the key before it was shared: carried into the Secret block once
 
 
 @task(name="collect-config-files", **TRANSIENT_RETRIES)
 def collect_config_files(cfg: StackConfig, compose_dir: str | None = None) -> dict[str, str]:
     """{stack/<path>: redacted text} from the compose directory on the droplet (through the host executor)."""
-    key = cb.fingerprint_key(cfg.state_dir / KEY_FILE)
+    key = shared_state.fingerprint_key(cfg, legacy_file=cfg.state_dir / KEY_FILE)
     directory = compose_dir or cfg.odoo.compose_dir
     with Connections(cfg) as conns:
         files = cb.collect(conns.host(), directory, key)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from typing import Any
 
 from prefect import task
 
+from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.logs import alerts
@@ -40,17 +42,18 @@ def ship_logs(cfg: StackConfig, options: LogShippingOptions) -> dict[str, Any]:
 
 @task(name="post-critical-lines", **NO_RETRIES)
 def post_critical(cfg: StackConfig, groups: dict[str, dict[str, Any]], min_interval_s: float) -> list[dict[str, Any]]:
-    """Grouped, rate-limited Mattermost messages; the state file keeps what was held back between runs."""
-    path = cfg.state_dir.expanduser() / "log-alerts.json"
-    messages, state = alerts.plan_messages(groups, alerts.load_state(path), time.time(), min_interval_s)
+    """Grouped, rate-limited Mattermost messages; the shared state keeps what was held back between runs
+    (whichever worker runs next)."""
     sent = []
-    for m in messages:
-        title, text, level = alerts.render(m)
-        if notify(cfg.mattermost, title, text, level=level, fields={"lines": m["count"]}):
-            sent.append(m)
-        else:
-            state = alerts.undelivered(state, m)
-    alerts.save_state(path, state)
+    with shared_state.held(cfg, "log-alerts") as slot:
+        messages, state = alerts.plan_messages(groups, alerts.parse_state(slot.text), time.time(), min_interval_s)
+        for m in messages:
+            title, text, level = alerts.render(m)
+            if notify(cfg.mattermost, title, text, level=level, fields={"lines": m["count"]}):
+                sent.append(m)
+            else:
+                state = alerts.undelivered(state, m)
+        slot.save(json.dumps(state))
     if len(sent) < len(messages):
         logger().warning("%d of %d critical-log message(s) not delivered; kept for the next run",
                          len(messages) - len(sent), len(messages))

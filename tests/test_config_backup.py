@@ -171,8 +171,9 @@ def test_a_configured_secret_the_redaction_misses_is_refused_before_the_push(pre
     """Defence in depth: a configured secret value in a file no redaction rule knows (an nginx comment) is marked
     by the config backup; and should a redaction ever miss one, the push guard refuses the whole push."""
     from flows.config_backup import config_backup
+    from odoo_stack_ops import shared_state
     from odoo_stack_ops.config import load_config
-    from tasks.config_files import KEY_FILE, commit_config_files
+    from tasks.config_files import commit_config_files
 
     secret = planted.pw("configured")
     redact.register(secret)
@@ -182,9 +183,34 @@ def test_a_configured_secret_the_redaction_misses_is_refused_before_the_push(pre
     assert secret not in git(git_remote, "log", "-p", "--all")
     published = git(git_remote, "rev-parse", "main")
 
-    missed = cb.collect(ssh_executor, droplet_dir, cb.fingerprint_key(tmp_path / "state" / KEY_FILE), known=())
+    missed = cb.collect(ssh_executor, droplet_dir, shared_state.fingerprint_key(load_config(path)), known=())
     assert secret in missed["stack/nginx/conf.d/odoo.conf"]  # what a redaction that missed it would commit
     with pytest.raises(PushRefused, match=r"stack/nginx/conf\.d/odoo\.conf line 5 \(configured secret value\)"):
         commit_config_files.fn(load_config(path), missed)
     assert git(git_remote, "rev-parse", "main") == published
     assert secret not in git(git_remote, "log", "-p", "--all")
+
+
+def test_config_backups_from_either_worker_produce_identical_files(prefect_harness, sshd, droplet_dir, git_remote,
+                                                                    tmp_path):
+    """Two workers (their own state dirs) share the stack's fingerprint key through Prefect: the second worker's
+    run finds nothing changed, where a key of its own would re-mark every redacted value in a new commit."""
+    from flows.config_backup import config_backup
+    from odoo_stack_ops.config import load_config
+    from tasks.config_files import KEY_FILE, collect_config_files
+
+    tree = {**tree_for(sshd, tmp_path, str(git_remote), droplet_dir), "name": f"either-{tmp_path.name[-12:]}"}
+    legacy = tmp_path / "worker-a" / KEY_FILE
+    legacy.parent.mkdir()
+    legacy.write_bytes(bytes(range(32)))  # worker A's key from before the key was shared: carried over
+    a = write({**tree, "state_dir": str(tmp_path / "worker-a")}, tmp_path, "a.yaml")
+    b = write({**tree, "state_dir": str(tmp_path / "worker-b")}, tmp_path, "b.yaml")
+    assert config_backup(stack_file=a)["committed"]
+    first = git(git_remote, "rev-parse", "main")
+    assert config_backup(stack_file=b)["committed"] is False
+    assert git(git_remote, "rev-parse", "main") == first
+    files_a, files_b = collect_config_files.fn(load_config(a)), collect_config_files.fn(load_config(b))
+    assert files_a == files_b and any("<redacted:" in text for text in files_a.values())
+    assert not (tmp_path / "worker-b" / KEY_FILE).exists()
+    from odoo_stack_ops import shared_state
+    assert shared_state.fingerprint_key(load_config(b)) == bytes(range(32))

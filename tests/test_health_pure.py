@@ -23,10 +23,8 @@ from odoo_stack_ops.health.alerting import (
     SweepState,
     delivered,
     forget_stale,
-    load_state,
-    locked,
     notice,
-    save_state,
+    parse_state,
     step,
 )
 from odoo_stack_ops.health.checks import CheckResult, Probe
@@ -308,28 +306,14 @@ def test_forget_stale_keeps_alerting_checks():
     assert set(forget_stale(states, 1000.0, policy)) == {"alerting", "fresh"}
 
 
-def test_state_round_trip_atomic_and_corrupt_file_set_aside(tmp_path):
-    path = tmp_path / "state" / "health-state.json"
-    assert load_state(path) == SweepState()
+def test_state_round_trip_and_unreadable_state_starts_afresh():
+    assert parse_state(None) == SweepState()
     state = SweepState({"db.tcp": AlertState(alerting=True, fails=4, since=1.5)}, {"host": {"cpu": [1.0, 2, 3]}})
-    save_state(path, state)
-    assert load_state(path) == state
-    assert sorted(p.name for p in path.parent.iterdir()) == ["health-state.json"]  # no temporary left behind
-    doc = json.loads(path.read_text())
+    assert parse_state(state.to_json()) == state
+    doc = json.loads(state.to_json())
     doc["checks"]["db.tcp"]["added_by_a_newer_version"] = 1
-    path.write_text(json.dumps(doc))
-    assert load_state(path).checks["db.tcp"].fails == 4
-    path.write_text("{not json")
-    assert load_state(path) == SweepState()
-    assert [p.name.startswith("health-state.json.corrupt-") for p in path.parent.iterdir()] == [True]
-
-
-def test_lock_keeps_a_second_sweep_out(tmp_path):
-    path = tmp_path / "health-state.json"
-    with locked(path), pytest.raises(TimeoutError, match="another health sweep"), locked(path, timeout_s=0.3):
-        pass
-    with locked(path, timeout_s=0.3):  # released afterwards
-        pass
+    assert parse_state(json.dumps(doc)).checks["db.tcp"].fails == 4
+    assert parse_state("{not json") == SweepState()
 
 
 # --- the concurrent runner ------------------------------------------------------------------------------------------

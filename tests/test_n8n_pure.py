@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-import stat
 from datetime import date
 from pathlib import Path
 
@@ -204,17 +203,13 @@ def test_odoo_conf_and_compose_redaction():
     assert cb.redact_file("nginx/conf.d/odoo.conf", "server { listen 80; }\n", KEY) == "server { listen 80; }\n"
 
 
-def test_change_message_and_fingerprint_key(tmp_path):
+def test_change_message():
     old = {"stack/.env": "A=1\n", "stack/docker-compose.yml": "x\n"}
     new = {"stack/docker-compose.yml": "y\n", "stack/nginx/odoo.conf": "z\n"}
     changed, message = cb.change_message(old, new)
     assert changed == ["stack/.env", "stack/docker-compose.yml", "stack/nginx/odoo.conf"]
     assert message == "config files: added nginx/odoo.conf; changed docker-compose.yml; removed .env\n"
     assert cb.change_message(old, old) == ([], "")
-    key_file = tmp_path / "state" / "k"
-    key = cb.fingerprint_key(key_file)
-    assert len(key) == 32 and cb.fingerprint_key(key_file) == key
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
 def fake_cli(tmp_path: Path, body: str) -> list[str]:

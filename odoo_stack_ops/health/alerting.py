@@ -1,4 +1,4 @@
-"""The per-check alert state machine (pure) and the sweep state persisted between runs (JSON, atomic).
+"""The per-check alert state machine (pure) and the sweep state kept between runs (JSON, in shared_state).
 
 Per check: alert after `fail_after` consecutive failures, remind every `remind_s` while it keeps failing,
 resolve after `ok_after` consecutive successes with exactly one "resolved" message, and say nothing
@@ -8,23 +8,16 @@ sweep, so an outage of Mattermost neither loses an alert nor repeats one that go
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
-import os
-import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
 Action = Literal["alert", "remind", "resolve"]
-STATE_FILE = "health-state.json"
+STATE_NAME = "health-state"
 STATE_VERSION = 1
 
 
@@ -160,51 +153,13 @@ class SweepState:
                    dict(doc.get("samples") or {}))
 
 
-def load_state(path: Path) -> SweepState:
-    """The saved state; a missing file is a fresh start, an unreadable one is set aside (never fatal)."""
-    if not path.exists():
+def parse_state(text: str | None) -> SweepState:
+    """The saved state; none is a fresh start, an unreadable one is logged and replaced (never fatal)."""
+    if text is None:
         return SweepState()
     try:
-        return SweepState.from_json(path.read_text())
+        return SweepState.from_json(text)
     except (ValueError, TypeError, AttributeError) as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        path.replace(aside)
-        log.warning("health state %s was unreadable (%s); kept as %s, starting afresh", path, type(exc).__name__,
-                    aside.name)
+        log.warning("the saved health state was unreadable (%s): starting afresh; the unreadable text was: %.300s",
+                    type(exc).__name__, text)
         return SweepState()
-
-
-def save_state(path: Path, state: SweepState) -> None:
-    """Write atomically: a temporary file in the same directory, fsync, rename over the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(state.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def locked(path: Path, timeout_s: float = 60.0) -> Iterator[None]:
-    """Hold an exclusive lock next to the state file, so two sweeps never interleave load and save."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path.with_name(path.name + ".lock"), "a") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"another health sweep holds {path}.lock for more than {timeout_s:g} s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -11,13 +11,10 @@ the next run instead.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from odoo_stack_ops.logs.parse import Row
@@ -121,17 +118,8 @@ def render(message: dict[str, Any]) -> tuple[str, str, str]:
     return title, text, "danger" if message["level"] in (None, "ERROR", "CRITICAL") else "warning"
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def parse_state(text: str | None) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
+        return json.loads(text) if text else {}
     except ValueError:
-        return {}  # a torn or hand-edited file must not stop shipping; worst case one extra message
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Atomic replace: a crash leaves the old state or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".log-alerts.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh)
-    os.replace(tmp, path)
+        return {}  # a torn or hand-edited state must not stop shipping; worst case one extra message
