@@ -18,7 +18,7 @@ from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.locks import stack_writer
+from odoo_stack_ops.locks import cluster_dump_slot, stack_writer
 from odoo_stack_ops.notify import notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
 from tasks.common import logger, publish_markdown, publish_table
@@ -30,7 +30,8 @@ def backup_one(cfg: StackConfig, database: str, st: str, *, run_verify: bool,
     """One database end to end; returns its published manifest and, when asked to keep it (an upgrade's
     rollback restores from it), tonight's plaintext dump on this worker (the caller deletes its folder)."""
     started = datetime.now(UTC)
-    dump, facts, plain = dump_database(cfg, database, st)
+    with cluster_dump_slot(cfg):
+        dump, facts, plain = dump_database(cfg, database, st)
     try:
         filestore, files = backup_filestore(cfg, database, st)
         parts = {"started": started, "facts": facts, "dump": dump, "filestore": filestore}
@@ -76,10 +77,11 @@ def backup(
     run_verify: bool = True,
     prune: bool = True,
     retention_dry_run: bool = False,
+    stack: str | None = None,
 ) -> dict[str, Any]:
     """Back up each database; returns {database: manifest key}. Fails (after the others ran) if any failed."""
     log = logger()
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     dbs = check_databases(cfg, databases or cfg.backup.databases)
     with stack_writer(cfg, cfg.backup.lock_wait_s, "the nightly backup"):
         st = layout.stamp(datetime.now(UTC))

@@ -15,9 +15,10 @@ from tasks.config_files import collect_config_files, commit_config_files
 
 
 @flow(name="config-backup", description="docker-compose.yml, odoo.conf, nginx, .env (values redacted) to git on change")
-def config_backup(stack_file: str | None = None, compose_dir: str | None = None) -> dict[str, Any]:
+def config_backup(stack_file: str | None = None, compose_dir: str | None = None,
+                  stack: str | None = None) -> dict[str, Any]:
     """`compose_dir` defaults to odoo.compose_dir on the droplet."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     files = collect_config_files(cfg, compose_dir)
     out = commit_config_files(cfg, files)
     publish_markdown("config-backup", "\n".join(["# Config backup", "", f"- committed: {out['committed']}",

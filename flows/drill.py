@@ -215,10 +215,11 @@ def report(results: dict[str, DrillResult], failures: dict[str, str]) -> str:
 
 @flow(name="restore-drill", description="Weekly: the newest backup of each database restored end to end with the "
       "age identity into a scratch database, checked against its manifest, timed, dropped")
-def restore_drill(stack_file: str | None = None, databases: list[str] | None = None, jobs: int = 2) -> dict[str, Any]:
+def restore_drill(stack_file: str | None = None, databases: list[str] | None = None, jobs: int = 2,
+                  stack: str | None = None) -> dict[str, Any]:
     """Drill each database (all of them, even after one failed); returns {database: result}. Fails if any failed."""
     log = logger()
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     # No writer lock: the drill only reads the bucket and writes its own drill_* names, never a served database
     # or the bucket, so holding the stack's lock would only hold the nightly backup up for a whole restore.
     results: dict[str, DrillResult] = {}

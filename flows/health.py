@@ -42,13 +42,14 @@ def health_sweep(
     check_timeout_s: float = 10,
     slow_response_s: float = 2,
     container_stats: bool = True,
+    stack: str | None = None,
 ) -> dict[str, Any]:
     """One sweep: check everything at once, step each check's alert state, post what changed, publish the table.
 
     disk_paths: paths whose filesystems are judged against the disk threshold (default "/").
     endpoints: service → URL, overriding the URLs derived from the configuration (Service Discovery table).
     """
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     opt = SweepOptions(disk_paths=disk_paths or ["/"], endpoints=endpoints or {}, check_timeout_s=check_timeout_s,
                        slow_response_s=slow_response_s, container_stats=container_stats)
     policy = AlertPolicy(fail_after=fail_after, ok_after=ok_after, remind_s=remind_minutes * 60)
@@ -76,13 +77,14 @@ def diagnose(
     module_log_lines: int = 5000,
     database: str | None = None,
     odoo_dry_start: bool = False,
+    stack: str | None = None,
 ) -> dict[str, Any]:
     """Container won't start, database connection failed, module installation failed: the evidence of each.
 
     odoo_dry_start: also run the seed's `odoo -d DB --stop-after-init` in the container (loads the registry
     against the database: heavy, so off by default; the container's log is always searched).
     """
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     with Connections(cfg) as conns:
         sections = [
             container_runbook(cfg, conns, service, log_lines),

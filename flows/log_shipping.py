@@ -14,8 +14,9 @@ from tasks.logs import post_critical, ship_logs
 
 
 @flow(name="log-shipping", description="Docker logs to Supabase ops.logs, nothing lost or doubled; critical to Mattermost")
-def log_shipping(stack_file: str | None = None, options: LogShippingOptions | None = None) -> dict[str, Any]:
-    cfg = load_config(stack_file)
+def log_shipping(stack_file: str | None = None, options: LogShippingOptions | None = None,
+                 stack: str | None = None) -> dict[str, Any]:
+    cfg = load_config(stack_file, stack=stack)
     options = options or LogShippingOptions()
     stats = ship_logs(cfg, options)
     sent = post_critical(cfg, stats["critical"], options.alert_interval_minutes * 60)

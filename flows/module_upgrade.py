@@ -91,9 +91,10 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
 
 
 @flow(name="module-upgrade", description="Deploy and install/upgrade Odoo modules with backup, health gate, rollback")
-def module_upgrade(request: UpgradeRequest, stack_file: str | None = None) -> dict[str, Any]:
+def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
+                   stack: str | None = None) -> dict[str, Any]:
     log = logger()
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     db = ensure_identifier(request.database, "database")
     if db not in cfg.database.databases:
         raise OpsError(f"{db} is not one of database.databases {cfg.database.databases}")

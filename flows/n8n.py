@@ -29,10 +29,10 @@ def export_report(out: dict[str, Any]) -> str:
 @flow(name="n8n-export", description="n8n workflows to git weekly: one normalised file each, commit only on change, "
                                      "weekly tag, tags older than 12 weeks pruned")
 def n8n_export(stack_file: str | None = None, source: Source | None = None, keep_weeks: int = 12,
-               allow_empty: bool = False) -> dict[str, Any]:
+               allow_empty: bool = False, stack: str | None = None) -> dict[str, Any]:
     """`source` defaults to n8n.source. The CLI's command and where it runs come from the stack file
     (n8n.cli_argv, n8n.cli_where), never from a parameter: a run must not be able to choose a command."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     workflows = read_workflows(cfg, source or cfg.n8n.source)
     files = normalise(workflows)
     out = commit_workflows(cfg, files, keep_weeks, allow_empty)
@@ -41,9 +41,10 @@ def n8n_export(stack_file: str | None = None, source: Source | None = None, keep
 
 
 @flow(name="n8n-import", description="Load the workflows of a weekly tag back into n8n (update by id, else create)")
-def n8n_import(tag: str = "latest", stack_file: str | None = None, restore_active: bool = True) -> dict[str, Any]:
+def n8n_import(tag: str = "latest", stack_file: str | None = None, restore_active: bool = True,
+               stack: str | None = None) -> dict[str, Any]:
     """`tag` is a weekly tag (n8n-YYYY-Www) or 'latest'; tags and the active flag are restored too."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     workflows = read_tagged(cfg, tag)
     loaded = load_workflows(cfg, workflows, restore_active)
     publish_markdown("n8n-import", "\n".join(["# n8n import", "", f"from `{tag}`", "",

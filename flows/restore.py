@@ -36,9 +36,10 @@ def restore(
     odoo_zip: bool = False,
     jobs: int = 2,
     health_timeout_s: float = 180,
+    stack: str | None = None,
 ) -> dict[str, Any]:
     """Restore `database`'s backup (newest verified, or of `on_date`, or `manifest_key`) into `target_database`."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     target = target_database or (cfg.restore.staging_database if staging else None)
     if staging and target == cfg.database.name:
         raise OpsError(f"a staging refresh must not target the production database {cfg.database.name}")

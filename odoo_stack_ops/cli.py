@@ -4,30 +4,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from odoo_stack_ops.config import load_config
+from odoo_stack_ops.config import STACK_FILE_VAR, load_config
 from odoo_stack_ops.errors import OpsError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stack-ops", description=__doc__)
     parser.add_argument("--stack-file", help="stack file (default: $STACK_OPS_FILE, else the environment only)")
+    parser.add_argument("--stack", help="the stack's name, when the file is an inventory (default: every stack)")
     parser.add_argument("--env-file", help="a .env file with the seed's variables")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check-config", help="validate the configuration and probe every endpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from odoo_stack_ops import inventory  # noqa: PLC0415
+
+    source = args.stack_file or os.environ.get(STACK_FILE_VAR)
+    names: list[str | None] = [args.stack]
     try:
-        cfg = load_config(args.stack_file, dotenv=args.env_file)
+        if args.stack is None and source:
+            inv = inventory.read(source)
+            names = [None] if inv.single else sorted(inv.stacks)
+        configs = [load_config(source, stack=name, dotenv=args.env_file) for name in names]
     except OpsError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
     if args.command == "check-config":
         from odoo_stack_ops.probe import probe_all, render  # noqa: PLC0415
 
-        rows = probe_all(cfg)
-        sys.stdout.write(f"configuration valid: stack {cfg.name}\n{render(rows)}\n")
+        if len(configs) == 1:
+            rows = probe_all(configs[0])
+            sys.stdout.write(f"configuration valid: stack {configs[0].name}\n{render(rows)}\n")
+        else:
+            per_stack = [(cfg.name, row) for cfg in configs for row in probe_all(cfg)]
+            rows = [row for _, row in per_stack]
+            sys.stdout.write(f"configuration valid: {len(configs)} stacks ({', '.join(c.name for c in configs)})\n"
+                             f"{render(rows, [name for name, _ in per_stack])}\n")
         return 1 if any(r.ok is False for r in rows) else 0
     return 2
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from odoo_stack_ops import redact
@@ -127,6 +126,9 @@ class DatabaseConfig(_Model):
         "cluster → Connection details → Download CA certificate, or `doctl databases get-ca <id>`)",
         examples=["~/.postgresql/odoo-db-sgp1-ca.crt"])
     pool_size: int = Field(25, ge=1, description="Connection pool size of the cluster")
+    max_parallel_dumps: int = Field(
+        2, ge=1, description="Dumps running at once on this cluster, across every stack using it (the Prefect limit "
+        "`db-dumps-<host>-<port>`): twenty stacks on one cluster never exhaust its connections together")
     maintenance_db: str = Field("postgres", description="Database to connect to for CREATE/DROP DATABASE and locks "
                                 "(DigitalOcean clusters also have `defaultdb`)")
     connect_timeout_s: int = Field(10, ge=1, description="libpq connect_timeout")
@@ -293,6 +295,9 @@ class DigitalOceanConfig(_Model):
 class BackupConfig(_Model):
     schedule_cron: str = Field("0 2 * * *", description="Nightly backup schedule")
     timezone: str = Field("Asia/Singapore", description="Schedule time zone")
+    window_minutes: int = Field(
+        60, ge=1, le=720, description="Backup window: with many stacks, each nightly starts at a stable offset "
+        "inside it (from the stack's name), so stacks sharing a cluster or a Spaces region do not start together")
     databases: list[str] = Field(["odoo_core"], description="Databases to back up")
     retention_days: int = Field(30, ge=1, description="Keep every backup younger than this")
     keep_daily: int = Field(0, ge=0, description="GFS: newest backup of each of the last N days")
@@ -496,28 +501,31 @@ def format_errors(exc: ValidationError, where: str) -> str:
 def load_config(
     path: str | Path | None = None,
     *,
+    stack: str | None = None,
     env: Mapping[str, str] | None = None,
     dotenv: str | Path | None = None,
 ) -> StackConfig:
-    """Load and validate the stack; register every secret for redaction. Raises ConfigError listing all errors."""
+    """Load and validate one stack (of an inventory: `stack` names it); register every secret for redaction.
+    Raises ConfigError listing all errors."""
+    from odoo_stack_ops import inventory  # noqa: PLC0415 - inventory imports errors only; kept beside its use
+
     env = dict(os.environ if env is None else env)
     path = path or env.get(STACK_FILE_VAR)
     tree: dict[str, Any] = {}
     sources = []
+    single = True
     if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"stack file {p} does not exist; copy stack.example.yaml and point {STACK_FILE_VAR} at it")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"stack file {p} must hold a mapping at the top level")
-        tree = loaded
-        sources.append(str(p))
+        inv = inventory.read(path)
+        stack, tree = inv.tree(stack)
+        single = inv.single
+        sources.append(str(inv.source) if single else f"{inv.source} [{stack}]")
+    elif stack is not None:
+        raise ConfigError(f"stack {stack!r} asked for but no inventory given: point {STACK_FILE_VAR} at it")
     overlay: dict[str, str] = {}
     if dotenv:
         overlay.update(parse_dotenv(Path(dotenv).expanduser()))
         sources.append(str(dotenv))
-    overlay.update({k: v for k, v in env.items() if k in ENV_MAP})
+    overlay.update({k: v for k, v in inventory.stack_env(env, tree.get("name", ""), single).items() if k in ENV_MAP})
     for key, value in overlay.items():
         if key in ENV_MAP and value != "":
             parsed: Any = [v.strip() for v in value.split(",") if v.strip()] if key in LIST_VARS else value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -32,7 +33,12 @@ def advisory_key(stack: str) -> str:
     return f"odoo-stack-ops:writer:{stack}"
 
 
-def ensure_limit(name: str) -> bool:
+def cluster_limit_name(host: str, port: int) -> str:
+    """The Prefect limit of dumps on one database cluster, shared by every stack using it (pure)."""
+    return "db-dumps-" + re.sub(r"[^a-z0-9-]+", "-", f"{host}-{port}".lower()).strip("-")
+
+
+def ensure_limit(name: str, limit: int = 1) -> bool:
     """Create the limit when missing (a limit that does not exist silently limits nothing); True if created."""
     from prefect.client.orchestration import get_client  # noqa: PLC0415
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415
@@ -44,7 +50,7 @@ def ensure_limit(name: str) -> bool:
             return False
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
             return True
 
 
@@ -91,3 +97,14 @@ def stack_writer(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
         finally:
             if slot is not None:
                 slot.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def cluster_dump_slot(cfg: StackConfig) -> Iterator[None]:
+    """One of the cluster's `max_parallel_dumps` slots for the block (stacks sharing a cluster queue here)."""
+    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
+
+    name = cluster_limit_name(cfg.database.host, cfg.database.port)
+    ensure_limit(name, cfg.database.max_parallel_dumps)
+    with concurrency(name, occupy=1, timeout_seconds=cfg.backup.lock_wait_s, strict=True, lease_duration=LEASE_S):
+        yield

@@ -106,13 +106,16 @@ def _supabase(cfg: StackConfig) -> str:
     return _http(f"{cfg.supabase.url.rstrip('/')}/rest/v1/", {"apikey": key, "Authorization": f"Bearer {key}"})
 
 
-def render(rows: list[Probe]) -> str:
-    """A plain-text table."""
+def render(rows: list[Probe], stacks: list[str] | None = None) -> str:
+    """A plain-text table; with `stacks` (one per row), a first column names each row's stack."""
     mark = {True: "ok", False: "FAIL", None: "-"}
     table = [("component", "target", "status", "seconds", "detail")] + [
         (r.component, r.target, mark[r.ok], f"{r.seconds:.2f}", r.detail) for r in rows]
-    widths = [min(max(len(row[i]) for row in table), 60) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w)[:w] for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+    if stacks is not None:
+        table = [(s, *row) for s, row in zip(["stack", *stacks], table, strict=True)]
+    n = len(table[0]) - 1
+    widths = [min(max(len(row[i]) for row in table), 60) for i in range(n)]
+    return "\n".join("  ".join(c.ljust(w)[:w] for c, w in zip(row[:n], widths, strict=True)) + "  " + row[n]
                      for row in table)
 
 

@@ -1,0 +1,65 @@
+"""Deployments per stack, from the inventory: every deployment of prefect.yaml once per stack, named so the UI
+groups them (`backup/nightly-<stack>`), with the stack's own schedule and time zone, its nightly at a stable
+offset inside its backup window. Pure: prefect.yaml's document in, the generated document out.
+
+    uv run python -m deployments.setup     # with STACK_OPS_FILE pointing at an inventory: writes prefect.stacks.yaml
+    uv run prefect --no-prompt deploy --all --prefect-file prefect.stacks.yaml
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from odoo_stack_ops.config import StackConfig
+
+NIGHTLY_ENTRYPOINT = "flows/backup.py:backup"
+GENERATED = "prefect.stacks.yaml"
+
+
+def offset_minutes(stack: str, window_minutes: int) -> int:
+    """Stable for a name (sha256, not Python's salted hash), spread evenly over the window."""
+    return int.from_bytes(hashlib.sha256(stack.encode()).digest()[:8], "big") % window_minutes
+
+
+def spread_cron(cron: str, minutes: int) -> str:
+    """A daily `M H * * *` cron moved `minutes` later (wrapping past midnight); anything else unchanged."""
+    fields = cron.split()
+    if len(fields) != 5 or not (fields[0].isdigit() and fields[1].isdigit()) or fields[2:] != ["*", "*", "*"]:
+        return cron
+    total = (int(fields[1]) * 60 + int(fields[0]) + minutes) % (24 * 60)
+    return f"{total % 60} {total // 60} * * *"
+
+
+def per_stack(doc: dict[str, Any], stacks: dict[str, StackConfig]) -> dict[str, Any]:
+    """prefect.yaml's document with each deployment repeated per stack (anchors already resolved by the loader)."""
+    out = {k: v for k, v in doc.items() if k not in ("deployments", "definitions")}
+    deployments = []
+    for name, cfg in sorted(stacks.items()):
+        for base in doc.get("deployments") or []:
+            d = copy.deepcopy(base)
+            d["name"] = f"{base['name']}-{name}"
+            d["parameters"] = {**(base.get("parameters") or {}), "stack": name}
+            d["tags"] = [*(base.get("tags") or []), f"stack:{name}"]
+            for schedule in d.get("schedules") or []:
+                if "cron" not in schedule:
+                    continue
+                schedule["timezone"] = cfg.backup.timezone
+                if d["entrypoint"] == NIGHTLY_ENTRYPOINT:
+                    schedule["cron"] = spread_cron(cfg.backup.schedule_cron,
+                                                   offset_minutes(name, cfg.backup.window_minutes))
+            deployments.append(d)
+    out["deployments"] = deployments
+    return out
+
+
+def cluster_limits(stacks: dict[str, StackConfig]) -> dict[str, int]:
+    """The dump limit of each database cluster the stacks use (the smallest configured wins)."""
+    from odoo_stack_ops.locks import cluster_limit_name  # noqa: PLC0415
+
+    limits: dict[str, int] = {}
+    for cfg in stacks.values():
+        name = cluster_limit_name(cfg.database.host, cfg.database.port)
+        limits[name] = min(limits.get(name, cfg.database.max_parallel_dumps), cfg.database.max_parallel_dumps)
+    return limits
