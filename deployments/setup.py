@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,8 +22,10 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
     WorkPoolCreate,
 )
-from prefect.events.actions import SendNotification
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 
 from deployments import stacks
@@ -40,6 +43,8 @@ CONCURRENCY_LIMITS = {"backup-nightly": 1}
 FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
          "health-sweep", "diagnose", "module-upgrade")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
+ZOMBIE_AUTOMATION = "odoo-stack-ops: crash runs whose heartbeat stopped"
+ZOMBIE_AFTER_S = 90  # three missed heartbeats at PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 (prefect.yaml)
 NOTIFY_BLOCK = "ops-mattermost"
 
 # environment variable -> Secret block name (the names stack.example.yaml refers to)
@@ -150,6 +155,31 @@ def ensure_failure_automation(client: object, block_id: object) -> bool:
     return True
 
 
+def ensure_zombie_automation(client: object, after_s: float) -> bool:
+    """A run whose worker died (machine lost, container evicted, worker killed) stops its heartbeats and would
+    stay Running forever; Prefect's documented automation marks it Crashed after `after_s` without one, which
+    the failure automation then posts. Runs emit heartbeats when the worker's environment sets
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY (prefect.yaml sets it for both pools)."""
+    if client.read_automations_by_name(ZOMBIE_AUTOMATION):  # type: ignore[attr-defined]
+        return False
+    client.create_automation(AutomationCore(  # type: ignore[attr-defined]
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a flow run Crashed when its heartbeats stop (its worker or machine died)",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=after_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {after_s:.0f} s: its worker or machine died. The "
+                                    "next run starts afresh (nothing half-written is ever listed)")],
+    ))
+    return True
+
+
 def main(env: dict[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     env = dict(os.environ if env is None else env)
@@ -167,6 +197,8 @@ def main(env: dict[str, str] | None = None) -> int:
                      "prefect --no-prompt deploy --all --prefect-file %s", source, len(names), ", ".join(names),
                      stacks.GENERATED, len(yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]),
                      limits, stacks.GENERATED)
+        zombie = ensure_zombie_automation(client, float(env.get("ZOMBIE_AFTER_S", ZOMBIE_AFTER_S)))
+        log.info("crashed-run detection (no heartbeat): %s", "created" if zombie else "already there")
         if env.get("MATTERMOST_WEBHOOK_URL"):
             block_id = mattermost_block(env["MATTERMOST_WEBHOOK_URL"]).save(NOTIFY_BLOCK, overwrite=True)
             created = ensure_failure_automation(client, block_id)

@@ -1,0 +1,93 @@
+"""Several workers, crashes included: two process workers on one pool, the worker running a backup killed with
+its run (as when a machine dies) → the run ends Crashed (heartbeats stop; the automation from
+deployments/setup.py), the failure automation posts it to Mattermost, nothing half-written is listed, and the
+next run, taken by the surviving worker, is green."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
+
+pytestmark = pytest.mark.integration
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
+
+def wait_for(what: str, probe, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(every)
+
+
+def manifest_keys(s3, bucket: str) -> set[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="odoo-erp-prod/manifests/")
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def heartbeats(prefect: LocalPrefect, run_id: str) -> list:
+    """Heartbeat events the server holds for the run (a run killed before its first one reached the server
+    cannot be told from a slow one: see the README)."""
+    body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                       "resource": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 10}
+    return requests.post(f"{prefect.api}/events/filter", json=body, timeout=10).json()["events"]
+
+
+def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_file, s3, bucket, mattermost,
+                                                                              tmp_path):
+    prefect = LocalPrefect(tmp_path / "prefect")
+    env = {"STACK_OPS_FILE": stack_file, "MATTERMOST_WEBHOOK_URL": mattermost.url, "ZOMBIE_AFTER_S": "45"}
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        prefect.start()
+        prefect.python("-m", "deployments.setup", extra_env=env)
+        prefect.cli("--no-prompt", "deploy", "--name", "nightly", extra_env=env)
+        for name in ("worker-1", "worker-2"):
+            log = (tmp_path / f"{name}.log").open("ab")
+            workers.append(subprocess.Popen([prefect_bin(), "worker", "start", "--pool", "ops-process", "--name", name],
+                                            env=prefect.env(env), cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+        before = manifest_keys(s3, bucket)
+        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
+        run = lambda: requests.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={},  # noqa: E731
+                                    timeout=10).json()["id"]
+        read = lambda r: requests.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()  # noqa: E731
+        doomed = run()
+        flow_pid = int(wait_for("the run started", lambda: read(doomed)["state"]["type"] == "RUNNING"
+                                and read(doomed).get("infrastructure_pid"), 300, 0.2).rsplit(":", 1)[-1])
+        wait_for("the run's first heartbeat on the server", lambda: heartbeats(prefect, doomed), 60, 0.5)
+        with open(f"/proc/{flow_pid}/stat") as fh:
+            worker_pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        killed = [w for w in workers if w.pid == worker_pid]
+        assert killed, "the run's process is not a child of either worker"
+        for pid in (flow_pid, worker_pid):  # the machine is gone: the worker and its run die at once
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        state = wait_for("the run marked Crashed", lambda: read(doomed)["state"]["type"] in TERMINAL
+                         and read(doomed)["state"], 240, 2)
+        assert state["type"] == "CRASHED", state
+        name = read(doomed)["name"]
+        wait_for("the Crashed post in Mattermost", lambda: any(name in str(m) and "Crashed" in str(m)
+                                                              for m in mattermost.messages), 90, 1)
+        assert manifest_keys(s3, bucket) == before  # nothing half-written listed
+        survivor = [w for w in workers if w.pid != worker_pid][0]
+        assert survivor.poll() is None
+        green = run()
+        final = wait_for("the next run finished", lambda: read(green)["state"]["type"] in TERMINAL
+                         and read(green)["state"], 400, 2)
+        assert final["type"] == "COMPLETED", final
+        assert len(manifest_keys(s3, bucket) - before) == 1
+    finally:
+        for w in workers:
+            stop_group(w, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+        prefect.stop()
