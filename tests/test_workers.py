@@ -80,7 +80,7 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
         wait_for("the Crashed post in Mattermost", lambda: any(name in str(m) and "Crashed" in str(m)
                                                               for m in mattermost.messages), 90, 1)
         assert manifest_keys(s3, bucket) == before  # nothing half-written listed
-        survivor = [w for w in workers if w.pid != worker_pid][0]
+        survivor = next(w for w in workers if w.pid != worker_pid)
         assert survivor.poll() is None
         green = run()
         final = wait_for("the next run finished", lambda: read(green)["state"]["type"] in TERMINAL
