@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import requests
 from prefect.logging import disable_run_logger
+from pydantic import SecretStr
 
 from odoo_stack_ops import history
 from odoo_stack_ops.backup import layout
@@ -157,6 +158,24 @@ def test_the_size_drop_raises_one_alarm_in_report_and_summary(week):
     assert f"**size-drop** {DB} `{nights[5].stamp}`" in markdown(report, {}, "s3://x/")
     title, text, level = summary(report)
     assert "1 trend alarm(s)" in title and nights[5].stamp in text and level == "warning"
+
+
+def test_a_sweep_records_every_result_and_a_dead_history_database_is_only_a_warning(week, pg, caplog):
+    from tasks.health import record_checks
+
+    cfg = week.cfg
+    when = time.time()
+    results = [CheckResult("http.odoo-core", "fail", "502", "200", "boom", 0.2), CheckResult("db.select", "ok", "1")]
+    with disable_run_logger():
+        assert record_checks.fn(cfg, results, when) == 2
+    got = pg.execute(f"SELECT check_name, status, value, evidence FROM ops.health_checks WHERE ts = "
+                     f"to_timestamp({when}) ORDER BY check_name", cfg.supabase.db_dsn.get_secret_value()
+                     .rsplit("/", 1)[1].split("?")[0])
+    assert got == [("db.select", "ok", "1", None), ("http.odoo-core", "fail", "502", "boom")]
+    dead = cfg.model_copy(update={"supabase": cfg.supabase.model_copy(
+        update={"db_dsn": SecretStr("postgresql://nobody@127.0.0.1:1/ops?sslmode=disable")})})
+    assert record_checks.fn(dead, results, when) == 0
+    assert "health history not written" in caplog.text
 
 
 def test_alarm_rules_on_their_thresholds():
