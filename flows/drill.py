@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from odoo_stack_ops import history
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup.database import connect, read_facts
@@ -233,6 +234,8 @@ def restore_drill(stack_file: str | None = None, databases: list[str] | None = N
             log.error("drill of %s failed: %s", db, exc)
             failures[db] = f"{type(exc).__name__}: {exc}"
     publish_markdown("restore-drill", report(results, failures), f"restore drill of {cfg.name}")
+    for r in results.values():  # the weekly report's time to recover
+        history.record(Bucket.open(cfg.spaces), "drills", {"stack": cfg.name, **vars(r)}, r.database)
     if failures:
         text = "\n".join(f"- {db}: {err}" for db, err in failures.items())
         notify(cfg.mattermost, f"Restore drill of {cfg.name} FAILED", text + "\nThe backups may not restore: check "

@@ -25,6 +25,7 @@ from tasks.health import (
     evaluate_alerts,
     module_runbook,
     now_iso,
+    record_checks,
     run_checks,
     send_alerts,
     table_rows,
@@ -61,6 +62,7 @@ def health_sweep(
         checks, notices = evaluate_alerts(reading.results, state.checks, policy, cfg.name, now)
         checks, delivered = send_alerts(cfg, notices, checks, now)
         slot.save(SweepState(checks, {**state.samples, **reading.samples}).to_json())
+    record_checks(cfg, reading.results, now)
     rows = table_rows(reading.results, checks)
     failing = sum(r.status == "fail" for r in reading.results)
     publish_table("health-sweep", rows, f"health of {cfg.name}: {failing} failing of {len(rows)} checks; "

@@ -21,6 +21,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
+from odoo_stack_ops import history
 from odoo_stack_ops.backup import layout, restore
 from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.backup.spaces import Bucket
@@ -159,6 +160,8 @@ def _report(cfg: StackConfig, outcome: dict[str, Any], started: float, failed: b
     outcome["seconds"] = round(time.monotonic() - started, 1)
     md = "# Module upgrade\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in outcome.items())
     publish_markdown("module-upgrade", md, f"module upgrade of {outcome['database']}")
+    history.record(Bucket.open(cfg.spaces), "upgrades", {"stack": cfg.name, "failed": failed, **outcome},
+                   outcome["database"])
     notify(cfg.mattermost, f"Module upgrade of {outcome['database']} on {cfg.name}: {outcome.get('result')}",
            md, level="danger" if failed else "good")
     return outcome

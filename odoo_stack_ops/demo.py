@@ -123,6 +123,9 @@ def run_demo(workdir: Path, keep: bool = False) -> int:
             say(f"  verdict   {verdict}")
         say(f"\ndashboard: {run_url}")
         if keep:
+            prefect.cli("deployment", "run", "report/weekly", "--watch", "--watch-timeout", "600",
+                        extra_env=env_extra, timeout=700)
+            say(f"weekly report (tables, charts, trend alarms): {prefect.url}/artifacts/key/ops-report")
             say("--keep: services stay up; press Ctrl-C (or send SIGTERM or SIGHUP) to stop them")
             while True:
                 signal.pause()

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from prefect import task
 
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
-from odoo_stack_ops.health import checks, facts, runbooks
+from odoo_stack_ops.health import checks, facts, history, runbooks
 from odoo_stack_ops.health.alerting import (
     AlertPolicy,
     AlertState,
@@ -132,6 +133,23 @@ def send_alerts(cfg: StackConfig, notices: list[Notice], states: dict[str, Alert
         new[n.check] = delivered(new[n.check], n.action, ok, now)
         logger().warning("%s%s", n.title, "" if ok else " (not delivered; will retry next sweep)")
     return new, ok
+
+
+@task(name="record-checks", **NO_RETRIES)
+def record_checks(cfg: StackConfig, results: list[CheckResult], now: float) -> int:
+    """Every result into ops.health_checks (the weekly report's history), in the sweep's own transaction. Without
+    SUPABASE_DB_URL there is nowhere to keep it; a failed write is a warning, not a failed sweep (the alerts of
+    this sweep went out already, and a Failed run every minute would flood the failure automation)."""
+    if cfg.supabase.db_dsn is None:
+        logger().info("no SUPABASE_DB_URL: health history not kept")
+        return 0
+    rows = history.history_rows(results, cfg.name, datetime.fromtimestamp(now, UTC))
+    try:
+        return history.write_history(cfg.supabase.db_dsn.get_secret_value(), rows)
+    except (psycopg.Error, OpsError) as exc:
+        logger().warning("health history not written (%s: %s); the sweep itself is unaffected",
+                         type(exc).__name__, redact(str(exc))[:300])
+        return 0
 
 
 def table_rows(results: list[CheckResult], states: dict[str, AlertState]) -> list[dict[str, Any]]:

@@ -78,6 +78,14 @@ def seed_odoo(pg: PgCluster, podman: PodmanService, containers: dict[str, dict[s
     return filestore
 
 
+def ops_dsn(pg: PgCluster) -> str:
+    """A database `ops` on the sandbox cluster standing for Supabase (TLS verified with the cluster's CA)."""
+    pg.createdb("ops")
+    tls = pg.tls_settings()
+    return (f"postgresql://{pg.user}:{pg.password.get_secret_value()}@{pg.host}:{pg.port}/ops"
+            f"?sslmode={tls['sslmode']}" + (f"&sslrootcert={tls['sslrootcert']}" if "sslrootcert" in tls else ""))
+
+
 class SandboxStack:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -105,6 +113,7 @@ class SandboxStack:
         seed_odoo(self.pg, self.podman, self.containers)
         tree = stack_tree(pg=self.pg, sshd=self.sshd, podman=self.podman, containers=self.containers, s3=self.s3,
                           bucket=BUCKET, mattermost=self.mattermost, state_dir=self.base / "state")
+        tree["supabase"] = {"db_dsn": ops_dsn(self.pg)}  # ops.logs and ops.health_checks: the report's history
         path = self.base / "stack.yaml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
