@@ -16,7 +16,7 @@ import yaml
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.spaces import Bucket
-from odoo_stack_ops.config import load_config
+from odoo_stack_ops.config import load_config, validate_tree
 from odoo_stack_ops.health import checks
 from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
 
@@ -92,12 +92,12 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 
 
-def test_n8n_week_tags_are_read_from_the_remote_with_the_time_the_export_made_them(stack_tree, mm, tmp_path,
-                                                                                    git_remote):
+def test_n8n_week_tags_are_read_from_the_remote_with_the_time_the_export_made_them(tmp_path, git_remote):
     from odoo_stack_ops.gitops import Repo
 
-    path = write_stack(stack_tree, tmp_path, mm, git={"n8n_remote": str(git_remote)})
-    cfg = load_config(path)
+    cfg = validate_tree({"database": {"host": "db", "sslmode": "require"}, "spaces": {"bucket": "b"},
+                         "ssh": {"host": "droplet"}, "git": {"n8n_remote": str(git_remote)},
+                         "state_dir": str(tmp_path / "state")})
     work = Repo(tmp_path / "work", str(git_remote), cfg.git)
     work.sync()
     (work.path / "a.json").write_text("{}")

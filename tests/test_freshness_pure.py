@@ -62,6 +62,7 @@ def test_log_lag_is_measured_between_log_stamps_and_the_worst_stream_decides():
     assert F.lag_verdict(lags).status == "ok"
     late = F.lag_verdict({("web", "stdout"): 16 * 60.0, ("db", "stdout"): 60.0})
     assert late.status == "fail" and "16 min behind (web/stdout)" in late.value
+    assert F.cursor_lags({("web", "stdout"): 5 * s}, {}) == {("web", "stdout"): None}  # logged, never shipped
     never = F.lag_verdict({("web", "stdout"): None, ("db", "stdout"): 0.0})
     assert never.status == "fail" and "never shipped: web/stdout" in never.value
     assert F.lag_verdict({}).status == "ok"
