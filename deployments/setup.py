@@ -133,9 +133,8 @@ def mattermost_block(url: str) -> MattermostWebhook:
 
 
 def ensure_failure_automation(client: object, block_id: object) -> bool:
-    """Failed or Crashed runs of any of our flows post to Mattermost through the notification block."""
-    if client.read_automations_by_name(AUTOMATION):  # type: ignore[attr-defined]
-        return False
+    """Failed or Crashed runs of any of our flows post to Mattermost through the notification block. An existing
+    automation is brought up to date (its message template included); returns True when it was created."""
     automation = AutomationCore(
         name=AUTOMATION,
         description="Posts every Failed or Crashed run of the odoo-stack-ops flows to Mattermost",
@@ -147,10 +146,15 @@ def ensure_failure_automation(client: object, block_id: object) -> bool:
         actions=[SendNotification(
             block_document_id=block_id,
             subject="{{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}",
+            # the run's page (server-side PREFECT_UI_URL, else derived from the API URL) is where logs and retries are
             body="Flow {{ flow.name }}, run {{ flow_run.name }}: {{ flow_run.state.name }}\n"
-                 "{{ flow_run.state.message }}\nOpen it in the Prefect UI to see logs and retries.",
+                 "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}",
         )],
     )
+    existing = client.read_automations_by_name(AUTOMATION)  # type: ignore[attr-defined]
+    if existing:
+        client.update_automation(existing[0].id, automation)  # type: ignore[attr-defined]
+        return False
     client.create_automation(automation)  # type: ignore[attr-defined]
     return True
 
@@ -202,7 +206,7 @@ def main(env: dict[str, str] | None = None) -> int:
         if env.get("MATTERMOST_WEBHOOK_URL"):
             block_id = mattermost_block(env["MATTERMOST_WEBHOOK_URL"]).save(NOTIFY_BLOCK, overwrite=True)
             created = ensure_failure_automation(client, block_id)
-            log.info("failure automation: %s", "created" if created else "already there")
+            log.info("failure automation: %s", "created" if created else "updated")
         else:
             log.info("MATTERMOST_WEBHOOK_URL not set: no failure automation")
     return 0

@@ -323,6 +323,9 @@ class BackupConfig(_Model):
     age_identity: SecretStr | None = Field(
         None, description="age private key, needed only by restores and restore drills (nightly verification "
         "checks tonight's plaintext copy, so the key may stay offline)")
+    max_age_h: float = Field(
+        26, gt=0, description="Dead-man's switch: the health sweep alerts when a database's newest VERIFIED backup "
+        "in Spaces is older than this many hours (a nightly schedule plus slack)", examples=[26])
     lock_wait_s: float = Field(3600, ge=0, description="A writer (nightly, pre-upgrade backup, restore) waits this "
                                "long for another writer of the stack to finish, then fails")
     keep_previous_h: float = Field(

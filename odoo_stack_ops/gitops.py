@@ -266,8 +266,10 @@ class Repo:
         return self.git("tag", "--list").split()
 
     def tag(self, name: str) -> None:
-        """Point tag `name` at HEAD (moved when it exists: the weekly tag follows the week's last commit)."""
-        self.git("tag", "-f", name)
+        """Point tag `name` at HEAD (moved when it exists: the weekly tag follows the week's last commit).
+        Annotated, so the tag records when the export made it: the health sweep's freshness check reads that
+        date (a lightweight tag has only its commit's, which is old whenever nothing changed)."""
+        self.git("tag", "-f", "-a", "-m", f"{name}: export of this week", name)
 
     def outgoing(self, tips: Iterable[str]) -> str:
         """`git log -p` (text, no colour, merges against their first parent) of every commit reachable from

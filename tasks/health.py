@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from prefect import task
 
+from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
@@ -28,6 +29,7 @@ from odoo_stack_ops.health.alerting import (
     step,
 )
 from odoo_stack_ops.health.checks import CheckResult, Probe, Reading
+from odoo_stack_ops.logs.ship import make_sink
 from odoo_stack_ops.notify import build_message, post
 from odoo_stack_ops.redact import redact
 from tasks.common import NO_RETRIES, logger
@@ -75,10 +77,34 @@ def plan_probes(cfg: StackConfig, lazy: _Lazy, samples: dict[str, Any], now: flo
             lazy.docker(), services, project, cfg.thresholds, samples.get("container_stats", {}), now), 2 * t))
     probes.append(Probe("host", lambda: checks.host_resources(lazy.host(), cfg.thresholds, opt.disk_paths,
                                                               samples.get("host", {}), now, t), 2 * t))
+    probes += freshness_probes(cfg, lazy, samples, now, t)
     if cfg.digitalocean.token is not None:
         probes.append(Probe("do", lambda: checks.digitalocean(cfg.digitalocean, cfg.thresholds, now, t,
                                                               (samples.get("do") or {}).get("droplet_id")), 2 * t))
     return probes
+
+
+def freshness_probes(cfg: StackConfig, lazy: _Lazy, samples: dict[str, Any], now: float, t: float) -> list[Probe]:
+    """The dead-man's switch: the newest verified backup, weekly n8n tag and shipped log line are recent enough."""
+    probes = [Probe("backup.fresh", lambda: checks.backup_freshness(Bucket.open(cfg.spaces), cfg.backup.databases,
+                                                                    cfg.backup.max_age_h, now), 3 * t)]
+    if cfg.git.n8n_remote:
+        probes.append(Probe("n8n.export.fresh", lambda: checks.n8n_freshness(cfg, samples.get("n8n_tag") or {}, now),
+                            6 * t))
+    if logs_configured(cfg):
+        def lag() -> CheckResult:
+            sink = make_sink(cfg)
+            try:
+                return checks.log_lag(lazy.docker(), sink, cfg.name, list(cfg.containers), cfg.docker.compose_project)
+            finally:
+                sink.close()
+        probes.append(Probe("logs.shipping.lag", lag, 2 * t))
+    return probes
+
+
+def logs_configured(cfg: StackConfig) -> bool:
+    sb = cfg.supabase
+    return bool(sb.url and sb.service_role_key) if sb.sink == "rest" else sb.db_dsn is not None
 
 
 @task(name="run-checks", **NO_RETRIES)

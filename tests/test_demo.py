@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,16 @@ def test_the_verification_row_shows_what_it_restored():
     assert (skipped["size_mib"], skipped["raw_mib"], skipped["mib_per_s"]) == (None, None, None)
 
 
+def publish_verified_backups(stack_file: str) -> None:
+    from odoo_stack_ops.backup.spaces import Bucket
+    from odoo_stack_ops.config import load_config
+    from tests.test_deadman import publish
+
+    cfg = load_config(stack_file)
+    for database in cfg.backup.databases:
+        publish(Bucket.open(cfg.spaces), database, datetime.now(UTC) - timedelta(hours=1), verified=True)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_fresh_sandbox_sweep_is_all_green(prefect_harness, tmp_path):
@@ -45,6 +56,7 @@ def test_a_fresh_sandbox_sweep_is_all_green(prefect_harness, tmp_path):
     sandbox = SandboxStack(tmp_path / "sandbox")
     try:
         stack_file = sandbox.start()
+        publish_verified_backups(str(stack_file))  # else the dead-man's switch rightly fails: no backup yet
         out = health_sweep(stack_file=str(stack_file))
     finally:
         sandbox.stop()

@@ -20,6 +20,7 @@ import requests
 from odoo_stack_ops.config import DatabaseConfig, DigitalOceanConfig, StackConfig, Thresholds
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.health import facts
+from odoo_stack_ops.health import freshness as F  # noqa: N812 - as T above
 from odoo_stack_ops.health import thresholds as T  # noqa: N812 - short, used everywhere here
 from odoo_stack_ops.redact import redact
 
@@ -439,3 +440,93 @@ def digitalocean(do: DigitalOceanConfig, th: Thresholds, now: float, timeout: fl
     if rx is not None or tx is not None:
         out.append(_verdict("do.network", T.network_verdict(rx or 0.0, tx or 0.0, th), evidence + ", public", start))
     return Reading(out, {"do": {"droplet_id": droplet_id}})
+
+
+# --- freshness: the dead-man's switch (each job's newest product, read from the data itself) ---------------------
+
+N8N_TAGS_CACHE = "n8n-tags.git"  # a bare fetch of the export remote's tags, apart from the export's own clone
+N8N_RECHECK_S = 900.0  # a weekly product: its remote is read every 15 minutes, the age recomputed every sweep
+
+
+def backup_freshness(bucket: Any, databases: list[str], max_age_h: float, now: float) -> list[CheckResult]:
+    """Per database: the newest VERIFIED manifest in Spaces is younger than max_age_h (its stamp, when the dump
+    began, is the point a restore returns to). Manifests are read newest first, so usually one per database."""
+    from odoo_stack_ops.backup.restore import list_manifests, load_manifest  # noqa: PLC0415 - backup I/O, only here
+
+    out = []
+    for database in databases:
+        start = time.monotonic()
+        try:
+            refs = list_manifests(bucket, database)
+            ref = F.newest_verified(refs, lambda r: load_manifest(bucket, r.key).verified)
+        except Exception as exc:  # noqa: BLE001 - an unreadable bucket is a failed check with its evidence
+            out.append(CheckResult(f"backup.fresh.{database}", "fail", "manifests unreadable",
+                                   f"verified backup younger than {max_age_h:g} h", _err(exc),
+                                   round(time.monotonic() - start, 4)))
+            continue
+        age = now - ref.taken_at.timestamp() if ref else None
+        detail = ref.stamp if ref else f"among {len(refs)} published"
+        out.append(_verdict(f"backup.fresh.{database}", F.age_verdict(age, max_age_h * 3600, "verified backup", detail),
+                            f"newest verified manifest {ref.key}" if ref else f"{len(refs)} manifest(s), none verified",
+                            start))
+    return out
+
+
+def n8n_week_tags(cfg: StackConfig) -> list[tuple[str, str, float]]:
+    """(name, object type, creator date) of the export remote's weekly tags, fetched into a bare cache."""
+    from odoo_stack_ops.gitops import Repo  # noqa: PLC0415
+
+    repo = Repo(cfg.state_dir.expanduser() / N8N_TAGS_CACHE, cfg.git.n8n_remote or "", cfg.git)
+    if not (repo.path / "HEAD").exists():
+        repo.path.mkdir(parents=True, exist_ok=True)
+        repo.git("init", "-q", "--bare")
+    repo.git("fetch", "-q", "--force", "--prune", "--no-tags", repo.remote, "+refs/tags/n8n-*:refs/tags/n8n-*",
+             timeout=120)
+    out = []
+    for line in repo.git("for-each-ref", "--format=%(refname:short) %(objecttype) %(creatordate:unix)",
+                         "refs/tags/").splitlines():
+        name, kind, created = line.split()
+        out.append((name, kind, float(created)))
+    return out
+
+
+def n8n_freshness(cfg: StackConfig, previous: dict[str, Any], now: float,
+                  read: Callable[[StackConfig], list[tuple[str, str, float]]] = n8n_week_tags) -> Reading:
+    """The newest weekly n8n tag in the export remote is younger than 8 days."""
+    start = time.monotonic()
+    name = "n8n.export.fresh"
+    if previous.get("checked") is not None and now - previous["checked"] < N8N_RECHECK_S:
+        kept = previous
+    else:
+        try:
+            newest = F.newest_week_tag(read(cfg), cfg.backup.timezone)
+        except Exception as exc:  # noqa: BLE001 - an unreachable remote is a failed check (and read again next sweep)
+            return Reading([CheckResult(name, "fail", "remote unreadable", "weekly tag younger than 8 days", _err(exc),
+                                        round(time.monotonic() - start, 4))])
+        kept = {"checked": now, "tag": newest[0] if newest else None, "created": newest[1] if newest else None}
+    age = now - kept["created"] if kept.get("created") is not None else None
+    v = F.age_verdict(age, F.N8N_TAG_MAX_AGE_S, "weekly tag", kept.get("tag") or "in the export remote")
+    return Reading([_verdict(name, v, f"remote read {iso_age(now - kept['checked'])} ago", start)], {"n8n_tag": kept})
+
+
+def iso_age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def log_lag(client: Any, sink: Any, host: str, expected: list[str], project: str | None) -> CheckResult:
+    """The shipping cursor of each container stream against the newest line the container holds."""
+    from odoo_stack_ops.logs.parse import stamp_ns  # noqa: PLC0415
+
+    start = time.monotonic()
+    cursors = {key: cur.ns for key, cur in sink.cursors(host).items()}
+    newest: dict[tuple[str, str], int] = {}
+    for service, c in by_service(client, project).items():
+        if service not in expected:
+            continue
+        for stream in ("stdout", "stderr"):
+            last = c.logs(stdout=stream == "stdout", stderr=stream == "stderr", tail=1, timestamps=True)
+            stamp = last.decode("utf-8", "replace").strip().split(" ", 1)[0]
+            if stamp:
+                newest[(c.name, stream)] = stamp_ns(stamp)
+    return _verdict("logs.shipping.lag", F.lag_verdict(F.cursor_lags(newest, cursors)),
+                    f"{len(newest)} stream(s) with lines, {len(cursors)} cursor(s) for {host}", start)
