@@ -27,7 +27,7 @@ WORKER_IMAGE = "odoo-stack-ops-worker:latest"
 # The per-stack writer limit (`stack-writes-<stack>`, odoo_stack_ops.locks) is created by its first holder.
 CONCURRENCY_LIMITS = {"backup-nightly": 1}
 FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
-         "health-sweep", "diagnose", "module-upgrade")
+         "health-sweep", "diagnose", "module-upgrade", "stack-update", "stack-restart")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
 NOTIFY_BLOCK = "ops-mattermost"
 
