@@ -111,6 +111,14 @@ def test_refs_services_and_compose_argv():
         "odoo-core"]
 
 
+def test_the_container_runbook_points_at_the_seeds_command():
+    from odoo_stack_ops.health.runbooks import container_action
+
+    assert container_action(False, None) == "start"
+    assert container_action(True, "unhealthy") == "restart"
+    assert container_action(True, "healthy") is None and container_action(True, None) is None
+
+
 def test_registry_location_defaults():
     from odoo_stack_ops.stack.registry import locate
 
@@ -265,7 +273,7 @@ def test_a_failed_gate_puts_every_updated_service_back_on_its_digest(
     publish(podman, registry, "odoo-core", "broken")
     mattermost.clear()
     with pytest.raises(OpsError, match="failed at odoo-core") as err:
-        run_update(updtest)
+        run_update(updtest, backup=False)  # the backup before odoo-core is the success test's
     text = str(err.value)
     assert "configuration error in the new build" in text  # the failing container's own log lines
     assert "every service is back on its previous image and healthy" in text and "what to do" in text
@@ -333,3 +341,17 @@ def test_restart_flow_and_service_tasks(updtest, docker_client):
         assert up_service.fn(cfg, conns, "odoo-core") == "started"
         assert health_gate.fn(cfg, conns, "odoo-core") >= 0
         assert up_service.fn(cfg, conns, "odoo-core") == "already up to date and running"
+
+
+def test_diagnose_starts_a_stopped_service_when_asked(updtest, docker_client):
+    from flows.health import diagnose
+
+    found = docker_client.containers.list(filters={"label": [f"com.docker.compose.project={PROJECT}",
+                                                             "com.docker.compose.service=odoo-core"]})
+    found[0].stop(timeout=2)
+    looked = diagnose(stack_file=updtest["file"], service="odoo-core")  # a diagnosis alone changes nothing
+    assert looked["verdicts"]["Container won't start"] == "problem" and "Fix: start odoo-core" not in looked["verdicts"]
+    fixed = diagnose(stack_file=updtest["file"], service="odoo-core", fix=True)
+    assert fixed["verdicts"]["Fix: start odoo-core"] == "ok", fixed["summaries"]
+    assert inspect(docker_client, "odoo-core")["State"]["Running"]
+    assert requests.get(updtest["health"]["odoo-core"], timeout=2).status_code == 200
