@@ -136,10 +136,10 @@ def failure_message(service: str, exc: BaseException, updated: list[pl.Record], 
 
 
 def recorded_markdown(records: dict[str, pl.Record]) -> str:
-    """The recorded configuration per service: what a rollback by hand recreates."""
+    """The recorded configuration per service (environment values masked): what a rollback by hand recreates."""
     lines = ["# Recorded before the stack update", ""]
     for rec in records.values():
-        body = pl.creation_body(rec.attrs, rec.image_config, rec.image_ref)
+        body = pl.for_display(pl.creation_body(rec.attrs, rec.image_config, rec.image_ref))
         lines += [f"## {rec.service}: `{rec.name}`", "", f"- image `{rec.image_ref}` = `{rec.image_id}`",
                   f"- registry digest `{rec.digest}`", "", "```json", json.dumps(body, indent=1, sort_keys=True),
                   "```", ""]

@@ -54,6 +54,7 @@ def test_creation_body_keeps_the_containers_own_config_and_drops_what_the_image_
     assert body["NetworkingConfig"] == {"EndpointsConfig": {"odoo-network": {"Aliases": ["web"]}}}
     assert pl.extra_networks(attrs()) == {"other": {"Aliases": ["w2"]}}
     assert "AttachStdout" not in body and body["Image"] == "reg:5000/web:stable"
+    assert pl.for_display(body)["Env"] == ["A=***"] and body["Env"] == ["A=1"]  # artifacts show no env values
 
 
 def test_creation_body_keeps_an_explicit_command_and_hostname():

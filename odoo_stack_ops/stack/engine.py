@@ -80,9 +80,10 @@ def recreate(client: Any, rec: pl.Record, stop_timeout: int) -> str:
     body = pl.creation_body(rec.attrs, rec.image_config, rec.image_ref)
     aside = pl.old_name(rec.name, rec.container_id)
     client.api.stop(rec.container_id, timeout=stop_timeout)
-    client.api.rename(rec.container_id, aside)
-    new_id = None
+    new_id, renamed = None, False
     try:
+        client.api.rename(rec.container_id, aside)
+        renamed = True
         new_id = client.api.create_container_from_config(body, name=rec.name)["Id"]
         for network, endpoint in pl.extra_networks(rec.attrs).items():
             client.api.connect_container_to_network(new_id, network, aliases=endpoint.get("Aliases"),
@@ -92,7 +93,8 @@ def recreate(client: Any, rec: pl.Record, stop_timeout: int) -> str:
         if new_id:
             with contextlib.suppress(DockerException):
                 client.api.remove_container(new_id, force=True)
-        client.api.rename(rec.container_id, rec.name)
+        if renamed:
+            client.api.rename(rec.container_id, rec.name)
         client.api.start(rec.container_id)
         raise OpsError(f"{rec.name} could not be recreated ({exc}); the previous container was started again") \
             from exc

@@ -208,6 +208,14 @@ def config_diff(before: dict[str, Any], after: dict[str, Any], path: str = "") -
     return [] if _same(before, after) else [path]
 
 
+def for_display(body: dict[str, Any]) -> dict[str, Any]:
+    """A create body fit for an artifact: environment values masked (a container's environment holds its
+    passwords, most of which this project never configured and so cannot redact), names kept."""
+    shown = copy.deepcopy(body)
+    shown["Env"] = [f"{e.partition('=')[0]}=***" for e in body.get("Env") or []]
+    return shown
+
+
 def old_name(name: str, container_id: str) -> str:
     """What the replaced container is renamed to while its successor takes the name (compose's scheme)."""
     return f"{container_id[:12]}_{name}"
