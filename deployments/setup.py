@@ -41,7 +41,7 @@ WORKER_IMAGE = "odoo-stack-ops-worker:latest"
 # The per-stack writer limit (`stack-writes-<stack>`, odoo_stack_ops.locks) is created by its first holder.
 CONCURRENCY_LIMITS = {"backup-nightly": 1}
 FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
-         "health-sweep", "diagnose", "module-upgrade", "report")
+         "health-sweep", "diagnose", "module-upgrade", "report", "stack-update", "stack-restart")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
 ZOMBIE_AUTOMATION = "odoo-stack-ops: crash runs whose heartbeat stopped"
 ZOMBIE_AFTER_S = 90  # three missed heartbeats at PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 (prefect.yaml)

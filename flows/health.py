@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from odoo_stack_ops import shared_state
-from odoo_stack_ops.config import load_config
+from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.health import runbooks
 from odoo_stack_ops.health.alerting import STATE_NAME, AlertPolicy, SweepState, parse_state
@@ -30,6 +30,7 @@ from tasks.health import (
     send_alerts,
     table_rows,
 )
+from tasks.stack import health_gate, restart_service, up_service
 
 
 @flow(name="health-sweep", description="HTTP, database, containers, CPU/memory/disk/network; alerts that do not spam")
@@ -71,6 +72,21 @@ def health_sweep(
                                          for n in notices], "seconds": round(time.monotonic() - started, 3)}
 
 
+def apply_fix(cfg: StackConfig, conns: Connections, service: str, action: str) -> runbooks.Section:
+    """The container runbook's fix (`docker compose up -d` / `restart`), health gated, as a report section."""
+    title = f"Fix: {action} {service}"
+    try:
+        if action == "start":
+            done = up_service(cfg, conns, service)
+        else:
+            restart_service(cfg, conns, service)
+            done = "restarted"
+        took = health_gate(cfg, conns, service)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis reports, it does not fail
+        return runbooks.Section(title, "problem", f"{action} did not make {service} healthy: {exc}")
+    return runbooks.Section(title, "ok", f"{service}: {done}; healthy after {took:.1f} s")
+
+
 @flow(name="diagnose", description="The seed's troubleshooting runbooks, collected as one evidence artifact")
 def diagnose(
     stack_file: str | None = None,
@@ -79,20 +95,26 @@ def diagnose(
     module_log_lines: int = 5000,
     database: str | None = None,
     odoo_dry_start: bool = False,
+    fix: bool = False,
     stack: str | None = None,
 ) -> dict[str, Any]:
     """Container won't start, database connection failed, module installation failed: the evidence of each.
 
     odoo_dry_start: also run the seed's `odoo -d DB --stop-after-init` in the container (loads the registry
     against the database: heavy, so off by default; the container's log is always searched).
+    fix: run what the container runbook points at (start a stopped container, restart an unhealthy one), then
+    its health gate; the outcome is one more section (off by default: a diagnosis changes nothing).
     """
     cfg = load_config(stack_file, stack=stack)
     with Connections(cfg) as conns:
+        container = container_runbook(cfg, conns, service, log_lines)
         sections = [
-            container_runbook(cfg, conns, service, log_lines),
+            container,
             database_runbook(cfg),
             module_runbook(cfg, conns, service, module_log_lines, database or cfg.database.name, odoo_dry_start),
         ]
+        if fix and container.action:
+            sections.append(apply_fix(cfg, conns, service, container.action))
     md = runbooks.evidence_markdown(cfg.name, service, now_iso(), sections)
     problems = [s.title for s in sections if s.verdict != "ok"]
     publish_markdown("diagnose", md, f"diagnosis of {service} on {cfg.name}: "

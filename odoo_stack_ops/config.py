@@ -351,6 +351,26 @@ class Thresholds(_Model):
     network_mbps: float = Field(100, description="Network alert threshold")
 
 
+class UpdateConfig(_Model):
+    """How `stack/update` and `stack/restart` change the running services."""
+
+    method: Literal["engine", "compose"] = Field(
+        "engine", description="engine: recreate each container through the Docker Engine API from its recorded "
+        "configuration (no CLI needed on the droplet); compose: run the compose CLI there (`pull` then "
+        "`up -d --no-deps SERVICE`) in odoo.compose_dir")
+    compose_argv: list[str] = Field(["docker", "compose"], min_length=1, description="argv prefix of the compose "
+                                    "CLI on the droplet (method compose)", examples=[["docker-compose"]])
+    health_timeout_s: float = Field(120, gt=0, description="Each service must pass its health gate within this long")
+    stable_s: float = Field(5, ge=0, description="A service with neither a health path nor a healthcheck passes "
+                            "once it has stayed running this long")
+    stop_timeout_s: int = Field(30, ge=0, description="Seconds a container gets to stop before it is killed")
+    lock_wait_s: float = Field(600, ge=0, description="Wait this long for another writer of the stack (backup, "
+                               "upgrade, restore, update) to finish")
+    backup_before: bool = Field(True, description="Back up odoo's database and filestore before odoo-core's "
+                                "image changes (the restore point if the new Odoo damages data)")
+    verify_backup: bool = Field(True, description="Restore-verify that backup before the update goes on")
+
+
 class StackConfig(_Model):
     """The whole stack: droplet, Docker, database, Odoo, Spaces, integrations, policies."""
 
@@ -371,6 +391,7 @@ class StackConfig(_Model):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     restore: RestoreConfig = Field(default_factory=RestoreConfig)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
     state_dir: Path = Field(Path("~/.local/state/odoo-stack-ops"), description="Worker-local caches (git working clones); alert states too when SUPABASE_DB_URL is unset")
 
     @model_validator(mode="after")

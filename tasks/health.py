@@ -201,12 +201,14 @@ def container_runbook(cfg: StackConfig, conns: Connections, service: str, lines:
     """Container won't start: its state, the last log lines, `df -h` and `free -m` on the droplet."""
     details: dict[str, str] = {}
     problems: list[str] = []
+    action = None
     try:
         c = checks.by_service(conns.docker(), cfg.docker.compose_project).get(service)
         if c is None:
             problems.append(f"no container for service {service}")
         else:
             f = facts.docker_inspect(c.attrs)
+            action = runbooks.container_action(f.running, f.health)
             details["state"] = (f"{f.name}: {f.status}, exit code {f.exit_code}, restarts {f.restarts}, health "
                                 f"{f.health or 'no healthcheck'}, OOM killed {f.oom_killed}, started {f.started_at}, "
                                 f"finished {f.finished_at or '-'}{', error ' + f.error if f.error else ''}")
@@ -228,7 +230,7 @@ def container_runbook(cfg: StackConfig, conns: Connections, service: str, lines:
                                            cfg.thresholds.memory_percent)
     return runbooks.Section("Container won't start", "problem" if problems else "ok",
                             "; ".join(problems) or f"{service} is running; disk and memory below the thresholds",
-                            details)
+                            details, action)
 
 
 @task(name="runbook-database", **NO_RETRIES)

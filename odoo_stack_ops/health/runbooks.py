@@ -59,6 +59,17 @@ class Section:
     verdict: str  # "ok", "problem" or "unknown"
     summary: str
     details: dict[str, str] = field(default_factory=dict)
+    action: str | None = None  # the seed's command that addresses the finding ("start", "restart"), if any
+
+
+def container_action(running: bool, health: str | None) -> str | None:
+    """What the runbook's operator would run next: `docker compose start` for a stopped container (`up -d`
+    also recreates it on a newer pulled image), `restart` for one that runs unhealthy; None when neither helps."""
+    if not running:
+        return "start"
+    if health == "unhealthy":
+        return "restart"
+    return None
 
 
 def evidence_markdown(stack: str, target: str, when: str, sections: list[Section]) -> str:

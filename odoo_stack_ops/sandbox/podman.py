@@ -20,6 +20,9 @@ from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.prefect_local import stop_group
 
 CONF = '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n'
+# A registry on loopback speaks plain HTTP (Docker trusts 127.0.0.0/8 so by default; podman must be told).
+# "127.0.0.1" also matches "127.0.0.1:PORT" in containers/image's prefix matching, so any test port works.
+REGISTRIES = '[[registry]]\nlocation = "127.0.0.1"\ninsecure = true\n'
 
 
 def force_remove(container: Any, attempts: int = 20) -> None:
@@ -49,7 +52,7 @@ class PodmanService:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "CONTAINERS_CONF": str(self.base / "containers.conf"),
-                "TMPDIR": str(self.base / "tmp")}
+                "CONTAINERS_REGISTRIES_CONF": str(self.base / "registries.conf"), "TMPDIR": str(self.base / "tmp")}
 
     def podman(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[bytes]:
         """The podman CLI on the same private storage as the service."""
@@ -61,6 +64,7 @@ class PodmanService:
             raise OpsError("podman missing: apt-get install podman runc")
         (self.base / "tmp").mkdir(parents=True, exist_ok=True)
         (self.base / "containers.conf").write_text(CONF)
+        (self.base / "registries.conf").write_text(REGISTRIES)
         log = (self.base / "service.log").open("ab")
         self.proc = subprocess.Popen(
             ["podman", "--root", str(self.base / "root"), "--runroot", str(self.base / "runroot"),
