@@ -1,12 +1,13 @@
-"""`stack-ops` command line: check-config (validate + probe), and the flows run directly for operators."""
+"""`stack-ops` command line: check-config (validate + probe), fetch-ca, and the flows run directly for operators."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from odoo_stack_ops.config import load_config
+from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
 
 
@@ -16,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", help="a .env file with the seed's variables")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check-config", help="validate the configuration and probe every endpoint")
+    fetch = sub.add_parser("fetch-ca", help="write the managed cluster's CA certificate (DigitalOcean API) where "
+                           "database.sslrootcert points, for sslmode verify-full")
+    fetch.add_argument("--out", help="write it here instead of database.sslrootcert")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -29,7 +33,27 @@ def main(argv: list[str] | None = None) -> int:
         rows = probe_all(cfg)
         sys.stdout.write(f"configuration valid: stack {cfg.name}\n{render(rows)}\n")
         return 1 if any(r.ok is False for r in rows) else 0
+    if args.command == "fetch-ca":
+        return _fetch_ca(cfg, args.out)
     return 2
+
+
+def _fetch_ca(cfg: StackConfig, out: str | None) -> int:
+    from odoo_stack_ops import digitalocean  # noqa: PLC0415 - pydo only for this command
+
+    target = Path(out) if out else cfg.database.sslrootcert
+    if target is None:
+        sys.stderr.write("set database.sslrootcert (DB_SSLROOTCERT) to where the CA should go, or pass --out\n")
+        return 2
+    try:
+        pem = digitalocean.fetch_ca(digitalocean.Api(cfg.digitalocean), cfg.digitalocean)
+    except OpsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    changed = digitalocean.write_ca(pem, target)
+    sys.stdout.write(f"{'wrote' if changed else 'unchanged:'} {target.expanduser()} (CA of cluster "
+                     f"{cfg.digitalocean.database_cluster}); use it with sslmode verify-full\n")
+    return 0
 
 
 if __name__ == "__main__":
