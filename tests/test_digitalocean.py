@@ -131,7 +131,7 @@ def test_errored_action_fails_and_deletes_nothing(api_server):
     before = names(api_server)
     api_server.action_outcome = "errored"
     with pytest.raises(OpsError, match=r"action \d+ errored"):
-        do.take_snapshot(stack(api_server), "bad")
+        do.take_snapshot(stack(api_server, snapshot_timeout_s=5), "bad")
     assert names(api_server) == before and not any(m == "DELETE" for m, _ in api_server.calls)
 
 
