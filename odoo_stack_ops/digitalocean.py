@@ -78,7 +78,11 @@ class Api:
 
     def call(self, what: str, scope: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """fn(*args, **kw) under the error policy; `what` names the call and `scope` the token scope it needs."""
-        from azure.core.exceptions import HttpResponseError, ServiceRequestError  # noqa: PLC0415
+        from azure.core.exceptions import (  # noqa: PLC0415
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
 
         for attempt in range(1, RATE_LIMIT_TRIES + 1):
             try:
@@ -108,7 +112,7 @@ class Api:
                 if code is not None and code >= 500:
                     raise ConnectError(f"DigitalOcean failed {what} (HTTP {code}: {text})") from None
                 raise OpsError(f"DigitalOcean refused {what} (HTTP {code}: {text})") from None
-            except ServiceRequestError as exc:
+            except (ServiceRequestError, ServiceResponseError) as exc:
                 raise ConnectError(f"DigitalOcean API unreachable for {what}: {redact(str(exc))[:300]}") from None
             if isinstance(out, dict) and out.get("id") == "not_found" and "message" in out:
                 raise NotFound(f"DigitalOcean: {what}: not found ({out['message']})")  # pydo returns 404 bodies
@@ -235,10 +239,11 @@ def take_snapshot(cfg: StackConfig, reason: str, api: Api | None = None) -> Snap
     api.log.info("%s: action %s %s", what, action["id"], action.get("status"))
     wait_for_action(api, int(action["id"]), do.snapshot_timeout_s, do.snapshot_poll_s, what)
     mine = [s for s in droplet_snapshots(api) if s.get("name") == name]
-    if not mine:
-        raise OpsError(f"{what}: the action completed but no snapshot of that name is listed")
+    if not mine:  # listed a moment later on a busy region; pruning then keeps one more of ours, never fewer
+        api.log.warning("%s: the action completed but the snapshot is not listed yet", what)
     deleted = prune(api, cfg.name, droplet_id, do.keep_snapshots)
-    return SnapshotResult(name, str(mine[0]["id"]), int(action["id"]), time.monotonic() - started, deleted)
+    return SnapshotResult(name, str(mine[0]["id"]) if mine else None, int(action["id"]), time.monotonic() - started,
+                          deleted)
 
 
 # --- the managed cluster ----------------------------------------------------------------------------------------
