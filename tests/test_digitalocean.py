@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -231,6 +232,14 @@ def test_trusted_sources_yes_and_no_in_check_config_and_the_timeout_hint(api_ser
     denied = {r.component: r for r in cluster_rows(cfg)}["do-trusted"]
     assert denied.ok is False and "127.0.0.1 is not among the cluster's trusted sources" in denied.detail
     assert do.trusted_sources_hint(cfg).startswith("likely cause: 127.0.0.1 is not among")
+    from tasks.health import database_runbook
+
+    with socket.socket() as s:  # a port nobody listens on: the TCP step fails as a firewalled cluster's would
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    section = database_runbook.fn(stack(api_server, database_cluster_id=api_server.cluster["id"])
+                                  .model_copy(update={"database": cfg.database.model_copy(update={"port": closed})}), 2)
+    assert section.verdict == "problem" and "likely cause: 127.0.0.1 is not among" in section.summary
     api_server.firewall_rules.append({"uuid": "r3", "type": "droplet", "value": str(DROPLET)})  # 127.0.0.1 is its IP
     allowed = {r.component: r for r in cluster_rows(cfg)}["do-trusted"]
     assert allowed.ok and f"allowed by the droplet rule {DROPLET}" in allowed.detail
