@@ -1,9 +1,9 @@
 """Flow `module-upgrade` (on demand): the seed's Module Deployment, made safe.
 
 Lock → plan against `addons_ref` unpacked beside the served checkout (names, dependencies, changed addons;
-a refused plan or dry_run changes nothing) → stop odoo-core (nginx answers with its error page; commands run in
-a stand-by container on the same volumes) → pre-upgrade backup (the rollback point, whose plaintext copy stays
-on the worker) → record each addons repository's commit → deploy `addons_ref` → odoo -i/-u --stop-after-init →
+a refused plan or dry_run changes nothing) → droplet snapshot (digitalocean.snapshot_before) → stop odoo-core
+(nginx answers with its error page; commands run in a stand-by container on the same volumes) → pre-upgrade
+backup (the rollback point, whose plaintext copy stays on the worker) → record each addons repository's commit → deploy `addons_ref` → odoo -i/-u --stop-after-init →
 module states → start → health gate. Any failure after the stop: the previous commits are checked out again, the pre-upgrade
 database is restored under a new name and swapped in, odoo-core started, health confirmed, and the run fails
 saying what happened. Works with encrypted backups without the private key (the plaintext copy is used).
@@ -34,6 +34,7 @@ from odoo_stack_ops.notify import notify
 from odoo_stack_ops.upgrade import plan as pl
 from tasks.backup import publish, verify
 from tasks.common import logger, publish_markdown
+from tasks.digitalocean import snapshot_before
 from tasks.restore import drop_copy, restore_as
 from tasks.upgrade import (
     deploy_code,
@@ -113,6 +114,8 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
         if request.dry_run or plan.nothing_to_do:
             outcome["result"] = "dry run: nothing changed" if request.dry_run else "nothing to do"
             return _report(cfg, outcome, started)
+        if cfg.digitalocean.snapshot_before:  # before anything changes; a refused token stops the run here
+            outcome["droplet_snapshot"] = snapshot_before(cfg, f"module-upgrade-{db}")
         down_at = time.monotonic()
         stop_odoo(conns)
         try:

@@ -1,4 +1,4 @@
-"""`stack-ops` command line: check-config (validate + probe), and the flows run directly for operators."""
+"""`stack-ops` command line: check-config (validate + probe), fetch-ca, and the flows run directly for operators."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
-from odoo_stack_ops.config import STACK_FILE_VAR, load_config
+from odoo_stack_ops.config import STACK_FILE_VAR, StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
 
 
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", help="a .env file with the seed's variables")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check-config", help="validate the configuration and probe every endpoint")
+    fetch = sub.add_parser("fetch-ca", help="write the managed cluster's CA certificate (DigitalOcean API) where "
+                           "database.sslrootcert points, for sslmode verify-full")
+    fetch.add_argument("--out", help="write it here instead of database.sslrootcert")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from odoo_stack_ops import inventory  # noqa: PLC0415
@@ -44,7 +48,27 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"configuration valid: {len(configs)} stacks ({', '.join(c.name for c in configs)})\n"
                              f"{render(rows, [name for name, _ in per_stack])}\n")
         return 1 if any(r.ok is False for r in rows) else 0
+    if args.command == "fetch-ca":
+        return max(_fetch_ca(cfg, args.out) for cfg in configs)
     return 2
+
+
+def _fetch_ca(cfg: StackConfig, out: str | None) -> int:
+    from odoo_stack_ops import digitalocean  # noqa: PLC0415 - pydo only for this command
+
+    target = Path(out) if out else cfg.database.sslrootcert
+    if target is None:
+        sys.stderr.write("set database.sslrootcert (DB_SSLROOTCERT) to where the CA should go, or pass --out\n")
+        return 2
+    try:
+        pem = digitalocean.fetch_ca(digitalocean.Api(cfg.digitalocean), cfg.digitalocean)
+    except OpsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    changed = digitalocean.write_ca(pem, target)
+    sys.stdout.write(f"{'wrote' if changed else 'unchanged:'} {target.expanduser()} (CA of cluster "
+                     f"{cfg.digitalocean.database_cluster}); use it with sslmode verify-full\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -283,13 +283,44 @@ class SmtpConfig(_Model):
 
 
 class DigitalOceanConfig(_Model):
-    token: SecretStr | None = Field(None, description="DIGITALOCEAN_TOKEN (read-only is enough for monitoring)")
+    token: SecretStr | None = Field(None, description="DIGITALOCEAN_TOKEN: read scopes are enough for monitoring and "
+                                    "the cluster checks; snapshot_before also needs droplet:update and "
+                                    "snapshot:delete (README: DigitalOcean token scopes)")
     api_endpoint: str = Field("https://api.digitalocean.com", description="API endpoint")
     droplet_name: str = Field("odoo-erp-prod", description="Droplet name")
     droplet_id: int | None = Field(None, description="Droplet id (looked up by name when empty)")
     database_cluster: str = Field("odoo-db-sgp1", description="Managed database cluster name")
+    database_cluster_id: str | None = Field(None, description="The cluster's id (uuid; looked up by name when empty)")
     region: str = Field("sgp1", description="Region")
     ca_bundle: Path | None = Field(None, description="CA bundle for a private endpoint")
+    snapshot_before: bool = Field(False, description="Take a droplet snapshot before module-upgrade (and "
+                                  "stack/update) changes anything, and wait for it to complete")
+    keep_snapshots: int = Field(3, ge=1, description="Keep this many of this project's newest droplet snapshots "
+                                "(named odoo-stack-ops-<stack>-<stamp>-<reason>); older ones it made are deleted, "
+                                "no other snapshot ever is")
+    snapshot_timeout_s: float = Field(3600, gt=0, description="Give up waiting for the snapshot action after this long")
+    snapshot_poll_s: float = Field(10, gt=0, description="Poll the snapshot action this often")
+    cluster_backup_max_age_h: float = Field(
+        26, gt=0, description="The cluster's newest own (daily) backup may be this old before the health sweep fails")
+    worker_addresses: list[str] = Field(
+        default_factory=list, description="Addresses the cluster sees this worker connect from (its public IP when "
+        "behind NAT); empty: the local address used to reach database.host", examples=[["203.0.113.7"]])
+
+    @field_validator("worker_addresses")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        import ipaddress  # noqa: PLC0415 - only this validator needs it
+
+        for address in v:
+            ipaddress.ip_address(address)  # ValueError names the bad value, which is an address, not a secret
+        return v
+
+    @model_validator(mode="after")
+    def _snapshot_needs_token(self) -> DigitalOceanConfig:
+        if self.snapshot_before and self.token is None:
+            raise ValueError("digitalocean.snapshot_before needs digitalocean.token (DIGITALOCEAN_TOKEN) with the "
+                             "scopes droplet:update, actions:read, snapshot:read and snapshot:delete")
+        return self
 
 
 class BackupConfig(_Model):

@@ -60,7 +60,26 @@ def probe_all(cfg: StackConfig) -> list[Probe]:
     rows.append(_optional("supabase", cfg.supabase.url, lambda: _supabase(cfg)))
     rows.append(_optional("mattermost", "webhook" if cfg.mattermost.webhook_url else None,
                           lambda: "configured (not posted to)"))
+    if cfg.digitalocean.token is not None:
+        rows += cluster_rows(cfg)
     return rows
+
+
+def cluster_rows(cfg: StackConfig) -> list[Probe]:
+    """The managed cluster as DigitalOcean describes it: its own backups, its CA, its trusted sources."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from odoo_stack_ops import digitalocean  # noqa: PLC0415 - pydo only when a token is configured
+
+    start = time.monotonic()
+    try:
+        facts = digitalocean.cluster_facts(cfg, datetime.now(UTC))
+        parts = {"do-backups": facts.backups, "do-ca": facts.ca, "do-trusted": facts.trusted}
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        parts = dict.fromkeys(("do-backups", "do-ca", "do-trusted"), ("fail", f"{type(exc).__name__}: {exc}"))
+    took = round(time.monotonic() - start, 3)
+    return [Probe(name, cfg.digitalocean.database_cluster, status != "fail", redact(detail), took)
+            for name, (status, detail) in parts.items()]
 
 
 def _optional(component: str, target: str | None, fn: Callable[[], str]) -> Probe:

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from prefect import task
 
+from odoo_stack_ops import digitalocean
 from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
@@ -81,6 +82,7 @@ def plan_probes(cfg: StackConfig, lazy: _Lazy, samples: dict[str, Any], now: flo
     if cfg.digitalocean.token is not None:
         probes.append(Probe("do", lambda: checks.digitalocean(cfg.digitalocean, cfg.thresholds, now, t,
                                                               (samples.get("do") or {}).get("droplet_id")), 2 * t))
+        probes.append(Probe("do.cluster", lambda: digitalocean.cluster_backups_check(cfg, now, t), 2 * t))
     return probes
 
 
@@ -243,8 +245,11 @@ def database_runbook(cfg: StackConfig, timeout_s: float = 10.0) -> runbooks.Sect
     db = cfg.database
     summary = (f"{failed[0].name} failed: {failed[0].value}" if failed
                else f"{db.host}:{db.port} reachable, TLS as sslmode={db.sslmode} demands, credentials accepted")
-    return runbooks.Section("Database connection failed", "problem" if failed else "ok", summary,
-                            {"TCP, TLS, credentials (SELECT 1)": "\n".join(lines)})
+    details = {"TCP, TLS, credentials (SELECT 1)": "\n".join(lines)}
+    if failed and failed[0].name == "db.tcp" and cfg.digitalocean.token is not None:
+        details["trusted sources (DigitalOcean)"] = digitalocean.trusted_sources_hint(cfg, timeout_s)
+        summary += f"; {details['trusted sources (DigitalOcean)']}"
+    return runbooks.Section("Database connection failed", "problem" if failed else "ok", summary, details)
 
 
 @task(name="runbook-modules", **NO_RETRIES)

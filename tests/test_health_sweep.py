@@ -248,7 +248,7 @@ def test_full_sweep_of_the_sandbox_stack(prefect_harness, stack_tree, stack_cont
     expected = {f"http.{s}" for s in services} | {f"container.{s}{x}" for s in services
                                                   for x in ("", ".restarts", ".cpu", ".memory")}
     expected |= {"http.hung", "db.tcp", "db.tls", "db.select1", "db.connections", "host.cpu", "host.memory",
-                 "host.disk:/", "host.network", "do.cpu", "do.memory", "do.disk:/", "do.network"}
+                 "host.disk:/", "host.network", "do.cpu", "do.memory", "do.disk:/", "do.network", "do.cluster.backups"}
     assert set(rows) == expected
     assert {n for n, r in rows.items() if r["status"] == "fail"} == {"http.hung"}
     assert rows["http.hung"]["value"] == "unreachable" and "timed out" in rows["http.hung"]["evidence"]

@@ -93,10 +93,14 @@ def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg
             raise AccessDenied(
                 f"{where} refused role {db.user} for database {dbname or db.name} (sslmode={db.sslmode}): {first}. "
                 f"Not retried, another attempt gets the same answer: {hint}") from exc
+        timed_out = "timeout" in first.lower() or "timed out" in first.lower()
         raise ConnectError(
             f"cannot connect to PostgreSQL {db.host}:{db.port} database {dbname or db.name} as {db.user} "
-            f"(sslmode={db.sslmode}): {first}. Check DB_HOST/DB_PORT, DB_PASSWORD and that this worker is a "
-            f"trusted source of the managed database"
+            f"(sslmode={db.sslmode}): {first}. " + (
+                "On DigitalOcean a connect timeout usually means this worker's address is not among the cluster's "
+                "trusted sources (Databases → cluster → Network Access; `stack-ops check-config` checks it)"
+                if timed_out else "Check DB_HOST/DB_PORT, DB_PASSWORD and that this worker is a trusted source of "
+                "the managed database")
         ) from exc
 
 
