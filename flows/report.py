@@ -17,9 +17,9 @@ from tasks.report import build_report, gather_history, post_summary, publish_rep
 
 
 @flow(name="report", description="Weekly: backups, uptime, logs and upgrades as tables, charts and trend alarms")
-def ops_report(stack_file: str | None = None, days: int = 7) -> dict[str, Any]:
+def ops_report(stack_file: str | None = None, days: int = 7, stack: str | None = None) -> dict[str, Any]:
     """The report over the `days` before now; returns the alarms and where the files went."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     now = datetime.now(UTC)
     window = Window.ending(now, days, cfg.backup.timezone)
     found = gather_history(cfg, window)

@@ -27,6 +27,7 @@ from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import notify
 from odoo_stack_ops.stack import plan as pl
 from tasks.common import logger, publish_markdown, publish_table
+from tasks.digitalocean import snapshot_before
 from tasks.stack import (
     health_gate,
     pull_images,
@@ -53,9 +54,10 @@ class UpdateRequest(BaseModel):
 
 @flow(name="stack-update", description="Pull new images and recreate services one at a time, health gated, "
       "rolled back to the previous digests on failure")
-def stack_update(request: UpdateRequest | None = None, stack_file: str | None = None) -> dict[str, Any]:
+def stack_update(request: UpdateRequest | None = None, stack_file: str | None = None,
+                 stack: str | None = None) -> dict[str, Any]:
     request = request or UpdateRequest()
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     services = pl.check_services(request.services, list(cfg.containers))
     timeout = request.health_timeout_s or cfg.update.health_timeout_s
     started = time.monotonic()
@@ -69,7 +71,6 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
     wait = cfg.update.lock_wait_s if request.lock_wait_s is None else request.lock_wait_s
     outcome: dict[str, Any] = {"services": services, "method": cfg.update.method}
     with stack_writer(cfg, wait, "the stack update"), Connections(cfg) as conns:
-        # snapshot_before hook: the optional droplet snapshot (digitalocean.snapshot_before) goes here
         records = record_services(cfg, conns, services)
         publish_markdown("stack-update-recorded", recorded_markdown(records), f"configuration of {services} "
                          f"before the update of {cfg.name}")
@@ -78,6 +79,8 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
         if plan.nothing_to_do:
             outcome["result"] = "nothing to do: every image is current"
             return _report(cfg, outcome, started)
+        if cfg.digitalocean.snapshot_before:  # before any container changes; a refused token stops the run here
+            outcome["droplet_snapshot"] = snapshot_before(cfg, "stack-update")
         if pl.ODOO in plan.steps and (cfg.update.backup_before if request.backup is None else request.backup):
             point, _ = backup_one(cfg, cfg.database.name, layout.stamp(datetime.now(UTC)),
                                   run_verify=cfg.update.verify_backup)
@@ -148,9 +151,9 @@ def recorded_markdown(records: dict[str, pl.Record]) -> str:
 
 @flow(name="stack-restart", description="Restart one service or all (docker compose restart), health gated")
 def stack_restart(services: list[str] | None = None, stack_file: str | None = None,
-                  health_timeout_s: float | None = None) -> dict[str, Any]:
+                  health_timeout_s: float | None = None, stack: str | None = None) -> dict[str, Any]:
     """Restart each service (odoo-core last) and wait for its health gate; fails naming the unhealthy one."""
-    cfg = load_config(stack_file)
+    cfg = load_config(stack_file, stack=stack)
     chosen = pl.order_services(pl.check_services(services or [], list(cfg.containers)))
     outcome: dict[str, Any] = {"services": chosen, "healthy_after_s": {}}
     started = time.monotonic()
