@@ -98,9 +98,9 @@ def backup(
                 failures[db] = f"{type(exc).__name__}: {exc}"
         night_ok = not failures and all(m.verified for m in manifests.values())
         retention = apply_retention(cfg, last_run_ok=night_ok, dry_run=retention_dry_run) if prune else None
-    publish_markdown("backup-nightly", report(manifests, failures, retention), f"backup {st}")
+    publish_markdown("backup-nightly", report(manifests, failures, retention), f"backup {st} of {cfg.name}")
     if retention:
-        publish_table("backup-retention-plan", retention["rows"], f"retention plan {st}")
+        publish_table("backup-retention-plan", retention["rows"], f"retention plan {st} of {cfg.name}")
     if not night_ok:
         problems = {**failures, **{db: m.verification.error or "not verified"
                                    for db, m in manifests.items() if not m.verified}}

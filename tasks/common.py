@@ -97,10 +97,19 @@ def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("odoo_stack_ops")
 
 
+def stack_key(key: str) -> str:
+    """Artifact keys name the stack when the run was given one (an inventory's stack): the UI's latest
+    `backup-nightly-prod` is never another stack's night. One stack keeps the plain key."""
+    from prefect.runtime import flow_run  # noqa: PLC0415
+
+    stack = (flow_run.parameters or {}).get("stack")
+    return f"{key}-{stack}" if stack else key
+
+
 def publish_markdown(key: str, markdown: str, description: str) -> None:
     """A markdown artifact, redacted; outside a run it is only logged."""
     try:
-        create_markdown_artifact(key=key, markdown=redact(markdown), description=redact(description))
+        create_markdown_artifact(key=stack_key(key), markdown=redact(markdown), description=redact(description))
     except MissingContextError:
         logger().info("%s", redact(markdown))
 
@@ -108,6 +117,6 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     try:
-        create_table_artifact(key=key, table=clean, description=redact(description))
+        create_table_artifact(key=stack_key(key), table=clean, description=redact(description))
     except MissingContextError:
         logger().info("%s: %s", description, clean)

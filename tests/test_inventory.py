@@ -151,6 +151,8 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
                 break
             time.sleep(2)
         assert set(states.values()) == {"COMPLETED"}, states
+        keys = {a["key"] for a in requests.post(f"{prefect.api}/artifacts/filter", json={}, timeout=10).json()}
+        assert {f"backup-nightly-{n}" for n in names} <= keys  # each stack's own artifact
     finally:
         prefect.stop()
     for name in names:
