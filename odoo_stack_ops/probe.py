@@ -93,12 +93,8 @@ def _database(cfg: StackConfig) -> str:
 def _spaces(cfg: StackConfig) -> str:
     from odoo_stack_ops.backup import spaces  # noqa: PLC0415
 
-    s3 = spaces.client(cfg.spaces)
-    try:
-        s3.head_bucket(Bucket=cfg.spaces.bucket)
-    except Exception as exc:
-        raise spaces.explain(exc, cfg.spaces.bucket) from exc
-    return "bucket reachable"
+    spaces.check_access(spaces.client(cfg.spaces), cfg.spaces.bucket, cfg.spaces.prefix + "/")
+    return "bucket reachable, credentials accepted"
 
 
 def _supabase(cfg: StackConfig) -> str:

@@ -19,7 +19,8 @@ import pytest
 from odoo_stack_ops.backup import layout, spaces
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.config import validate_tree
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.errors import AccessDenied, OpsError
+from tests.checks import task_runs
 from tests.faults import S3FaultProxy, TcpCutProxy
 from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
@@ -79,6 +80,24 @@ def test_permanent_s3_error_publishes_nothing_and_leaves_no_parts(prefect_harnes
         assert any("FAILED" in t for t in mattermost.titles())
     finally:
         proxy.stop()
+
+
+def test_wrong_spaces_secret_fails_before_any_dump_and_is_not_retried(prefect_harness, stack_tree, s3, tmp_path):
+    """The test bed's S3 checks SigV4 signatures as Spaces does: a wrong secret is refused at the bucket check,
+    once, with the setting to fix, and nothing is dumped or uploaded."""
+    from flows.backup import backup
+
+    tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "secret_access_key": "not-the-issued-secret"}}
+    state = backup(stack_file=write(tree, tmp_path / "s.yaml"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(AccessDenied, match="SPACES_SECRET_ACCESS_KEY is wrong"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    ((prepare, history),) = runs["prepare-bucket"]
+    assert prepare.run_count == 1 and history == ["Pending", "Running", "Failed"], history
+    assert "dump-database" not in runs and "backup-filestore" not in runs, sorted(runs)
+    cfg = validate_tree(stack_tree)  # the right key: the bucket is untouched
+    assert bucket_keys(cfg) == set() and open_uploads(cfg) == []
 
 
 def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, stack_tree, tmp_path, pg_tls):
