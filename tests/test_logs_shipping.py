@@ -15,6 +15,7 @@ import requests
 import yaml
 
 from odoo_stack_ops.config import ContainerSpec
+from odoo_stack_ops.errors import AccessDenied, is_transient
 from odoo_stack_ops.logs.options import LogShippingOptions
 from odoo_stack_ops.logs.ship import ship
 from odoo_stack_ops.logs.sink_pg import PgSink, migration_sql
@@ -165,6 +166,12 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
             "SELECT stream, container_id FROM ops.log_cursors WHERE host = %s AND container = %s", (host, odoo)))
     # stderr moved on to the new container; stdout (only the old one's late line) waits for its first line
     assert cursor_ids == {"stderr": containers["odoo-core"].id, "stdout": old_id}
+
+
+def test_a_refused_logs_database_password_is_permanent_and_names_the_setting(pg, logs_db):
+    with pytest.raises(AccessDenied, match="password authentication failed") as err:
+        PgSink({**logs_db, "password": "not-the-password"})
+    assert not is_transient(err.value) and "SUPABASE_DB_URL" in str(err.value)
 
 
 def test_truncated_log_loses_nothing_docker_still_has_and_doubles_nothing(podman, docker_client, sandbox_image,
