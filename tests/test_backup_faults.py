@@ -48,14 +48,26 @@ def open_uploads(cfg):
 
 
 def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness, stack_tree, s3, tmp_path):
+    """Short outages are absorbed by botocore's own attempts; one that outlasts them (every attempt at the
+    filestore manifest answered 503) fails the task attempt, and Prefect's retry of the task carries the night."""
     from flows.backup import backup
 
+    attempts = 1 + spaces.boto_config(s3.endpoint).retries["max_attempts"]  # botocore's count is of retries
     proxy = S3FaultProxy(s3.endpoint)
     try:
         proxy.fail(lambda m, p: m == "PUT" and "partNumber=1" in p, times=2)  # first dump part, twice
         proxy.fail(lambda m, p: m == "PUT" and "/objects/" in p, status=503, code="SlowDown", times=3)
+        proxy.fail(lambda m, p: m == "PUT" and "/filestore/" in p and ".json.zst" in p, status=503,
+                   code="ServiceUnavailable", times=attempts)
         tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
-        backup(stack_file=write(tree, tmp_path / "s.yaml"))
+        state = backup(stack_file=write(tree, tmp_path / "s.yaml"), return_state=True)
+        assert state.is_completed(), state.message
+        runs = task_runs(state.state_details.flow_run_id)
+        ((dump, dump_history),) = runs["dump-database"]
+        assert dump.run_count == 1 and "AwaitingRetry" not in dump_history, dump_history  # botocore absorbed it
+        ((filestore, history),) = runs["backup-filestore"]
+        assert filestore.run_count == 2 and filestore.state.is_completed(), history
+        assert history == ["Pending", "Running", "AwaitingRetry", "Retrying", "Completed"], history
         cfg = validate_tree(tree)
         assert [m.verified for m in published(cfg)] == [True]
         assert all(rule[3] == 0 for rule in proxy.rules)  # every injected fault was hit
