@@ -6,7 +6,6 @@ critical lines reach the Mattermost stand-in grouped and rate-limited."""
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 
 import psycopg
@@ -20,6 +19,7 @@ from odoo_stack_ops.logs.options import LogShippingOptions
 from odoo_stack_ops.logs.ship import ship
 from odoo_stack_ops.logs.sink_pg import PgSink, migration_sql
 from odoo_stack_ops.sandbox.postgrest import PostgrestStandIn
+from tests.checks import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,10 +66,8 @@ def run_service(client, image, project, service, script, **kw):
 
 
 def wait_for(container, text, stream="stdout", timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while text.encode() not in container.logs(stdout=stream == "stdout", stderr=stream == "stderr"):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in {container.name}"
-        time.sleep(0.2)
+    wait_until(lambda: text.encode() in container.logs(stdout=stream == "stdout", stderr=stream == "stderr"),
+               timeout, f"{text!r} in {container.name}'s log", every=0.2)
 
 
 @pytest.fixture
@@ -135,7 +133,7 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
 
     # a line still being written is held back, then shipped whole, once
     containers["nginx-proxy"].exec_run(["sh", "-c", "printf 'half' > /proc/1/fd/1"])
-    time.sleep(1.1)
+    wait_for(containers["nginx-proxy"], "half")
     assert log_shipping(stack_file=path, options=NOW)["rows"] == 0
     containers["nginx-proxy"].exec_run(["sh", "-c", "echo ' done' > /proc/1/fd/1"])
     wait_for(containers["nginx-proxy"], "done")
@@ -146,7 +144,8 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
     containers["odoo-core"].exec_run(["sh", "-c", "echo 'late line one' > /proc/1/fd/1"])
     containers["odoo-core"].restart(timeout=1)  # the script runs again: 4 more entries
     wait_for(containers["odoo-core"], "late line one")
-    time.sleep(1.5)
+    wait_until(lambda: containers["odoo-core"].logs(stdout=False).count(b"Failed to initialize database") == 2, 20,
+               "the restarted script's entries")
     mattermost.clear()
     third = log_shipping(stack_file=path, options=NOW)
     assert third["rows"] == 5
