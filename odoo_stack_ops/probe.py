@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import requests
 
@@ -110,7 +109,3 @@ def render(rows: list[Probe]) -> str:
     widths = [min(max(len(row[i]) for row in table), 60) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w)[:w] for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
                      for row in table)
-
-
-def as_dicts(rows: list[Probe]) -> list[dict[str, Any]]:
-    return [r.__dict__ for r in rows]
