@@ -37,9 +37,9 @@ def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
 
 @task(name="prepare-bucket", **TRANSIENT_RETRIES)
 def prepare_bucket(cfg: StackConfig) -> list[str]:
-    """Check the bucket answers to our credentials (before any dump starts), abort multipart uploads a crashed run left behind (older than the GC grace: a
-    younger one may be a concurrent run's), keep the lifecycle safety net in place; returns warnings for the
-    operator (the night goes on)."""
+    """Check the bucket accepts our credentials (before any dump starts: a wrong key fails here, once), abort
+    multipart uploads a crashed run left behind (older than the GC grace: a younger one may be a concurrent
+    run's), keep the lifecycle safety net in place; returns warnings for the operator (the night goes on)."""
     s3 = spaces.client(cfg.spaces)
     bucket, prefix = cfg.spaces.bucket, cfg.spaces.prefix + "/"
     spaces.check_access(s3, bucket, prefix)
