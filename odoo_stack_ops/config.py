@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from odoo_stack_ops import redact
@@ -502,18 +503,9 @@ STACK_FILE_VAR = "STACK_OPS_FILE"
 
 
 def parse_dotenv(path: Path) -> dict[str, str]:
-    """Minimal .env reader: KEY=VALUE lines, # comments, optional matching quotes."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+    """A .env file's KEY=VALUE pairs (python-dotenv's reading: comments, quotes, `export`); keys without a value
+    are left out."""
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

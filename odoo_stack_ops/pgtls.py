@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -61,6 +62,20 @@ def is_certificate_failure(message: str) -> bool:
     text = message.lower()
     return any(s in text for s in ("certificate", "does not match host name", "sslrootcert", "signature failure",
                                    "local issuer"))
+
+
+# libpq's and the server's wording (SQLSTATE 28000, 28P01, 42501: libpq gives no SQLSTATE for a failed
+# connection) for credentials or rights that were refused: the same answer however often we ask.
+AUTH_FAILURES = ("password authentication failed", "authentication failed for user", "no password supplied",
+                 "no pg_hba.conf entry", "pg_hba.conf rejects connection", "is not permitted to log in")
+ROLE_MISSING = re.compile(r'role ".*" does not exist')
+NO_CONNECT_RIGHT = ("permission denied for database", "must have connect privilege")
+
+
+def refused(message: str) -> bool:
+    """True when a connection error says the role, its password or its rights were refused (pure): permanent."""
+    text = message.lower()
+    return bool(ROLE_MISSING.search(text)) or any(s in text for s in (*AUTH_FAILURES, *NO_CONNECT_RIGHT))
 
 
 def _run_id() -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import requests
 
@@ -112,12 +111,8 @@ def _database(cfg: StackConfig) -> str:
 def _spaces(cfg: StackConfig) -> str:
     from odoo_stack_ops.backup import spaces  # noqa: PLC0415
 
-    s3 = spaces.client(cfg.spaces)
-    try:
-        s3.head_bucket(Bucket=cfg.spaces.bucket)
-    except Exception as exc:
-        raise spaces.explain(exc, cfg.spaces.bucket) from exc
-    return "bucket reachable"
+    spaces.check_access(spaces.client(cfg.spaces), cfg.spaces.bucket, cfg.spaces.prefix + "/")
+    return "bucket reachable, credentials accepted"
 
 
 def _supabase(cfg: StackConfig) -> str:
@@ -136,7 +131,3 @@ def render(rows: list[Probe], stacks: list[str] | None = None) -> str:
     widths = [min(max(len(row[i]) for row in table), 60) for i in range(n)]
     return "\n".join("  ".join(c.ljust(w)[:w] for c, w in zip(row[:n], widths, strict=True)) + "  " + row[n]
                      for row in table)
-
-
-def as_dicts(rows: list[Probe]) -> list[dict[str, Any]]:
-    return [r.__dict__ for r in rows]

@@ -37,15 +37,12 @@ def dump_executor(cfg: StackConfig, conns: Connections) -> Executor:
 
 @task(name="prepare-bucket", **TRANSIENT_RETRIES)
 def prepare_bucket(cfg: StackConfig) -> list[str]:
-    """Check the bucket answers, abort multipart uploads a crashed run left behind (older than the GC grace: a
-    younger one may be a concurrent run's), keep the lifecycle safety net in place; returns warnings for the
-    operator (the night goes on)."""
+    """Check the bucket accepts our credentials (before any dump starts: a wrong key fails here, once), abort
+    multipart uploads a crashed run left behind (older than the GC grace: a younger one may be a concurrent
+    run's), keep the lifecycle safety net in place; returns warnings for the operator (the night goes on)."""
     s3 = spaces.client(cfg.spaces)
     bucket, prefix = cfg.spaces.bucket, cfg.spaces.prefix + "/"
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception as exc:
-        raise spaces.explain(exc, bucket) from exc
+    spaces.check_access(s3, bucket, prefix)
     spaces.abort_stale_uploads(s3, bucket, prefix, timedelta(hours=cfg.backup.gc_grace_h))
     try:
         return lifecycle.ensure(s3, bucket, prefix, cfg.backup.abort_incomplete_uploads_days).dangers

@@ -1,5 +1,6 @@
-"""Fault injectors on real sockets: an HTTP proxy that answers chosen S3 requests with errors, and a TCP
-proxy that cuts every connection once a byte budget is spent."""
+"""Fault injectors on real sockets: an HTTP proxy that answers chosen S3 requests with errors or holds one
+(so a test can kill the client while that request is in flight), and a TCP proxy that cuts every connection once
+a byte budget is spent."""
 
 from __future__ import annotations
 
@@ -8,16 +9,32 @@ import http.client
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 
+@dataclass
+class Hold:
+    """The first request matching `match` is held: before it reaches S3, or (forward) once S3 has done it but
+    before the client hears so. `reached` is set while it is held; `release` lets it go."""
+
+    match: Callable[[str, str], bool]
+    forward: bool
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    request: tuple[str, str] | None = None
+
+
 class S3FaultProxy:
-    """Forwards to an S3 endpoint; `fail(match, status, code, times)` answers matching requests with an error."""
+    """Forwards to an S3 endpoint; `fail(match, status, code, times)` answers matching requests with an error,
+    `hold(match, forward)` stops the first matching one until released."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = urlparse(upstream)
         self.rules: list[list] = []
+        self.holds: list[Hold] = []
+        self.lock = threading.Lock()
         self.seen: list[tuple[str, str]] = []
         outer = self
 
@@ -42,20 +59,30 @@ class S3FaultProxy:
                         self.end_headers()
                         self.wfile.write(data)
                         return
+                held = outer._take_hold(self.command, self.path)
+                if held and not held.forward:
+                    held.reached.set()
+                    held.release.wait()
+                    self.close_connection = True  # the client was killed meanwhile: nothing reaches S3
+                    return
                 conn = http.client.HTTPConnection(outer.upstream.hostname, outer.upstream.port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
                 conn.close()
+                if held:
+                    held.reached.set()
+                    held.release.wait()
+                with contextlib.suppress(OSError):  # a killed client is gone
+                    self.send_response(resp.status)
+                    for k, v in resp.getheaders():
+                        if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                            self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -67,7 +94,23 @@ class S3FaultProxy:
              times: int = 1) -> None:
         self.rules.append([match, status, code, times])
 
+    def hold(self, match: Callable[[str, str], bool], forward: bool = False) -> Hold:
+        held = Hold(match, forward)
+        with self.lock:
+            self.holds.append(held)
+        return held
+
+    def _take_hold(self, method: str, path: str) -> Hold | None:
+        with self.lock:
+            for held in self.holds:
+                if held.request is None and held.match(method, path):
+                    held.request = (method, path)
+                    return held
+        return None
+
     def stop(self) -> None:
+        for held in self.holds:
+            held.release.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -5,12 +5,15 @@ run succeeds; retention never prunes after a failed night."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +22,8 @@ import pytest
 from odoo_stack_ops.backup import layout, spaces
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.config import validate_tree
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.errors import AccessDenied, OpsError
+from tests.checks import task_runs, wait_until
 from tests.faults import S3FaultProxy, TcpCutProxy
 from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
@@ -47,14 +51,26 @@ def open_uploads(cfg):
 
 
 def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness, stack_tree, s3, tmp_path):
+    """Short outages are absorbed by botocore's own attempts; one that outlasts them (every attempt at the
+    filestore manifest answered 503) fails the task attempt, and Prefect's retry of the task carries the night."""
     from flows.backup import backup
 
+    attempts = 1 + spaces.boto_config(s3.endpoint).retries["max_attempts"]  # botocore's count is of retries
     proxy = S3FaultProxy(s3.endpoint)
     try:
         proxy.fail(lambda m, p: m == "PUT" and "partNumber=1" in p, times=2)  # first dump part, twice
         proxy.fail(lambda m, p: m == "PUT" and "/objects/" in p, status=503, code="SlowDown", times=3)
+        proxy.fail(lambda m, p: m == "PUT" and "/filestore/" in p and ".json.zst" in p, status=503,
+                   code="ServiceUnavailable", times=attempts)
         tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
-        backup(stack_file=write(tree, tmp_path / "s.yaml"))
+        state = backup(stack_file=write(tree, tmp_path / "s.yaml"), return_state=True)
+        assert state.is_completed(), state.message
+        runs = task_runs(state.state_details.flow_run_id)
+        ((dump, dump_history),) = runs["dump-database"]
+        assert dump.run_count == 1 and "AwaitingRetry" not in dump_history, dump_history  # botocore absorbed it
+        ((filestore, history),) = runs["backup-filestore"]
+        assert filestore.run_count == 2 and filestore.state.is_completed(), history
+        assert history == ["Pending", "Running", "AwaitingRetry", "Retrying", "Completed"], history
         cfg = validate_tree(tree)
         assert [m.verified for m in published(cfg)] == [True]
         assert all(rule[3] == 0 for rule in proxy.rules)  # every injected fault was hit
@@ -81,35 +97,143 @@ def test_permanent_s3_error_publishes_nothing_and_leaves_no_parts(prefect_harnes
         proxy.stop()
 
 
-def test_killed_at_random_points_then_the_next_run_succeeds(prefect_harness, stack_tree, tmp_path, pg_tls):
-    """Killed runs hold the writer lock until their Prefect lease runs out (the advisory lock goes with the
-    session); with no grace period the next run sweeps what they left."""
+def test_wrong_spaces_secret_fails_before_any_dump_and_is_not_retried(prefect_harness, stack_tree, s3, tmp_path):
+    """The test bed's S3 checks SigV4 signatures as Spaces does: a wrong secret is refused at the bucket check,
+    once, with the setting to fix, and nothing is dumped or uploaded."""
+    from flows.backup import backup
+
+    tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "secret_access_key": "not-the-issued-secret"}}
+    state = backup(stack_file=write(tree, tmp_path / "s.yaml"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(AccessDenied, match="SPACES_SECRET_ACCESS_KEY is wrong"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    ((prepare, history),) = runs["prepare-bucket"]
+    assert prepare.run_count == 1 and history == ["Pending", "Running", "Failed"], history
+    assert "dump-database" not in runs and "backup-filestore" not in runs, sorted(runs)
+    cfg = validate_tree(stack_tree)  # the right key: the bucket is untouched
+    assert bucket_keys(cfg) == set() and open_uploads(cfg) == []
+
+
+# A night's phases in order: the task that runs each, and the S3 request that marks it (the first such request
+# of a run is held while the run is killed).
+PHASES: dict[str, tuple[str, Callable[[str, str], bool]]] = {
+    "dump": ("dump-database", lambda m, p: m == "PUT" and "/db/" in p and "partNumber=" in p),
+    "upload": ("backup-filestore", lambda m, p: m == "PUT" and ("/objects/" in p or "/filestore/" in p)),
+    "verify": ("verify-backup", lambda m, p: m == "GET" and "/db/" in p),
+    "publish": ("publish-manifest", lambda m, p: m == "PUT" and "/manifests/" in p),
+    "prune": ("apply-retention", lambda m, p: m == "POST" and "?delete" in p),
+}
+# One kill per phase in CI; BACKUP_KILL_TRIALS=50 for the long run (counts go to BACKUP_KILL_REPORT if set).
+KILL_TRIALS = int(os.environ.get("BACKUP_KILL_TRIALS", len(PHASES)))
+# Imports the flow once, then forks one night per line on stdin (`flow-run-name stack-file`), in a session of its
+# own so a kill takes its pg_dump along; says each child's pid and how it died. A kill costs no interpreter start.
+FORK_SERVER = r"""
+import os, sys
+from flows.backup import backup
+for line in sys.stdin:
+    name, stack_file = line.split()
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        try:
+            backup.with_options(flow_run_name=name)(stack_file=stack_file)
+        finally:
+            os._exit(0)
+    print(f"pid {pid}", flush=True)
+    print(f"died {os.waitpid(pid, 0)[1]}", flush=True)
+"""
+
+
+def running_tasks(flow_run_name: str) -> set[str]:
+    """The tasks Prefect shows Running in the named flow run: where a kill left it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[flow_run_name])))
+    if not runs:
+        return set()
+    return {name for name, tries in task_runs(runs[0].id).items() if any(r.state.is_running() for r, _ in tries)}
+
+
+def alive(pid: int) -> bool:
+    """True while the forked night runs (its parent has not reaped it yet, so a zombie counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_killed_in_every_phase_then_the_next_night_succeeds(prefect_harness, stack_tree, s3, tmp_path, pg_tls):
+    """Each trial SIGKILLs a night (a process of its own) while the S3 request marking one phase is in flight:
+    held before S3 gets it, or once S3 has done it but before the run hears so (the first round: one trial per
+    phase, the prune one mid-delete), or from the second round at a random moment after that request. Where it
+    landed is read back from Prefect. After each: every listed backup is whole, and the next night is green and
+    leaves no multipart upload (nor the pruned backups' keys) behind."""
     from prefect.settings import PREFECT_API_URL
 
     from flows.backup import backup
 
-    stack_tree = {**stack_tree, "backup": {**stack_tree["backup"], "gc_grace_h": 0}}
-    stack_file = write(stack_tree, tmp_path / "s.yaml")
-    cfg = validate_tree(stack_tree)
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "retention_days": 1, "gc_grace_h": 0}}
+    direct = write(tree, tmp_path / "direct.yaml")
+    proxy = S3FaultProxy(s3.endpoint)
+    through_proxy = write({**tree, "spaces": {**tree["spaces"], "endpoint": proxy.endpoint}}, tmp_path / "kill.yaml")
+    cfg = validate_tree(tree)
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    code = f"from flows.backup import backup; backup(stack_file={stack_file!r})"
     rnd = random.Random(7)
-    for delay in sorted(rnd.uniform(2.0, 9.0) for _ in range(4)):
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert_consistent(cfg)  # whatever was published is whole
+    landed: Counter[str] = Counter()
+    tag = os.urandom(3).hex()
+    server = subprocess.Popen([sys.executable, "-c", FORK_SERVER], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    assert server.stdin is not None and server.stdout is not None
     try:
-        backup(stack_file=stack_file)  # goes on although a killed run's Prefect slot is still taken
+        for trial in range(KILL_TRIALS):
+            phase = list(PHASES)[trial % len(PHASES)]
+            task, match = PHASES[phase]
+            first_round = trial < len(PHASES)
+            aged = aged_copies(cfg, published(cfg)[-1], [10, 40]) if phase == "prune" else []
+            held = proxy.hold(match, forward=(phase == "prune") if first_round else rnd.random() < 0.5)
+            name = f"killed-{tag}-{trial}"
+            server.stdin.write(f"{name} {through_proxy}\n")
+            pid = int(server.stdout.readline().split()[1])
+            try:
+                wait_until(lambda h=held, p=pid: h.reached.is_set() or not alive(p), 120, f"the {phase} request")
+                assert alive(pid), f"trial {trial}: the night ended before its {phase} request"
+                if first_round:
+                    wait_until(lambda n=name, t=task: running_tasks(n) == {t}, 20, f"Prefect to show {task} running")
+                else:
+                    held.release.set()
+                    time.sleep(rnd.uniform(0, 0.5))  # a random moment, not a synchronisation
+            finally:
+                os.killpg(pid, signal.SIGKILL)
+                died = server.stdout.readline().split()
+                assert died[0] == "died" and os.WIFSIGNALED(int(died[1])), died
+                held.release.set()
+                proxy.holds.clear()
+            where = running_tasks(name)
+            landed.update([next((p for p, (t, _) in PHASES.items() if t in where), "between tasks")])
+            assert_consistent(cfg)  # whatever is listed is whole
+            free_killed_writers(cfg.name)
+            backup(stack_file=direct)
+            assert published(cfg)[-1].verified
+            assert open_uploads(cfg) == []
+            assert not set(aged) & bucket_keys(cfg)
     finally:
-        free_killed_writers(cfg.name)
-    assert_consistent(cfg)
-    assert published(cfg)[-1].verified
-    assert open_uploads(cfg) == []
-    leftovers = pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'")
-    assert leftovers == []
+        proxy.stop()
+        server.stdin.close()
+        server.wait(timeout=30)
+    if os.environ.get("BACKUP_KILL_REPORT"):
+        Path(os.environ["BACKUP_KILL_REPORT"]).write_text(json.dumps({"trials": KILL_TRIALS, "landed": landed}))
+    assert sum(landed.values()) == KILL_TRIALS
+    if len(PHASES) == KILL_TRIALS:
+        assert landed == dict.fromkeys(PHASES, 1), landed
+    else:
+        assert all(landed[p] >= KILL_TRIALS // len(PHASES) for p in PHASES), landed
+    assert pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'") == []
 
 
 def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path):

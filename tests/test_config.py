@@ -162,6 +162,24 @@ def test_check_config_probes_every_endpoint(stack_file, stack_config, capsys):
     assert got == expected, out
     detail = {component: d for component, _target, _status, _seconds, d in rows}
     assert detail["database"].endswith(f"TLS on, server verified against {stack_config.database.sslrootcert}")
-    assert detail["spaces"] == "bucket reachable" and detail["odoo"] == "HTTP 200"
+    assert detail["spaces"] == "bucket reachable, credentials accepted" and detail["odoo"] == "HTTP 200"
     assert detail["supabase"] == "not configured"
     assert code == 0
+
+
+def test_check_config_fails_the_spaces_row_on_a_wrong_secret(stack_tree, tmp_path, capsys):
+    """The test bed's S3 checks signatures as Spaces does, so a wrong secret shows on the Spaces row."""
+    import yaml
+
+    from odoo_stack_ops.cli import main
+
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump({**stack_tree, "spaces": {**stack_tree["spaces"],
+                                                              "secret_access_key": "not-the-issued-secret"}}))
+    code = main(["--stack-file", str(path), "check-config"])
+    rows = {row[0]: row for row in (line.split(None, 4) for line in capsys.readouterr().out.splitlines()[2:])
+            if row}
+    assert rows["spaces"][2] == "FAIL", rows["spaces"]
+    assert "AccessDenied" in rows["spaces"][4] and "SPACES_SECRET_ACCESS_KEY is wrong" in rows["spaces"][4]
+    assert rows["database"][2] == "ok" and rows["odoo"][2] == "ok"
+    assert code == 1

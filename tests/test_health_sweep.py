@@ -19,6 +19,7 @@ from odoo_stack_ops.health import checks
 from odoo_stack_ops.sandbox.do_api import DigitalOceanStandIn
 from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
 from odoo_stack_ops.sandbox.podman import force_remove
+from tests.checks import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -282,8 +283,14 @@ def test_unhealthy_and_crash_looping_containers(docker_client, podman, sandbox_i
         for _ in range(2):  # what the healthcheck timer does on a Docker host
             subprocess.run(["podman", "--root", str(podman.base / "root"), "--runroot", str(podman.base / "runroot"),
                             "healthcheck", "run", sick.id], env=podman.env(), capture_output=True, check=False)
-        time.sleep(1.5)
-        second = checks.containers(docker_client, ["sick", "crash"], project, first.samples["restarts"])
+
+        def swept() -> checks.Reading | None:
+            reading = checks.containers(docker_client, ["sick", "crash"], project, first.samples["restarts"])
+            found = {x.name: x.value for x in reading.results}
+            restarted = reading.samples["restarts"]["crash"] > first.samples["restarts"]["crash"]
+            return reading if found["container.sick"] == "running, unhealthy" and restarted else None
+
+        second = wait_until(swept, 20, "the sick container unhealthy and the crashing one restarted", every=0.2)
         r = {x.name: x for x in second.results}
         assert (r["container.sick"].status, r["container.sick"].value) == ("fail", "running, unhealthy")
         assert r["container.crash.restarts"].status == "fail" and "since the last sweep" in r["container.crash.restarts"].value
@@ -301,7 +308,7 @@ def test_diagnose_collects_the_runbooks_evidence(prefect_harness, stack_tree, st
     project, container = lone_web
     path = write_stack(stack_tree, tmp_path, project=project, mm=None,
                        containers={"web": {"service": "web", "image": "busybox"}})
-    time.sleep(0.5)  # let the container print its lines
+    wait_until(lambda: b"Some modules are not loaded" in container.logs(), 20, "the container's last line", every=0.2)
     out = diagnose(stack_file=path, service="web")
     assert out["verdicts"] == {"Container won't start": "ok", "Database connection failed": "ok",
                                "Module installation failed": "problem"}

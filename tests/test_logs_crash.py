@@ -18,6 +18,7 @@ import yaml
 
 from odoo_stack_ops.config import ContainerSpec
 from odoo_stack_ops.logs.sink_pg import PgSink
+from tests.checks import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,11 +110,8 @@ def test_killed_100_times_loses_and_doubles_nothing(stack_tree, podman, docker_c
         torn = pg_log.read_text(errors="replace").count("open transaction") - torn_before
         for c in made.values():
             c.exec_run(["touch", "/tmp/stop"])
-        deadline = time.monotonic() + 60
-        while not (b"worker done" in made["worker"].logs(tail=1)
-                   and b"odoo done" in made["odoo-core"].logs(tail=1, stdout=False)):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_until(lambda: b"worker done" in made["worker"].logs(tail=1)
+                   and b"odoo done" in made["odoo-core"].logs(tail=1, stdout=False), 60, "both writers done", 0.3)
         time.sleep(1)
         server.stdin.close()
         server.wait(timeout=10)

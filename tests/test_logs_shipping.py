@@ -6,7 +6,6 @@ critical lines reach the Mattermost stand-in grouped and rate-limited."""
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 
 import psycopg
@@ -15,10 +14,12 @@ import requests
 import yaml
 
 from odoo_stack_ops.config import ContainerSpec
+from odoo_stack_ops.errors import AccessDenied, is_transient
 from odoo_stack_ops.logs.options import LogShippingOptions
 from odoo_stack_ops.logs.ship import ship
 from odoo_stack_ops.logs.sink_pg import PgSink, migration_sql
 from odoo_stack_ops.sandbox.postgrest import PostgrestStandIn
+from tests.checks import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,10 +66,8 @@ def run_service(client, image, project, service, script, **kw):
 
 
 def wait_for(container, text, stream="stdout", timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while text.encode() not in container.logs(stdout=stream == "stdout", stderr=stream == "stderr"):
-        assert time.monotonic() < deadline, f"{text!r} never appeared in {container.name}"
-        time.sleep(0.2)
+    wait_until(lambda: text.encode() in container.logs(stdout=stream == "stdout", stderr=stream == "stderr"),
+               timeout, f"{text!r} in {container.name}'s log", every=0.2)
 
 
 @pytest.fixture
@@ -134,7 +133,7 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
 
     # a line still being written is held back, then shipped whole, once
     containers["nginx-proxy"].exec_run(["sh", "-c", "printf 'half' > /proc/1/fd/1"])
-    time.sleep(1.1)
+    wait_for(containers["nginx-proxy"], "half")
     assert log_shipping(stack_file=path, options=NOW)["rows"] == 0
     containers["nginx-proxy"].exec_run(["sh", "-c", "echo ' done' > /proc/1/fd/1"])
     wait_for(containers["nginx-proxy"], "done")
@@ -145,7 +144,8 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
     containers["odoo-core"].exec_run(["sh", "-c", "echo 'late line one' > /proc/1/fd/1"])
     containers["odoo-core"].restart(timeout=1)  # the script runs again: 4 more entries
     wait_for(containers["odoo-core"], "late line one")
-    time.sleep(1.5)
+    wait_until(lambda: containers["odoo-core"].logs(stdout=False).count(b"Failed to initialize database") == 2, 20,
+               "the restarted script's entries")
     mattermost.clear()
     third = log_shipping(stack_file=path, options=NOW)
     assert third["rows"] == 5
@@ -165,6 +165,12 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
             "SELECT stream, container_id FROM ops.log_cursors WHERE host = %s AND container = %s", (host, odoo)))
     # stderr moved on to the new container; stdout (only the old one's late line) waits for its first line
     assert cursor_ids == {"stderr": containers["odoo-core"].id, "stdout": old_id}
+
+
+def test_a_refused_logs_database_password_is_permanent_and_names_the_setting(pg, logs_db):
+    with pytest.raises(AccessDenied, match="password authentication failed") as err:
+        PgSink({**logs_db, "password": "not-the-password"})
+    assert not is_transient(err.value) and "SUPABASE_DB_URL" in str(err.value)
 
 
 def test_truncated_log_loses_nothing_docker_still_has_and_doubles_nothing(podman, docker_client, sandbox_image,

@@ -8,10 +8,11 @@ import pytest
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import DockerConfig
-from odoo_stack_ops.errors import ConnectError, HostKeyError
+from odoo_stack_ops.errors import AccessDenied, ConnectError, HostKeyError, is_transient
 from odoo_stack_ops.executors.docker import docker_client, find_container
 from odoo_stack_ops.executors.ssh import SSHExecutor, remote_command
 from odoo_stack_ops.sandbox.sshd import keygen
+from tests.checks import task_runs
 
 
 def test_unknown_host_is_refused_with_a_fix(sshd, tmp_path):
@@ -44,9 +45,29 @@ def test_opt_out_connects_and_warns(sshd, tmp_path, caplog):
     assert empty.read_text() == ""  # a key accepted on trust is not written to known_hosts (strict runs refuse it)
 
 
-def test_wrong_key_is_a_connect_error(sshd, tmp_path):
-    with pytest.raises(ConnectError, match="authentication"):
-        SSHExecutor(sshd.ssh_config(key_file=keygen(tmp_path / "stranger"))).run(["true"])
+def test_wrong_key_fails_at_the_first_attempt_and_says_what_to_fix(prefect_harness, sshd, tmp_path):
+    """A refused key gets the same answer however often it is tried: the task fails once, not four times."""
+    from prefect import flow, task
+
+    from tasks.common import TRANSIENT_RETRIES
+
+    cfg = sshd.ssh_config(key_file=keygen(tmp_path / "stranger"))
+
+    @task(name="ssh-with-a-stranger-key", **TRANSIENT_RETRIES)
+    def run_true() -> None:
+        SSHExecutor(cfg).run(["true"])
+
+    @flow(name="ssh-with-a-stranger-key")
+    def night() -> None:
+        run_true()
+
+    state = night(return_state=True)
+    ((run, history),) = task_runs(state.state_details.flow_run_id)["ssh-with-a-stranger-key"]
+    assert run.run_count == 1 and history == ["Pending", "Running", "Failed"], history
+    with pytest.raises(AccessDenied, match="authentication") as err:
+        state.result()
+    assert not isinstance(err.value, ConnectError) and not is_transient(err.value)
+    assert "ssh.key_file" in str(err.value) and "authorized_keys" in str(err.value)
 
 
 def test_remote_command_keeps_secrets_out_of_the_command_line():

@@ -8,7 +8,6 @@ REPEATABLE READ transaction, so the row counts recorded in the manifest are exac
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,27 +46,21 @@ class DbFacts:
         return asdict(self)
 
 
-# libpq's and the server's wording (SQLSTATE 28000, 28P01, 42501: libpq gives no SQLSTATE for a failed
-# connection) for credentials or rights that were refused: the same answer however often we ask.
-_AUTH_FAILURES = ("password authentication failed", "authentication failed for user", "no password supplied",
-                  "no pg_hba.conf entry", "pg_hba.conf rejects connection", "is not permitted to log in")
-_ROLE_MISSING = re.compile(r'role ".*" does not exist')
-_NO_CONNECT_RIGHT = ("permission denied for database", "must have connect privilege")
 
 
 def access_denied_hint(message: str, db: DatabaseConfig, dbname: str) -> str | None:
     """What to fix when `message` says the server refused the role or its rights (pure), else None."""
+    if not pgtls.refused(message):
+        return None
     text = message.lower()
-    if any(s in text for s in _NO_CONNECT_RIGHT):
+    if any(s in text for s in pgtls.NO_CONNECT_RIGHT):
         return (f"role {db.user} may not connect to database {dbname}: grant it "
                 f"(GRANT CONNECT ON DATABASE {dbname} TO {db.user}) or back up with a role that may (DB_USER)")
     if "pg_hba.conf" in text:
         return (f"the server accepts no connection from this worker as role {db.user} to {dbname} (pg_hba.conf): "
                 f"add this worker as a trusted source of the managed database, or check DB_USER")
-    if _ROLE_MISSING.search(text) or any(s in text for s in _AUTH_FAILURES):
-        return (f"check DB_PASSWORD (database.password) and DB_USER: role {db.user} must exist, may log in and "
-                f"have that password (DigitalOcean: Databases → Users & Databases shows or resets it)")
-    return None
+    return (f"check DB_PASSWORD (database.password) and DB_USER: role {db.user} must exist, may log in and "
+            f"have that password (DigitalOcean: Databases → Users & Databases shows or resets it)")
 
 
 def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg.Connection[Any]:

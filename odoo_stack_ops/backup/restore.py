@@ -62,7 +62,8 @@ def pick_backup(refs: list[mf.ManifestRef], manifests: dict[str, mf.Manifest], *
         for r in candidates:
             if key in (r.key, r.stamp):
                 return r
-        raise OpsError(f"no published backup {key!r} for {database}; list them with the restore flow's list_only")
+        newest = ", ".join(r.stamp for r in candidates[-10:]) or "none"
+        raise OpsError(f"no published backup {key!r} for {database}; the newest published stamps: {newest}")
     if on_date:
         candidates = [r for r in candidates if r.taken_at.astimezone(ZoneInfo(tz)).date() == on_date]
     verified = [r for r in candidates if r.key in manifests and manifests[r.key].verified]

@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from odoo_stack_ops.config import SpacesConfig
-from odoo_stack_ops.errors import ConnectError, OpsError
+from odoo_stack_ops.errors import AccessDenied, ConnectError, OpsError
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,15 @@ def explain(exc: Exception, bucket: str, key: str = "") -> OpsError:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "?")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-            return OpsError(f"Spaces refused access to {bucket}/{key} ({code}): check SPACES_ACCESS_KEY_ID/"
-                            f"SPACES_SECRET_ACCESS_KEY and that the key may write to this bucket")
+        if code == "SignatureDoesNotMatch":
+            return AccessDenied(f"SPACES_SECRET_ACCESS_KEY is wrong for SPACES_ACCESS_KEY_ID: Spaces refused the "
+                                f"request signature for {bucket}/{key} ({code}); set the secret issued with that key")
+        if code == "InvalidAccessKeyId":
+            return AccessDenied(f"SPACES_ACCESS_KEY_ID is unknown to Spaces ({code} for {bucket}/{key}): set an "
+                                f"existing key and its SPACES_SECRET_ACCESS_KEY")
+        if code == "AccessDenied" or status in (401, 403):  # a HEAD's 403 carries no code
+            return AccessDenied(f"Spaces refused access to {bucket}/{key} ({code}): check SPACES_ACCESS_KEY_ID/"
+                                f"SPACES_SECRET_ACCESS_KEY and that the key may write to this bucket")
         if code == "NoSuchBucket":
             return OpsError(f"bucket {bucket!r} does not exist at the Spaces endpoint: create it or fix SPACES_BUCKET")
         if status >= 500 or status == 429:
@@ -224,6 +230,15 @@ class MultipartWriter:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def check_access(s3: Any, bucket: str, prefix: str) -> None:
+    """Raise AccessDenied naming the setting to fix if Spaces refuses our credentials for the bucket. A one-key
+    listing rather than HEAD: a HEAD's 403 has no body to tell a wrong secret from an unknown key."""
+    try:
+        s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except Exception as exc:
+        raise explain(exc, bucket, prefix) from exc
 
 
 def abort_stale_uploads(s3: Any, bucket: str, prefix: str, older_than: timedelta = timedelta(hours=48),

@@ -29,7 +29,7 @@ from paramiko.sftp_file import SFTPFile
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import SSHConfig
-from odoo_stack_ops.errors import CommandTimeout, ConnectError, HostKeyError, OpsError
+from odoo_stack_ops.errors import AccessDenied, CommandTimeout, ConnectError, HostKeyError, OpsError
 from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,9 @@ class SSHExecutor(Executor):
                 f"`ssh-keygen -R '[{cfg.host}]:{cfg.port}' -f {known}` and `{key_hint}`"
             ) from None
         except paramiko.AuthenticationException as exc:
-            raise ConnectError(f"SSH authentication as {cfg.user}@{cfg.host} failed ({exc}): check ssh.user and "
-                               f"ssh.key_file, and that the public key is in the droplet's authorized_keys") from None
+            raise AccessDenied(f"SSH authentication as {cfg.user}@{cfg.host}:{cfg.port} failed ({exc}); not retried: "
+                               f"check ssh.user and ssh.key_file (SSH_KEY_FILE), and that its public key is in the "
+                               f"droplet's ~{cfg.user}/.ssh/authorized_keys") from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(

@@ -194,17 +194,6 @@ def parse_generic(text: str) -> Parsed:
     return level, None, text, "{}"
 
 
-def parse_text(kind: str, text: str) -> Parsed:
-    """(level, logger, message, attributes JSON) for one entry's text (slow path; the shipper inlines it)."""
-    if kind == "odoo":
-        m = ODOO.match(text)
-        if m is not None:
-            return parse_odoo_header(m, text)
-    if kind == "nginx":
-        return parse_nginx(text)
-    return parse_generic(text)
-
-
 # --- lines → rows -------------------------------------------------------------------------------------------
 
 def line_hash(text: str) -> int:
@@ -260,12 +249,6 @@ def uuid7_id(ts: datetime, key: str) -> bytes:
     # = ((ms << 80 | digest) & _UUID7_MASK | _UUID7_BITS).to_bytes(16), without 128-bit integers
     return (int(ts.timestamp() * 1000).to_bytes(6) + bytes((0x70 | d[0] & 0x0F, d[1], 0x80 | d[2] & 0x3F))
             + d[3:])
-
-
-def row_id(source: Source, stamp: str, seq: int, text: str) -> bytes:
-    """The id of the entry whose first line is (stamp, seq) and whose text is `text`."""
-    key = f"{source.host}\0{source.container_id}\0{source.stream}\0{stamp}\0{seq}\0{text}"
-    return uuid7_id(parse_stamp(stamp), key)
 
 
 def iter_rows(source: Source, raw_lines: Iterable[str], after: Cursor | None = None,

@@ -21,7 +21,7 @@ from psycopg import adapt, pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from odoo_stack_ops import pgtls
-from odoo_stack_ops.errors import ConnectError
+from odoo_stack_ops.errors import AccessDenied, ConnectError
 from odoo_stack_ops.logs.parse import COLUMNS, Cursor, Row, ns_to_datetime
 
 TYPES = ("uuid", "timestamptz", "text", "text", "text", "text", "text", "text", "jsonb")
@@ -157,6 +157,9 @@ class PgSink:
                     f"the logs database presented a certificate that the CA in {params.get('sslrootcert')} does not "
                     f"vouch for (sslmode={params['sslmode']}): {last}. Is it this project's CA? "
                     f"{pgtls.SUPABASE_CA_HOWTO}") from exc
+            if pgtls.refused(str(exc)):
+                raise AccessDenied(f"the logs database refused the connection: {last}. Not retried: check the role "
+                                   f"and password in SUPABASE_DB_URL (supabase.db_dsn)") from exc
             raise ConnectError(f"cannot connect to the logs database: {last}") from exc
         register_row_dumpers(self.conn)
         self.target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))

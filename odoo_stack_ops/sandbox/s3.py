@@ -1,8 +1,12 @@
-"""An S3 endpoint standing for DigitalOcean Spaces: moto's server as a separate process on 127.0.0.1."""
+"""An S3 endpoint standing for DigitalOcean Spaces: moto's server as a separate process on 127.0.0.1.
+
+It checks credentials as Spaces does: once started, every request must carry a valid SigV4 signature made with
+the one access key it issued (moto's IAM authentication, switched on after the key is created), so a wrong
+SPACES_SECRET_ACCESS_KEY fails here as it would in production."""
 
 from __future__ import annotations
 
-import secrets
+import json
 import subprocess
 import sys
 import time
@@ -21,8 +25,8 @@ class S3Server:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.access_key = SecretStr("SANDBOX" + secrets.token_hex(6).upper())
-        self.secret_key = SecretStr(secrets.token_urlsafe(24))
+        self.access_key = SecretStr("")
+        self.secret_key = SecretStr("")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> S3Server:
@@ -35,10 +39,29 @@ class S3Server:
         while time.monotonic() < deadline:
             try:
                 requests.get(self.endpoint, timeout=1)
-                return self
+                break
             except requests.RequestException:
                 time.sleep(0.1)
-        raise OpsError("moto_server did not start")
+        else:
+            raise OpsError("moto_server did not start")
+        self._enforce_authentication()
+        return self
+
+    def _enforce_authentication(self) -> None:
+        """Issue the sandbox's one access key (an IAM user allowed every S3 action), then make moto check every
+        later request's signature against it (`/moto-api/reset-auth` 0: no more unauthenticated actions)."""
+        import boto3  # noqa: PLC0415
+
+        anyone = "bootstrap"  # moto takes any key until authentication is switched on below
+        iam = boto3.session.Session().client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                                             aws_access_key_id=anyone, aws_secret_access_key=anyone)
+        iam.create_user(UserName="spaces")
+        iam.put_user_policy(UserName="spaces", PolicyName="spaces-full-access", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="spaces")["AccessKey"]
+        self.access_key = SecretStr(key["AccessKeyId"])
+        self.secret_key = SecretStr(key["SecretAccessKey"])
+        requests.post(f"{self.endpoint}/moto-api/reset-auth", data="0", timeout=10).raise_for_status()
 
     def spaces_config(self, bucket: str, prefix: str = "odoo-erp-prod") -> SpacesConfig:
         return SpacesConfig(region="sgp1", endpoint=self.endpoint, bucket=bucket, prefix=prefix,
