@@ -74,6 +74,20 @@ def generate(conn: psycopg.Connection[Any], target_bytes: int, seed: int = 1) ->
     return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
 
 
+def grow(conn: psycopg.Connection[Any], target_bytes: int) -> int:
+    """Copy the generated rows server-side until the database reaches `target_bytes`: a big database quickly, for
+    the memory leg (whose peak must not depend on size), with the same compressibility."""
+    size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+    while size < target_bytes:
+        top = int(conn.execute("SELECT max(id) + 1 FROM docs").fetchone()[0])
+        rows = int(conn.execute("SELECT count(*) FROM docs").fetchone()[0])
+        take = max(1, int(rows * min(1.0, (target_bytes - size) / size)))
+        conn.execute("INSERT INTO docs SELECT id + %s, title, body, meta FROM docs WHERE id < %s", (top, take))
+        conn.commit()
+        size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+    return size
+
+
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.monotonic()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -211,7 +225,9 @@ def run(gb: float = 1.0, repeat: int = 5, prune_only: int = 0, prune_nights: int
         pg.createdb("bench")
         t = time.monotonic()
         with psycopg.connect(**pg.conninfo("bench")) as conn:
-            db_bytes = generate(conn, int(gb * GB))
+            db_bytes = generate(conn, int(min(gb, 1.0) * GB)) if rss_only else generate(conn, int(gb * GB))
+            if rss_only:
+                db_bytes = grow(conn, int(gb * GB))
         gen_s = time.monotonic() - t
         print(f"generated {db_bytes / GB:.2f} GiB in {gen_s:.0f} s")
         db = pg.database_config("bench", sslmode="disable")
@@ -235,8 +251,10 @@ def run(gb: float = 1.0, repeat: int = 5, prune_only: int = 0, prune_nights: int
         runs: dict[str, list[float]] = {"seed": [], "limit": [], "leg": [], "leg_inner": [], "leg_enc": [],
                                         "leg_null": [], "leg_moto": []}
         rss: list[float] = []
+        load: list[float] = []
         stored = raw = 0
         for i in range(repeat):
+            load.append(os.getloadavg()[0])
             runs["seed"].append(timed(["pg_dump", "-Fc", "-f", str(seed_file), "bench"], env))
             runs["limit"].append(timed(["bash", "-o", "pipefail", "-c",
                                         "pg_dump -Fc -Z0 bench | zstd -q -T2 -3 > /dev/null"], env))
@@ -277,6 +295,7 @@ def run(gb: float = 1.0, repeat: int = 5, prune_only: int = 0, prune_nights: int
             "s3_tls": True, "s3_checks": ["sigv4", "payload-sha256", "content-md5", "part-etag-md5", "part-list"],
             "s3_endpoint": "odoo_stack_ops/sandbox/s3_checking.py over HTTPS (moto over HTTP for *_moto)",
             "s3_requests_checked": requests, "previous_definition": PREVIOUS,
+            "load_avg_1m": [round(x, 1) for x in load],  # the machine is shared: its load when each repeat began
         }
         seed_file.unlink()
     finally:

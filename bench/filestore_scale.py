@@ -134,7 +134,7 @@ def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
     bucket = "fsbench" + os.urandom(3).hex()
     s3srv.create_bucket(bucket)
     s3 = spaces.client(s3srv.spaces_config(bucket, prefix="fs"))
-    limits = []
+    limits, load = [], [round(os.getloadavg()[0], 1)]
     for _ in range(repeat):
         limits.append(limit_s(root))
     print(f"limit tar | zstd -T2 -3: {[round(x, 1) for x in limits]}")
@@ -152,6 +152,7 @@ def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
     seconds, requests, reads = [], [], []
     try:
         for night in range(repeat):
+            load.append(round(os.getloadavg()[0], 1))
             n_new = int(files * NEW_FRACTION)
             new = write_files(root, pools, sizes(rng, n_new), 10_000_000 + night * n_new)
             added += new
@@ -184,6 +185,7 @@ def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
         "filestore_second_requests": int(statistics.median(total_requests)),
         "filestore_second_requests_by_op": requests[-1],
         "filestore_second_files_read": int(statistics.median(reads)),
+        "filestore_load_avg_1m": load,
         "filestore_runs": {"limit": [round(x, 2) for x in limits], "second": [round(x, 2) for x in seconds]},
     }
 

@@ -76,7 +76,9 @@ def run(gb: float = 1.0, fs_files: int = 130_000, repeat: int = 3) -> dict[str, 
         data_dir = tmp / "odoo"
         runs: dict[str, list[float]] = {k: [] for k in ("product", "product_fetch", "product_db", "product_fs",
                                                         "base", "base_db", "base_fs")}
+        load: list[float] = []
         for i in range(repeat):
+            load.append(round(os.getloadavg()[0], 1))
             work = tmp / f"work{i}"
             work.mkdir()
             t0 = time.monotonic()
@@ -126,7 +128,7 @@ def run(gb: float = 1.0, fs_files: int = 130_000, repeat: int = 3) -> dict[str, 
             "baseline_tar_x_s": round(med["base_fs"], 2),
             "database_ratio": round((med["product_fetch"] + med["product_db"]) / med["base_db"], 3),
             "filestore_ratio": round(med["product_fs"] / med["base_fs"], 3),
-            "s3_tls": True, "s3_requests": srv.requests(),
+            "s3_tls": True, "s3_requests": srv.requests(), "load_avg_1m": load,
             "runs": {k: [round(x, 2) for x in v] for k, v in runs.items()},
         }
     finally:
