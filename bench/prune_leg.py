@@ -92,8 +92,11 @@ class GeneratedBucket:
         if "/manifests/" in Key:
             from odoo_stack_ops.backup import manifest as mf
 
-            doc = {"format": mf.FORMAT, "verified": True, "encryption": {"enabled": False},
-                   "dump": {"key": self.layout.dump_key(PREFIX, DB, st)},
+            doc = {"format": mf.FORMAT, "verified": True, "encryption": {"enabled": False}, "stack": PREFIX,
+                   "database": DB, "stamp": st, "started_at": NOW.isoformat(), "finished_at": NOW.isoformat(),
+                   "duration_s": 1.0,
+                   "dump": {"key": self.layout.dump_key(PREFIX, DB, st), "raw_bytes": 1, "raw_sha256": "0" * 64,
+                            "stored_bytes": 1, "stored_sha256": "0" * 64},
                    "filestore": {"manifest_key": self.layout.filestore_manifest_key(PREFIX, DB, st)}}
             return {"Body": Body(iter([json.dumps(doc).encode()]))}
         return {"Body": Body(self._filestore_manifest(n, st))}
