@@ -109,9 +109,12 @@ class LocalPrefect:
         self.worker = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool], env=self.env(extra_env),
                                        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop(self) -> None:
+    def stop_worker(self) -> None:
         # an idle worker ignores SIGTERM and the first SIGINT: the second, a moment later, ends it
         stop_group(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
         self.worker = None
+
+    def stop(self) -> None:
+        self.stop_worker()
         stop_group(self.server, (signal.SIGTERM, signal.SIGINT))
         self.server = None

@@ -11,13 +11,11 @@ import copy
 import json
 import re
 import shutil
-import uuid
 
 import pytest
 import requests
 import yaml
 
-from odoo_stack_ops.prefect_local import LocalPrefect
 from odoo_stack_ops.sandbox.worker_image import image_size_mb
 from tests.fixtures.stack import published
 
@@ -51,7 +49,7 @@ def container_stack(tree: dict, key_text: str) -> tuple[dict, dict[str, str]]:
 
 @pytest.mark.timeout(900)  # a cold image build is 4-5 minutes of it on a loaded machine; cached, seconds
 def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_config, sshd, pg_tls, podman,
-                                                             worker_image, docker_client, tmp_path):
+                                                             worker_image, docker_client, prefect_server, tmp_path):
     tag, timings = worker_image
     size_mb = image_size_mb(podman, tag)
     print(f"worker image {tag}: {size_mb:.0f} MB; " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
@@ -66,9 +64,10 @@ def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_c
         f.chmod(0o644)  # read by the image's unprivileged user; none of them holds a secret
     secret_values = [v for v in secret_env.values() if v] + [s.get_secret_value() for s in stack_config.secrets()]
 
-    prefect = LocalPrefect(tmp_path / "prefect", server_env=pg_tls.prefect_server_env(f"prefect_{uuid.uuid4().hex[:8]}"))
+    prefect = prefect_server
+    assert pg_tls.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'flow_run'",
+                          "prefect") == [(1,)]  # the server keeps its state in PostgreSQL, not SQLite
     try:
-        prefect.start()
         prefect.python("-m", "deployments.setup", extra_env=secret_env)
         prefect.cli("--no-prompt", "deploy", "--name", "backup/nightly-docker")
         prefect.start_worker("ops-docker", {"DOCKER_HOST": podman.base_url})
@@ -82,7 +81,7 @@ def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_c
                              json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
         deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly-docker", timeout=10).json()
     finally:
-        prefect.stop()
+        prefect.stop_worker()
 
     manifest = published(stack_config)[-1]
     assert manifest.verified  # the container reached PostgreSQL, the droplet's Docker API over SSH, and S3
