@@ -53,7 +53,7 @@ SECRET_BLOCKS = {
     "SPACES_ACCESS_KEY_ID": "spaces-access-key-id", "SPACES_SECRET_ACCESS_KEY": "spaces-secret-access-key",
     "SUPABASE_SERVICE_ROLE_KEY": "supabase-service-role-key", "MATTERMOST_WEBHOOK_URL": "mattermost-webhook-url",
     "N8N_API_KEY": "n8n-api-key", "N8N_ENCRYPTION_KEY": "n8n-encryption-key", "DIGITALOCEAN_TOKEN": "digitalocean-token",
-    "GIT_TOKEN": "git-token", "BACKUP_AGE_IDENTITY": "backup-age-identity", "SMTP_PASSWORD": "smtp-password",
+    "GIT_TOKEN": "git-token", "SSH_PRIVATE_KEY": "ssh-private-key", "BACKUP_AGE_IDENTITY": "backup-age-identity", "SMTP_PASSWORD": "smtp-password",
 }
 
 

@@ -42,7 +42,10 @@ class SSHConfig(_Model):
     port: int = Field(22, ge=1, le=65535, description="SSH port")
     user: str = Field("root", description="SSH user", examples=["root"])
     key_file: Path | None = Field(None, description="Private key file (else the SSH agent / default keys)")
-    key_passphrase: SecretStr | None = Field(None, description="Passphrase of key_file, if any")
+    private_key: SecretStr | None = Field(
+        None, description="SSH_PRIVATE_KEY: the key itself (OpenSSH/PEM text) instead of key_file, e.g. "
+        "`prefect-secret:ssh-private-key` for a worker whose flow runs start in fresh containers")
+    key_passphrase: SecretStr | None = Field(None, description="Passphrase of key_file or private_key, if any")
     known_hosts: Path = Field(Path("~/.ssh/known_hosts"), description="known_hosts file used for strict checking")
     strict_host_key_checking: bool = Field(
         True, description="Refuse unknown or changed host keys. Turning this off is logged loudly on every connect."
@@ -480,6 +483,7 @@ ENV_MAP: dict[str, tuple[str, ...]] = {
     "SSH_PORT": ("ssh", "port"),
     "SSH_USER": ("ssh", "user"),
     "SSH_KEY_FILE": ("ssh", "key_file"),
+    "SSH_PRIVATE_KEY": ("ssh", "private_key"),
     "SSH_KEY_PASSPHRASE": ("ssh", "key_passphrase"),
     "SSH_KNOWN_HOSTS": ("ssh", "known_hosts"),
     "DOCKER_MODE": ("docker", "mode"),
@@ -586,7 +590,7 @@ def load_config(
 
 
 SECRET_FIELDS = {"password", "token", "api_key", "secret_access_key", "service_role_key", "encryption_key",
-                 "webhook_url", "db_dsn", "key_passphrase", "access_key_id", "age_identity", "admin_password"}
+                 "webhook_url", "db_dsn", "key_passphrase", "private_key", "access_key_id", "age_identity", "admin_password"}
 
 
 def validate_tree(tree: dict[str, Any], where: str = "stack") -> StackConfig:

@@ -94,10 +94,14 @@ def run_demo(workdir: Path, keep: bool = False) -> int:
             os.environ["STACK_OPS_FILE"] = str(stack_file)
             say(f"sandbox up in {time.monotonic() - t:.0f} s; stack file {stack_file}")
         cfg = load_config()
-        prefect = LocalPrefect(workdir / "prefect")
+        # the server's own database: PostgreSQL in the sandbox's cluster, as in production (SQLite locks up under
+        # a few workers and a UI left open with --keep); with a real stack, whatever the environment configures
+        server_env = sandbox.pg.prefect_server_env() if sandbox is not None and sandbox.pg is not None else {}
+        prefect = LocalPrefect(workdir / "prefect", server_env=server_env)
         t = time.monotonic()
         prefect.start()
-        say(f"Prefect server up in {time.monotonic() - t:.0f} s at {prefect.url}")
+        where = "PostgreSQL database `prefect` in the sandbox cluster" if server_env else "its configured database"
+        say(f"Prefect server up in {time.monotonic() - t:.0f} s at {prefect.url} ({where})")
         prefect.python("-m", "deployments.setup", extra_env=env_extra)
         prefect.cli("--no-prompt", "deploy", "--all", extra_env=env_extra)
         say("deployed every flow in prefect.yaml; starting a process worker on pool ops-process")

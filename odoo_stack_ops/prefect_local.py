@@ -51,10 +51,15 @@ def prefect_bin() -> str:
 
 
 class LocalPrefect:
-    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME (SQLite), plus helpers to deploy and work."""
+    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME, plus helpers to deploy and work.
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    Its database is SQLite unless `server_env` names a PostgreSQL one (`PgCluster.prefect_server_env`); those
+    settings reach the server process only, never a worker (a Docker worker hands its PREFECT_* settings to
+    every flow-run container)."""
+
+    def __init__(self, home: Path, port: int | None = None, server_env: dict[str, str] | None = None) -> None:
         self.home, self.port = home, port or free_port()
+        self.server_env = server_env or {}
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/api"
         self.server: subprocess.Popen[bytes] | None = None
@@ -71,7 +76,7 @@ class LocalPrefect:
         log = (self.home / "server.log").open("ab")
         self.server = subprocess.Popen(
             [prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env(self.server_env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
@@ -104,9 +109,12 @@ class LocalPrefect:
         self.worker = subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool], env=self.env(extra_env),
                                        cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def stop(self) -> None:
+    def stop_worker(self) -> None:
         # an idle worker ignores SIGTERM and the first SIGINT: the second, a moment later, ends it
         stop_group(self.worker, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
         self.worker = None
+
+    def stop(self) -> None:
+        self.stop_worker()
         stop_group(self.server, (signal.SIGTERM, signal.SIGINT))
         self.server = None

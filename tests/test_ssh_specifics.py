@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import SecretStr
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import DockerConfig
@@ -97,3 +98,12 @@ def test_missing_service_lists_what_exists(docker_client, stack_containers):
     with pytest.raises(OpsError, match="no running container for service 'nope'") as err:
         find_container(docker_client, "nope", "sandbox")
     assert "sandbox-odoo-core-1" in str(err.value)
+
+
+def test_private_key_text_connects_instead_of_a_key_file(sshd):
+    """A worker in a container gets the key from a Secret block (ssh.private_key), with no key file on disk."""
+    text = sshd.key_file.read_text()
+    with SSHExecutor(sshd.ssh_config(key_file=None, private_key=SecretStr(text))) as ex:
+        assert ex.run(["echo", "ok"]).stdout == b"ok\n"
+    with pytest.raises(ConnectError, match="not an Ed25519"):
+        SSHExecutor(sshd.ssh_config(key_file=None, private_key=SecretStr("not a key"))).run(["true"])

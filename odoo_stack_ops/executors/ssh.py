@@ -9,6 +9,7 @@ does not build itself: `_StreamLocalTransport` appends the socket path to the CH
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shlex
@@ -35,6 +36,16 @@ from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, S
 log = logging.getLogger(__name__)
 STREAMLOCAL = "direct-streamlocal@openssh.com"
 DRAIN_LIMIT = 4 * CHUNK  # output left unread when a stream is closed early: read this much, then hang up
+
+
+def private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
+    """A private key from its text (ssh.private_key, e.g. a Prefect Secret block): Ed25519, ECDSA or RSA.
+
+    Raises ConnectError without the key's text when none of them reads it."""
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        with contextlib.suppress(paramiko.SSHException, ValueError):
+            return kind.from_private_key(io.StringIO(text), password=passphrase)
+    raise ConnectError("ssh.private_key is not an Ed25519, ECDSA or RSA private key (or its passphrase is wrong)")
 
 
 class _StreamLocalTransport(paramiko.Transport):
@@ -108,14 +119,17 @@ class SSHExecutor(Executor):
                         "ssh.strict_host_key_checking back on once the host key is in %s", self.where, known)
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - explicit, loudly logged opt-out
         key_hint = f"ssh-keyscan -p {cfg.port} {cfg.host} >> {known}"
+        passphrase = cfg.key_passphrase.get_secret_value() if cfg.key_passphrase else None
+        pkey = private_key(cfg.private_key.get_secret_value(), passphrase) if cfg.private_key else None
+        own_key = cfg.key_file is not None or pkey is not None
         try:
             client.connect(
-                cfg.host, port=cfg.port, username=cfg.user,
+                cfg.host, port=cfg.port, username=cfg.user, pkey=pkey,
                 key_filename=str(Path(cfg.key_file).expanduser()) if cfg.key_file else None,
-                passphrase=cfg.key_passphrase.get_secret_value() if cfg.key_passphrase else None,
+                passphrase=passphrase,
                 timeout=cfg.connect_timeout_s, banner_timeout=cfg.connect_timeout_s,
-                auth_timeout=cfg.connect_timeout_s, allow_agent=cfg.key_file is None,
-                look_for_keys=cfg.key_file is None, transport_factory=_StreamLocalTransport,
+                auth_timeout=cfg.connect_timeout_s, allow_agent=not own_key,
+                look_for_keys=not own_key, transport_factory=_StreamLocalTransport,
             )
         except paramiko.BadHostKeyException as exc:
             raise HostKeyError(

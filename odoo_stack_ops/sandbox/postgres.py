@@ -165,6 +165,19 @@ class PgCluster:
             cur = conn.execute(sql)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
+    def prefect_server_env(self, dbname: str = "prefect") -> dict[str, str]:
+        """Creates `dbname` and returns the settings that put a Prefect server's database in it (asyncpg, which
+        ships with prefect; TLS verified against this cluster's CA when TLS is on; password outside the URL)."""
+        self.createdb(dbname)
+        env = {"PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg", "PREFECT_SERVER_DATABASE_HOST": self.host,
+               "PREFECT_SERVER_DATABASE_PORT": str(self.port), "PREFECT_SERVER_DATABASE_USER": self.user,
+               "PREFECT_SERVER_DATABASE_NAME": dbname,
+               "PREFECT_SERVER_DATABASE_PASSWORD": self.password.get_secret_value()}
+        if self.ca_file:
+            env |= {"PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_ENABLED": "true",
+                    "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_CA_FILE": str(self.ca_file)}
+        return env
+
     def createdb(self, name: str) -> None:
         self.execute(f'CREATE DATABASE "{name}"')
 
