@@ -35,7 +35,8 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(mattermost, tmp
         # run again (as after an upgrade of this project): the one automation is brought up to date, not doubled
         assert "failure automation: updated" in prefect.python("-m", "deployments.setup", extra_env=env)
         autos = requests.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
-        assert [a["name"] for a in autos] == ["odoo-stack-ops: failed run to Mattermost"]
+        assert sorted(a["name"] for a in autos) == ["odoo-stack-ops: crash runs whose heartbeat stopped",
+                                                     "odoo-stack-ops: failed run to Mattermost"]
         prefect.cli("--no-prompt", "deploy", "--name", "n8n-import/on-demand", extra_env=env)
         prefect.start_worker("ops-process", env)
         out = prefect.cli("deployment", "run", "n8n-import/on-demand", extra_env=env)
