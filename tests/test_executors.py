@@ -68,6 +68,20 @@ def test_stdin_is_streamed(executor):
     assert r.stdout.strip() == b"3000000"
 
 
+def test_a_failing_stdin_producer_fails_the_run_with_its_own_error(executor):
+    """A restore's tar stream refusing a corrupt object mid-way: the command sees end of input (and `cat` would
+    exit 0 with half the data), the caller must get the producer's error instead."""
+    class Refused(Exception):
+        pass
+
+    def chunks():
+        yield b"x" * 100_000
+        raise Refused("object 2 is corrupt")
+
+    with pytest.raises(Refused, match="object 2 is corrupt"):
+        executor.run(["sh", "-c", "cat > /dev/null"], stdin=chunks())
+
+
 @pytest.mark.parametrize("value", INJECTIONS)
 def test_injection_attempts_stay_literal(executor, value):
     r = executor.run(["printf", "%s", value])

@@ -6,10 +6,12 @@ Tasks talk to this interface only; they never import paramiko or docker.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -105,6 +107,34 @@ def iter_stdin(stdin: Stdin) -> Iterator[bytes]:
             yield chunk
         return
     yield from stdin
+
+
+class Feeder(threading.Thread):
+    """Writes a command's stdin from a thread. A failure of the producer (a corrupt object refused mid-stream),
+    unlike a closed pipe, is kept and raised to the caller once the command ended (`raise_error`): the caller
+    then fails with the producer's own message, never as if a truncated input had been complete."""
+
+    def __init__(self, stdin: Stdin, send: Callable[[bytes], object], close: Callable[[], object],
+                 pipe_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+        super().__init__(daemon=True)
+        self.stdin, self.send, self.close, self.pipe_errors = stdin, send, close, pipe_errors
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for chunk in iter_stdin(self.stdin):
+                self.send(chunk)
+        except self.pipe_errors:
+            pass
+        except Exception as exc:  # noqa: BLE001 - handed to the caller by raise_error
+            self.error = exc
+        finally:
+            with contextlib.suppress(*self.pipe_errors, EOFError):
+                self.close()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 class Executor(ABC):

@@ -22,7 +22,7 @@ from docker.errors import DockerException, NotFound
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import DockerConfig
 from odoo_stack_ops.errors import CommandTimeout, ConfigError, ConnectError, OpsError
-from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
+from odoo_stack_ops.executors.base import CHUNK, Executor, Feeder, Result, StderrTail, Stdin, Stream
 
 if TYPE_CHECKING:
     from odoo_stack_ops.executors.ssh import SSHExecutor
@@ -110,22 +110,12 @@ class DockerExecutor(Executor):
         tail = StderrTail()
         fired = threading.Event()
 
-        def feed() -> None:
-            try:
-                for chunk in iter_stdin(stdin):
-                    raw.sendall(chunk)
-            except OSError:
-                pass
-            finally:
-                with contextlib.suppress(OSError):
-                    raw.shutdown(socket.SHUT_WR)
-
         def kill() -> None:
             fired.set()
             with contextlib.suppress(OSError):
                 raw.shutdown(socket.SHUT_RDWR)
 
-        feeder = threading.Thread(target=feed, daemon=True)
+        feeder = Feeder(stdin, raw.sendall, lambda: raw.shutdown(socket.SHUT_WR))
         feeder.start()
         timer = threading.Timer(timeout + 10, kill) if timeout else None
         if timer:
@@ -151,6 +141,7 @@ class DockerExecutor(Executor):
                 sock.close()
             code = self._exit_code(exec_id)
             stream.result = Result(command, code, b"", tail.value(), time.monotonic() - start, self.where)
+        feeder.raise_error()
         if fired.is_set() or (timeout and code == 137 and time.monotonic() - start >= timeout):
             raise CommandTimeout(stream.result, f"the command ran past its {timeout:g} s timeout")
         if check:

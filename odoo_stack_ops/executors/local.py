@@ -12,19 +12,7 @@ from contextlib import contextmanager, suppress
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.errors import CommandFailed, CommandTimeout
-from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
-
-
-def _feed(proc: subprocess.Popen[bytes], stdin: Stdin) -> None:
-    assert proc.stdin is not None  # noqa: S101 - Popen was given stdin=PIPE
-    try:
-        for chunk in iter_stdin(stdin):
-            proc.stdin.write(chunk)
-    except BrokenPipeError:
-        pass
-    finally:
-        with suppress(BrokenPipeError):
-            proc.stdin.close()
+from odoo_stack_ops.executors.base import CHUNK, Executor, Feeder, Result, StderrTail, Stdin, Stream
 
 
 def _drain(pipe: object, tail: StderrTail) -> None:
@@ -78,8 +66,9 @@ class LocalExecutor(Executor):
             yield stream
             return
         tail = StderrTail()
-        threads = [threading.Thread(target=_feed, args=(proc, stdin), daemon=True),
-                   threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)]
+        assert proc.stdin is not None  # noqa: S101 - Popen was given stdin=PIPE
+        feeder = Feeder(stdin, proc.stdin.write, proc.stdin.close, (BrokenPipeError,))
+        threads = [feeder, threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)]
         for t in threads:
             t.start()
         watchdog = _Watchdog(proc, timeout)
@@ -97,6 +86,7 @@ class LocalExecutor(Executor):
             for t in threads:
                 t.join(5)
             stream.result = Result(command, code, b"", tail.value(), time.monotonic() - start, self.where)
+        feeder.raise_error()
         if watchdog.fired:
             raise CommandTimeout(stream.result, f"the command ran past its {timeout:g} s timeout")
         if check:

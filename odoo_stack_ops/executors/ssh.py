@@ -31,7 +31,7 @@ from paramiko.sftp_file import SFTPFile
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.config import SSHConfig
 from odoo_stack_ops.errors import AccessDenied, CommandTimeout, ConnectError, HostKeyError, OpsError
-from odoo_stack_ops.executors.base import CHUNK, Executor, Result, StderrTail, Stdin, Stream, iter_stdin
+from odoo_stack_ops.executors.base import CHUNK, Executor, Feeder, Result, StderrTail, Stdin, Stream, iter_stdin
 
 log = logging.getLogger(__name__)
 STREAMLOCAL = "direct-streamlocal@openssh.com"
@@ -84,6 +84,12 @@ def remote_command(command: Command, timeout: float | None) -> tuple[str, bytes]
     line = shlex.join(["sh", "-c", prologue + 'exec "$@"', "sh", *argv]) if prologue else shlex.join(argv)
     preamble = "".join(f"{value}\n" for value in env.values()).encode()
     return line, preamble
+
+
+def _with_preamble(preamble: bytes | None, stdin: Stdin) -> Iterator[bytes]:
+    if preamble:
+        yield preamble
+    yield from iter_stdin(stdin)
 
 
 class SSHExecutor(Executor):
@@ -177,18 +183,6 @@ class SSHExecutor(Executor):
         tail = StderrTail()
         fired = threading.Event()
 
-        def feed() -> None:
-            try:
-                if preamble:
-                    chan.sendall(preamble)
-                for chunk in iter_stdin(stdin):
-                    chan.sendall(chunk)
-            except OSError:
-                pass
-            finally:
-                with contextlib.suppress(OSError, EOFError):
-                    chan.shutdown_write()
-
         def drain() -> None:
             while data := chan.recv_stderr(CHUNK):
                 tail.add(data)
@@ -197,7 +191,8 @@ class SSHExecutor(Executor):
             fired.set()
             chan.close()
 
-        threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
+        feeder = Feeder(_with_preamble(preamble, stdin), chan.sendall, chan.shutdown_write)
+        threads = [feeder, threading.Thread(target=drain, daemon=True)]
         for t in threads:
             t.start()
         timer = threading.Timer(timeout + 5, kill) if timeout else None
@@ -226,6 +221,7 @@ class SSHExecutor(Executor):
         if code == -1 and not fired.is_set() and not self._alive():
             raise ConnectError(f"SSH connection to {self.where} dropped while running {command.masked()}; "
                                f"transient, retried")
+        feeder.raise_error()
         # coreutils `timeout` exits 124, or dies with its group on -k's SIGKILL (paramiko reports no code: -1)
         timed_out = timeout and code in (124, 137, -1) and time.monotonic() - start >= timeout
         if fired.is_set() or timed_out:
