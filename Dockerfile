@@ -12,6 +12,7 @@ COPY flows ./flows
 COPY tasks ./tasks
 COPY deployments ./deployments
 COPY prefect.yaml ./
-RUN uv sync --frozen --no-dev && ln -s /opt/odoo-stack-ops/.venv/bin/* /usr/local/bin/ 2>/dev/null || true
+# bytecode compiled into the image: each flow run is a fresh container and would otherwise compile Prefect again
+RUN UV_COMPILE_BYTECODE=1 uv sync --frozen --no-dev && ln -s /opt/odoo-stack-ops/.venv/bin/* /usr/local/bin/ 2>/dev/null || true
 ENV PATH=/opt/odoo-stack-ops/.venv/bin:$PATH PREFECT_LOGGING_EXTRA_LOGGERS=odoo_stack_ops
 CMD ["prefect", "worker", "start", "--pool", "ops-docker"]
