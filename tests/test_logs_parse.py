@@ -12,7 +12,7 @@ import pytest
 from odoo_stack_ops.logs import alerts, parse
 from odoo_stack_ops.logs.options import LogShippingOptions
 from odoo_stack_ops.logs.parse import Cursor, Source
-from odoo_stack_ops.logs.ship import LogReader, ship
+from odoo_stack_ops.logs.ship import LogReader, demux, ship
 
 ODOO = [
     "2026-11-25T01:02:03.1Z 2026-11-25 01:02:03,100 7 INFO odoo_core odoo.modules.loading: loading 42 modules",
@@ -178,6 +178,16 @@ def test_reader_joins_partial_records_holds_an_unfinished_line_and_keeps_utf8_in
     assert c.calls[0] == {"stdout": True, "stderr": False, "timestamps": True, "stream": True, "follow": False}
     LogReader(c, "stdout", since=parse.since_for(Cursor("w1", 1_795_000_000_500_000_000, 0)))
     assert c.calls[-1]["since"] == 1_794_999_999  # a whole second early: the cursor's run is re-read whole
+
+
+def test_demux_rebuilds_frames_cut_anywhere_by_the_reads():
+    payloads = [b"2026-11-25T01:00:00Z a\n", b"", b"2026-11-25T01:00:01Z " + b"x" * 300 + b"\n", b"partial"]
+    stream = b"".join(bytes((1, 0, 0, 0)) + len(p).to_bytes(4) + p for p in payloads)
+    for size in (1, 3, 7, 8, 9, 64, len(stream)):
+        blocks = (stream[i:i + size] for i in range(0, len(stream), size))
+        assert [f for frames in demux(blocks) for f in frames] == payloads, size
+    with pytest.raises(ValueError, match="inside a frame"):
+        list(demux(iter([stream[:-1]])))
 
 
 class MemorySink:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +57,7 @@ class LogReader:
                               "stream": True, "follow": False}
         if since is not None:
             kw["since"] = max(since, 1)
-        self.chunks = container.logs(**kw)
+        self.chunks = log_frames(container, kw)
         self.incomplete = False
 
     def __iter__(self) -> Iterator[str]:
@@ -78,6 +80,95 @@ class LogReader:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.chunks.close()
+
+
+READ_BYTES = 1 << 18
+
+
+def log_frames(container: Any, kw: dict[str, Any]) -> Any:
+    """The log's records (frame payloads) from the Engine API. The docker SDK reads each frame through
+    urllib3 as its own HTTP chunk (about 9 µs a line, most of the shipper's time); a container without a
+    TTY has a multiplexed stream, so it is read here in large blocks and split by `demux` (under 1 µs).
+    Anything else (a TTY, an object that is only a `logs()` seam) goes through `container.logs`."""
+    api = getattr(getattr(container, "client", None), "api", None)
+    if api is None or container.attrs.get("Config", {}).get("Tty"):
+        return container.logs(**kw)
+    params = {"stdout": int(kw["stdout"]), "stderr": int(kw["stderr"]), "timestamps": 1, "follow": 0, "tail": "all"}
+    if "since" in kw:
+        params["since"] = kw["since"]
+    # the SDK's own request and error mapping (as container.logs uses them), only the body read differently
+    resp = api._get(api._url("/containers/{0}/logs", container.id), params=params, stream=True)
+    api._raise_for_status(resp)
+    return _Frames(resp)
+
+
+class _Frames:
+    """Frame payloads of a raw logs response; closable like the SDK's stream. A thread reads ahead (at most
+    PREFETCH blocks, 8 MiB) so the engine keeps serving while this process parses and the database copies:
+    the engine's own work per line is about as much as ours, and in turn they would add up."""
+
+    PREFETCH = 32
+
+    def __init__(self, resp: Any) -> None:
+        self.resp = resp
+        self.blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(self.PREFETCH)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="log-prefetch", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        item: bytes | BaseException | None = None
+        try:
+            for block in iter(lambda: self.resp.raw.read(READ_BYTES), b""):
+                if not self._put(block):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            item = exc
+        self._put(item)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _blocks(self) -> Iterator[bytes]:
+        while (item := self.blocks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __iter__(self) -> Iterator[bytes]:
+        for frames in demux(self._blocks()):
+            yield from frames
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.resp.close()
+
+
+def demux(blocks: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """Docker's multiplexed stream (per frame: stream byte, 3 zero bytes, big-endian length, payload) read in
+    arbitrary blocks → the payloads, one list per block; a frame cut by a block's end waits for the next."""
+    buf = b""
+    for block in blocks:
+        buf = buf + block if buf else block
+        out, pos, end = [], 0, len(buf)
+        while pos + 8 <= end:
+            stop = pos + 8 + int.from_bytes(buf[pos + 4:pos + 8])
+            if stop > end:
+                break
+            out.append(buf[pos + 8:stop])
+            pos = stop
+        buf = buf[pos:]
+        if out:
+            yield out
+    if buf:
+        raise ValueError(f"the log stream ended inside a frame ({len(buf)} bytes left)")
 
 
 def _is_stamp(token: bytes) -> bool:

@@ -52,6 +52,10 @@ class SshServer:
             "UsePAM no", "StrictModes no", f"AuthorizedKeysFile {auth}", "AllowStreamLocalForwarding yes",
             "AllowTcpForwarding yes", "PidFile none", "LogLevel ERROR", "MaxSessions 64", "MaxStartups 64:30:128",
             "Subsystem sftp internal-sftp", "ClientAliveInterval 30",
+            # bash sources ~/.bashrc for every command sshd starts (SSH_CLIENT set, SHLVL < 2): on a machine whose
+            # root .bashrc runs e.g. `pyenv init`, that cost 0.3-0.5 s per command; a droplet's stock .bashrc
+            # returns at once for non-interactive shells. SHLVL=1 makes bash skip it, as there.
+            "SetEnv SHLVL=1",
         ]) + "\n")
         script = ("mount -t tmpfs tmpfs /run && mkdir -m 755 /run/sshd && "
                   f'exec {SSHD} -D -e -f "$1"')
