@@ -51,12 +51,14 @@ def publish_verified_backups(stack_file: str) -> None:
 @pytest.mark.slow
 def test_a_fresh_sandbox_sweep_is_all_green(prefect_harness, tmp_path):
     from flows.health import health_sweep
+    from flows.log_shipping import log_shipping
     from odoo_stack_ops.sandbox.stack import SandboxStack
 
     sandbox = SandboxStack(tmp_path / "sandbox")
     try:
         stack_file = sandbox.start()
         publish_verified_backups(str(stack_file))  # else the dead-man's switch rightly fails: no backup yet
+        log_shipping(stack_file=str(stack_file))  # and: logs never shipped
         out = health_sweep(stack_file=str(stack_file))
     finally:
         sandbox.stop()

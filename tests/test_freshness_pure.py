@@ -63,6 +63,9 @@ def test_log_lag_is_measured_between_log_stamps_and_the_worst_stream_decides():
     late = F.lag_verdict({("web", "stdout"): 16 * 60.0, ("db", "stdout"): 60.0})
     assert late.status == "fail" and "16 min behind (web/stdout)" in late.value
     assert F.cursor_lags({("web", "stdout"): 5 * s}, {}) == {("web", "stdout"): None}  # logged, never shipped
+    # a stream whose first line came after the last pass (the sweep's own request in an access log): measured from
+    # the host's newest cursor, not "never shipped"
+    assert F.cursor_lags({("web", "stderr"): 130 * s}, {("web", "stdout"): 100 * s}) == {("web", "stderr"): 30.0}
     never = F.lag_verdict({("web", "stdout"): None, ("db", "stdout"): 0.0})
     assert never.status == "fail" and "never shipped: web/stdout" in never.value
     assert F.lag_verdict({}).status == "ok"

@@ -62,8 +62,16 @@ def newest_week_tag(tags: Iterable[tuple[str, str, float]], tz: str) -> tuple[st
 def cursor_lags(newest_ns: dict[tuple[str, str], int],
                 cursor_ns: dict[tuple[str, str], int]) -> dict[tuple[str, str], float | None]:
     """Seconds of its own log each (container, stream) holds past the shipping cursor (None: never shipped).
-    Measured between log stamps, not against the clock, so a quiet container is never late."""
-    return {key: (max(0.0, (ns - cursor_ns[key]) / 1e9) if key in cursor_ns else None) for key, ns in newest_ns.items()}
+    Measured between log stamps, not against the clock, so a quiet container is never late. A stream without a
+    cursor while the host has others started after the last pass (the pass ships every stream it sees): it is
+    measured from the newest cursor; with no cursor at all, shipping never ran."""
+    last = max(cursor_ns.values(), default=None)
+
+    def lag(key: tuple[str, str], ns: int) -> float | None:
+        base = cursor_ns.get(key, last)
+        return None if base is None else max(0.0, (ns - base) / 1e9)
+
+    return {key: lag(key, ns) for key, ns in newest_ns.items()}
 
 
 def lag_verdict(lags: dict[tuple[str, str], float | None], max_lag_s: float = LOG_LAG_MAX_S) -> Verdict:
