@@ -405,8 +405,8 @@ class Handler(BaseHTTPRequestHandler):
     def _meta(self) -> dict[str, str]:
         return {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-amz-meta-")}
 
-    def op_PutObject(self, bucket: str, key: str, q: dict[str, str], payload: str) -> None:  # noqa: N802
-        self.store.bucket(bucket)
+    def _body_to_file(self, payload: str) -> tuple[Any, str, int]:
+        """The checked body in a new file of the store (removed again when a check refuses it)."""
         path = self.store.new_file()
         try:
             with path.open("wb") as fh:
@@ -414,6 +414,11 @@ class Handler(BaseHTTPRequestHandler):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        return path, etag, size
+
+    def op_PutObject(self, bucket: str, key: str, q: dict[str, str], payload: str) -> None:  # noqa: N802
+        self.store.bucket(bucket)
+        path, etag, size = self._body_to_file(payload)
         self.store.put(bucket, key, Obj([str(path)], size, etag, time.time(), self._meta(),
                                         self.headers.get("Content-Type", "application/octet-stream")))
         self._reply(200, headers={"ETag": f'"{etag}"'})
@@ -461,13 +466,7 @@ class Handler(BaseHTTPRequestHandler):
         if not 1 <= number <= 10000:
             raise S3Error(400, "InvalidArgument", "part number must be between 1 and 10000")
         self._upload(q, bucket, key)
-        path = self.store.new_file()
-        try:
-            with path.open("wb") as fh:
-                _, etag, size = self._body(payload, fh)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        path, etag, size = self._body_to_file(payload)
         with self.store.lock:
             up = self.store.uploads.get(q["uploadId"])
             old = up.parts.get(number) if up else None
