@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -86,6 +88,26 @@ def session_hwm_mb(sid: int) -> dict[str, float]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             out[f"{proc.name} {cmd[:80]}"] = round(int(hwm.split()[1]) / 1024, 1)
     return out
+
+
+def import_cost(env: dict[str, str]) -> dict[str, float]:
+    """The raw floor of a process worker's per-run overhead: a fresh Python importing the engine and the flow."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import prefect.engine, flows.backup"], env=env, cwd=PROJECT, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": round(time.monotonic() - started, 2),
+            "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2)}
+
+
+def start_up_logs(api: str, run_id: str, lines: int = 25) -> list[str]:
+    run = requests.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+    logs = requests.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+                                                     "sort": "TIMESTAMP_ASC", "limit": lines}, timeout=30).json()
+    states = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+    events = [(ts(x["timestamp"]), x["message"].splitlines()[0][:100]) for x in logs]
+    events += [(ts(x["timestamp"]), f"state {x['name']}") for x in states]
+    return [f"{t - ts(run['created']):7.2f}  {m}" for t, m in sorted(events)][:lines]
 
 
 def ts(value: str) -> float:
@@ -150,8 +172,9 @@ def timeline(api: str, run: dict[str, Any]) -> dict[str, float]:
             "created": ts(run["created"]), "end": end}
 
 
-def create_runs(api: str, deployment_ids: list[str]) -> list[str]:
-    return [requests.post(f"{api}/deployments/{d}/create_flow_run", json={}, timeout=30).json()["id"]
+def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, Any] | None = None) -> list[str]:
+    body = {"job_variables": job_variables} if job_variables else {}
+    return [requests.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=30).json()["id"]
             for d in deployment_ids]
 
 
@@ -217,6 +240,13 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             if single["state"]["type"] != "COMPLETED":
                 raise RuntimeError(f"single run ended {single['state']['type']}")
             single_wall = ts(single["end_time"]) - ts(single["created"])
+            # the same run without prefect.yaml's `command`: Prefect's default workspace supervisor process
+            (supervised_id,) = create_runs(prefect.api, ids[1:2], {"command": None})
+            supervised = wait_runs(prefect.api, [supervised_id], timeout)[supervised_id]
+            if supervised["state"]["type"] != "COMPLETED":
+                raise RuntimeError(f"supervised run ended {supervised['state']['type']}")
+            supervised_overhead = (ts(supervised["end_time"]) - ts(supervised["created"])
+                                   - supervised["total_run_time"])
 
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
@@ -226,7 +256,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                      if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
             serial_s = sum(serial.values())
             load_serial_end = loadavg()
+            startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
+            imports = import_cost(prefect.env(env))
         finally:
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
@@ -257,12 +289,16 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "per_run_overhead_s": overhead,
         "single_run_overhead_s": round(single_wall - single["total_run_time"], 2),
         "single_run_wall_s": round(single_wall, 2),
+        "single_run_overhead_default_command_s": round(supervised_overhead, 2),
+        "engine_command": "python -m prefect.engine (prefect.yaml, ops-process pool)",
         "server_rss_mb": round(sum(server_rss.values()), 1),
         "server_rss_mb_per_process": server_rss,
         "fleet_run_median_s": {k: med([x[k] for x in lines]) for k in ("queued_s", "startup_s", "running_s",
                                                                          "overhead_s")},
         "fleet_running_sum_s": round(sum(x["running_s"] for x in lines), 2),
         "serial_backup_median_s": med(list(serial.values())),
+        "import_baseline": imports,
+        "single_run_start_up_log": startup_log,
         "targets": {"efficiency": TARGET_EFFICIENCY, "per_run_overhead_s": TARGET_OVERHEAD_S},
         "meets_targets": efficiency >= TARGET_EFFICIENCY and overhead <= TARGET_OVERHEAD_S,
         "loadavg": {"before": load_before, "fleet_start": load_fleet, "fleet_end": load_fleet_end,
@@ -282,6 +318,13 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "fleet_run_median_s": "medians per run: queued_s created -> Pending, startup_s Pending -> Running, "
                                   "running_s the Running time (the flow's own time under the fleet's contention)",
             "server_rss_mb": "VmHWM summed over the Prefect server's processes (SQLite database)",
+            "import_baseline": "the raw floor of per-run overhead, same run: `python -c 'import prefect.engine, "
+                               "flows.backup'` wall and CPU seconds (what each run's new process pays first)",
+            "single_run_overhead_default_command_s": "the same single-run overhead for a run created with the job "
+                                                     "variable command unset: Prefect 3.9's default, a workspace "
+                                                     "supervisor process that then starts the engine",
+            "single_run_start_up_log": "the single run's log lines from its creation to its first task, seconds "
+                                       "after its creation: where the start-up goes",
             "loadavg": "os.getloadavg() at each phase: the machine is shared, read the figures with it",
         },
     }
