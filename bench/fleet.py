@@ -173,9 +173,19 @@ def timeline(api: str, run: dict[str, Any]) -> dict[str, float]:
 
 
 def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, Any] | None = None) -> list[str]:
+    """One run per deployment; a refused request (SQLite busy under the workers' polling) is sent again."""
     body = {"job_variables": job_variables} if job_variables else {}
-    return [requests.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=30).json()["id"]
-            for d in deployment_ids]
+    runs = []
+    for d in deployment_ids:
+        for attempt in range(5):
+            response = requests.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
+            if response.status_code in (200, 201):
+                runs.append(response.json()["id"])
+                break
+            if attempt == 4:
+                raise RuntimeError(f"create_flow_run refused: {response.status_code} {response.text[:500]}")
+            time.sleep(1)
+    return runs
 
 
 def med(values: list[float]) -> float:
