@@ -1,5 +1,5 @@
 """One benchmark entry point: `python -m bench [area ...]` runs each area, prints its table and writes
-bench/results/<area>.json. Areas: backup, logs, health, report, update, restore, prefect. Options such as `--repeat 5` go to every area named."""
+bench/results/<area>.json. Areas: backup, logs, health, report, update, restore, prefect, fleet. Options such as `--repeat 5` go to every area named."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-AREAS = ("backup", "logs", "health", "report", "update", "restore", "prefect")
+AREAS = ("backup", "logs", "health", "report", "update", "restore", "prefect", "fleet")
 RESULTS = Path(__file__).parent / "results"
 
 

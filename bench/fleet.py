@@ -1,0 +1,345 @@
+"""Fleet bench: N small stacks' nightly backups through Prefect's own scale-out (a server, the `ops-process`
+pool, several process workers) against the same backups one after another in one process.
+
+The stacks share what a fleet shares: one PostgreSQL cluster (TLS, each stack its own small database,
+`odoo_data.populate(partners=20, extra_tables=3)`), one S3 endpoint (each its own prefix), one podman service
+and one sshd (the droplet). The inventory goes through `deployments.setup` and `prefect deploy` like an
+operator's; each `backup/nightly-<stack>` gets one run, all created at once.
+
+    python -m bench fleet [--stacks 20] [--workers 2] [--limit 2] [--query-seconds 2] [--max-parallel-dumps 2]
+
+Figures (definitions also in the JSON's `definitions`):
+- wall_s: the first run's creation to the last run's end, both as the server records them;
+- serial_s: the same backups, `flows.backup.backup(stack_file=inv, stack=name)` in a loop in one process
+  against the same server (imports excluded: done once before the loop);
+- efficiency: serial_s / (wall_s x cores used), cores used = min(os.cpu_count(), workers x limit);
+- per_run_overhead_s: median over the fleet's runs of (end - Pending) - Running time: what the process worker
+  adds to a flow (a process per run, its imports, the engine loading the flow, reporting the end);
+  single_run_overhead_s adds the worker's polling: one run on the idle pool, creation → end minus Running;
+- server_rss_mb: peak RSS (VmHWM) summed over the Prefect server's processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import psycopg
+import requests
+import yaml
+
+from deployments import stacks as deployed
+from odoo_stack_ops import inventory
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
+from odoo_stack_ops.sandbox import odoo_data
+from odoo_stack_ops.sandbox.images import build_image, start_stack, write_files
+from odoo_stack_ops.sandbox.podman import PodmanService
+from odoo_stack_ops.sandbox.postgres import PgCluster
+from odoo_stack_ops.sandbox.s3 import S3Server
+from odoo_stack_ops.sandbox.sshd import SshServer
+from odoo_stack_ops.sandbox.stack import stack_tree
+
+TARGET_EFFICIENCY = 0.8
+TARGET_OVERHEAD_S = 5.0
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+BUCKET = "fleet-backups"
+COMPOSE_PROJECT = "fleet"
+FILES_PER_STACK = 5
+
+SERIAL = r"""
+import json, sys, time
+from flows.backup import backup
+inventory, names = sys.argv[1], sys.argv[2:]
+seconds = {}
+for name in names:
+    started = time.monotonic()
+    backup(stack_file=inventory, stack=name)
+    seconds[name] = time.monotonic() - started
+print("FLEET-SERIAL " + json.dumps(seconds))
+"""
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def session_hwm_mb(sid: int) -> dict[str, float]:
+    """Peak RSS (VmHWM, MB) of every live process in the session `sid` (the server and its uvicorn child)."""
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (proc / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[3]) != sid:  # fields after comm: state ppid pgrp session
+                continue
+            hwm = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("VmHWM:"))
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            out[f"{proc.name} {cmd[:80]}"] = round(int(hwm.split()[1]) / 1024, 1)
+    return out
+
+
+def import_cost(env: dict[str, str]) -> dict[str, float]:
+    """The raw floor of a process worker's per-run overhead: a fresh Python importing the engine and the flow."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import prefect.engine, flows.backup"], env=env, cwd=PROJECT, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": round(time.monotonic() - started, 2),
+            "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2)}
+
+
+def start_up_logs(api: str, run_id: str, lines: int = 25) -> list[str]:
+    run = requests.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+    logs = requests.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+                                                     "sort": "TIMESTAMP_ASC", "limit": lines}, timeout=30).json()
+    states = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+    events = [(ts(x["timestamp"]), x["message"].splitlines()[0][:100]) for x in logs]
+    events += [(ts(x["timestamp"]), f"state {x['name']}") for x in states]
+    return [f"{t - ts(run['created']):7.2f}  {m}" for t, m in sorted(events)][:lines]
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def make_stacks(pg: PgCluster, podman: PodmanService, containers: dict[str, Any], names: list[str]) -> None:
+    """Each stack's own database (Odoo-like, small) and filestore folder in the shared odoo-core volume."""
+    client = podman.client()
+    try:
+        odoo = client.containers.get(containers["odoo-core"]["container"])
+        for i, name in enumerate(names):
+            db = name.replace("-", "_")
+            pg.createdb(db)
+            files = odoo_data.make_filestore(FILES_PER_STACK, seed=i, nested_extra=False)
+            with psycopg.connect(**pg.conninfo(db)) as conn:
+                odoo_data.populate(conn, partners=20, extra_tables=3)
+                odoo_data.register_attachments(conn, files)
+            write_files(odoo, f"/var/lib/odoo/filestore/{db}", files)
+    finally:
+        client.close()
+
+
+def write_inventory(path: Path, tree: dict[str, Any], names: list[str], max_parallel_dumps: int,
+                    state: Path) -> tuple[str, str]:
+    """The inventory (mode 0600) and the database password each stack reads from its own variable."""
+    defaults = {k: v for k, v in tree.items() if k != "name"}
+    password = defaults["database"].pop("password")
+    defaults["database"]["max_parallel_dumps"] = max_parallel_dumps
+    # a schedule that never fires while the bench runs: only the runs created here count
+    defaults["backup"] = {**defaults["backup"], "schedule_cron": "0 3 1 1 *", "verify_sample": 5}
+    entries = {n: {"database": {"name": n.replace("-", "_"), "databases": [n.replace("-", "_")]},
+                   "backup": {"databases": [n.replace("-", "_")]}, "spaces": {"prefix": n},
+                   "state_dir": str(state / n)} for n in names}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump({"defaults": defaults, "stacks": entries}, fh, sort_keys=False)
+    return str(path), password
+
+
+def wait_runs(api: str, runs: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {r: requests.get(f"{api}/flow_runs/{r}", timeout=30).json() for r in runs}
+        if all(g["state"]["type"] in TERMINAL for g in got.values()):
+            return got
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"runs not finished after {timeout:.0f} s: "
+                               f"{sorted(g['state']['type'] for g in got.values())}")
+        time.sleep(1)
+
+
+def timeline(api: str, run: dict[str, Any]) -> dict[str, float]:
+    """One finished run's times (s): queued (created → Pending), start-up (Pending → Running), running, and
+    the overhead = (end - Pending) - Running."""
+    states = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=30).json()
+    pending = min(ts(s["timestamp"]) for s in states if s["type"] == "PENDING")
+    running = min(ts(s["timestamp"]) for s in states if s["type"] == "RUNNING")
+    end = ts(run["end_time"])
+    return {"queued_s": pending - ts(run["created"]), "startup_s": running - pending,
+            "running_s": run["total_run_time"], "overhead_s": (end - pending) - run["total_run_time"],
+            "created": ts(run["created"]), "end": end}
+
+
+def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, Any] | None = None) -> list[str]:
+    """One run per deployment; a refused request (SQLite busy under the workers' polling) is sent again."""
+    body = {"job_variables": job_variables} if job_variables else {}
+    runs = []
+    for d in deployment_ids:
+        for attempt in range(5):
+            response = requests.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
+            if response.status_code in (200, 201):
+                runs.append(response.json()["id"])
+                break
+            if attempt == 4:
+                raise RuntimeError(f"create_flow_run refused: {response.status_code} {response.text[:500]}")
+            time.sleep(1)
+    return runs
+
+
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float = 2, max_parallel_dumps: int = 2,
+        timeout: float = 3600) -> dict[str, Any]:
+    names = [f"fleet-{i:02d}" for i in range(stacks)]
+    load_before = loadavg()
+    pg = sshd = podman = s3 = None
+    prefect: LocalPrefect | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    with TemporaryDirectory(prefix="bench-fleet-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        try:
+            started = time.monotonic()
+            pg = PgCluster(tls=True).start()
+            sshd = SshServer().start()
+            podman = PodmanService().start()
+            containers = start_stack(podman, build_image(podman), project=COMPOSE_PROJECT)
+            s3 = S3Server().start()
+            s3.create_bucket(BUCKET)
+            make_stacks(pg, podman, containers, names)
+            tree = stack_tree(pg=pg, sshd=sshd, podman=podman, containers=containers, s3=s3, bucket=BUCKET,
+                              mattermost=None, state_dir=tmp / "state")
+            tree["docker"]["compose_project"] = COMPOSE_PROJECT
+            inv, password = write_inventory(tmp / "inventory.yaml", tree, names, max_parallel_dumps, tmp / "state")
+            env = {"STACK_OPS_FILE": inv, **{inventory.env_prefix(n) + "DB_PASSWORD": password for n in names},
+                   "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds)}
+            prefect = LocalPrefect(tmp / "prefect")
+            prefect.start(timeout=180)
+            prefect.python("-m", "deployments.setup", extra_env=env, timeout=600)
+            nightly = [f"nightly-{n}" for n in names]
+            prefect.cli("--no-prompt", "deploy", "--prefect-file", deployed.GENERATED,
+                        *[a for n in nightly for a in ("--name", n)], extra_env=env, timeout=1800)
+            ids = [requests.get(f"{prefect.api}/deployments/name/backup/{n}", timeout=30).json()["id"] for n in nightly]
+            setup_s = time.monotonic() - started
+            print(f"{stacks} stacks set up and deployed in {setup_s:.0f} s; starting {workers} workers")
+            for w in range(workers):
+                log = (tmp / f"worker-{w}.log").open("ab")
+                procs.append(subprocess.Popen(
+                    [prefect_bin(), "worker", "start", "--pool", "ops-process", "--name", f"bench-{w}",
+                     "--limit", str(limit)], env=prefect.env(env), cwd=PROJECT, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True))
+            time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
+
+            load_fleet = loadavg()
+            fleet = wait_runs(prefect.api, create_runs(prefect.api, ids), timeout)
+            load_fleet_end = loadavg()
+            failed = {r["name"]: f"{r['state']['type']}: {r['state'].get('message')}"
+                      for r in fleet.values() if r["state"]["type"] != "COMPLETED"}
+            if failed:
+                worker_log = (tmp / "worker-0.log").read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"fleet runs not Completed: {failed}\nworker-0.log:\n{worker_log}")
+            lines = [timeline(prefect.api, r) for r in fleet.values()]
+            wall_s = max(x["end"] for x in lines) - min(x["created"] for x in lines)
+            print(f"fleet: {stacks} runs Completed in {wall_s:.1f} s")
+
+            (single_id,) = create_runs(prefect.api, ids[:1])  # the idle pool: polling included
+            single = wait_runs(prefect.api, [single_id], timeout)[single_id]
+            if single["state"]["type"] != "COMPLETED":
+                raise RuntimeError(f"single run ended {single['state']['type']}")
+            single_wall = ts(single["end_time"]) - ts(single["created"])
+            # the same run without prefect.yaml's `command`: Prefect's default workspace supervisor process
+            (supervised_id,) = create_runs(prefect.api, ids[1:2], {"command": None})
+            supervised = wait_runs(prefect.api, [supervised_id], timeout)[supervised_id]
+            if supervised["state"]["type"] != "COMPLETED":
+                raise RuntimeError(f"supervised run ended {supervised['state']['type']}")
+            supervised_overhead = (ts(supervised["end_time"]) - ts(supervised["created"])
+                                   - supervised["total_run_time"])
+
+            for proc in procs:
+                stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+            load_serial = loadavg()
+            out = prefect.python("-c", SERIAL, inv, *names, extra_env=env, timeout=timeout)
+            serial = json.loads(next(line for line in out.splitlines()
+                                     if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
+            serial_s = sum(serial.values())
+            load_serial_end = loadavg()
+            startup_log = start_up_logs(prefect.api, single_id)
+            server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
+            imports = import_cost(prefect.env(env))
+        finally:
+            for proc in procs:
+                stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+            if prefect is not None:
+                prefect.stop()
+            if podman is not None and podman.proc is not None:
+                with contextlib.suppress(Exception):
+                    podman.podman("rm", "--all", "--force", "--time", "1", timeout=60)
+            for part in (s3, podman, sshd, pg):
+                if part is not None:
+                    with contextlib.suppress(Exception):
+                        part.stop()
+
+    cores = min(os.cpu_count() or 1, workers * limit)
+    efficiency = serial_s / (wall_s * cores)
+    overhead = med([x["overhead_s"] for x in lines])
+    result = {
+        "stacks": stacks,
+        "workers": workers,
+        "worker_limit": limit,
+        "worker_query_seconds": query_seconds,
+        "max_parallel_dumps": max_parallel_dumps,
+        "cpu_count": os.cpu_count(),
+        "cores_used": cores,
+        "wall_s": round(wall_s, 2),
+        "serial_s": round(serial_s, 2),
+        "efficiency": round(efficiency, 3),
+        "per_run_overhead_s": overhead,
+        "single_run_overhead_s": round(single_wall - single["total_run_time"], 2),
+        "single_run_wall_s": round(single_wall, 2),
+        "single_run_overhead_default_command_s": round(supervised_overhead, 2),
+        "engine_command": "python -m prefect.engine (prefect.yaml, ops-process pool)",
+        "server_rss_mb": round(sum(server_rss.values()), 1),
+        "server_rss_mb_per_process": server_rss,
+        "fleet_run_median_s": {k: med([x[k] for x in lines]) for k in ("queued_s", "startup_s", "running_s",
+                                                                         "overhead_s")},
+        "fleet_running_sum_s": round(sum(x["running_s"] for x in lines), 2),
+        "serial_backup_median_s": med(list(serial.values())),
+        "import_baseline": imports,
+        "single_run_start_up_log": startup_log,
+        "targets": {"efficiency": TARGET_EFFICIENCY, "per_run_overhead_s": TARGET_OVERHEAD_S},
+        "meets_targets": efficiency >= TARGET_EFFICIENCY and overhead <= TARGET_OVERHEAD_S,
+        "loadavg": {"before": load_before, "fleet_start": load_fleet, "fleet_end": load_fleet_end,
+                    "serial_start": load_serial, "serial_end": load_serial_end},
+        "setup_s": round(setup_s, 1),
+        "definitions": {
+            "wall_s": "first fleet run's creation to the last one's end, server timestamps; all runs created at "
+                      "once through the ops-process pool, each Completed",
+            "serial_s": "sum of flows.backup.backup(stack_file=inventory, stack=name) durations, one after another "
+                        "in one process against the same server (imports done once, before the loop)",
+            "efficiency": "serial_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), workers x worker_limit)",
+            "per_run_overhead_s": "median over the fleet's runs of (end - Pending) - Running time: the process "
+                                  "worker's own cost per run (process start, imports, loading the flow, reporting "
+                                  "the end); queueing for a free worker slot is not in it",
+            "single_run_overhead_s": "one run on the idle pool after the fleet: creation -> end minus its Running "
+                                     "time (the overhead plus the worker's polling)",
+            "fleet_run_median_s": "medians per run: queued_s created -> Pending, startup_s Pending -> Running, "
+                                  "running_s the Running time (the flow's own time under the fleet's contention)",
+            "server_rss_mb": "VmHWM summed over the Prefect server's processes (SQLite database)",
+            "import_baseline": "the raw floor of per-run overhead, same run: `python -c 'import prefect.engine, "
+                               "flows.backup'` wall and CPU seconds (what each run's new process pays first)",
+            "single_run_overhead_default_command_s": "the same single-run overhead for a run created with the job "
+                                                     "variable command unset: Prefect 3.9's default, a workspace "
+                                                     "supervisor process that then starts the engine",
+            "single_run_start_up_log": "the single run's log lines from its creation to its first task, seconds "
+                                       "after its creation: where the start-up goes",
+            "loadavg": "os.getloadavg() at each phase: the machine is shared, read the figures with it",
+        },
+    }
+    print(f"{'stacks':>7}{'workers':>8}{'limit':>6}{'wall s':>9}{'serial s':>10}{'eff.':>7}{'overhead s':>12}"
+          f"{'server MB':>11}")
+    print(f"{stacks:>7}{workers:>8}{limit:>6}{wall_s:>9.1f}{serial_s:>10.1f}{efficiency:>7.2f}{overhead:>12.2f}"
+          f"{result['server_rss_mb']:>11.0f}")
+    return result
