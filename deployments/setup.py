@@ -191,7 +191,8 @@ def main(env: dict[str, str] | None = None) -> int:
         log.info("work pools created: %s", ensure_work_pools(client) or "none (already there)")
         log.info("concurrency limits created: %s", ensure_concurrency_limits(client) or "none (already there)")
         source = env.get(STACK_FILE_VAR)
-        inv = inventory.read(source) if source else None
+        # an inventory of many gets per-stack deployments; a stack file (or none yet) keeps prefect.yaml's
+        inv = inventory.read(source) if source and Path(source).expanduser().exists() else None
         names = sorted(inv.stacks) if inv and not inv.single else []
         log.info("Secret blocks saved: %s", save_secret_blocks(env, names) or "none (no secret variables set)")
         if names:
