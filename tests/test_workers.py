@@ -10,25 +10,15 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import requests
 
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
+from tests.checks import wait_until
 
 pytestmark = pytest.mark.integration
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
-
-def wait_for(what: str, probe, timeout: float, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 def manifest_keys(s3, bucket: str) -> set[str]:
@@ -74,9 +64,10 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
                                     timeout=10).json()["id"]
         read = lambda r: requests.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()  # noqa: E731
         doomed = run()
-        flow_pid = int(wait_for("the run started", lambda: read(doomed)["state"]["type"] == "RUNNING"
-                                and read(doomed).get("infrastructure_pid"), 300, 0.2).rsplit(":", 1)[-1])
-        wait_for("the run's first heartbeat on the server", lambda: heartbeats(prefect, doomed), 60, 0.5)
+        started = wait_until(lambda: read(doomed)["state"]["type"] == "RUNNING" and read(doomed).get("infrastructure_pid"),
+                             300, "the run started", 0.2)
+        flow_pid = int(started.rsplit(":", 1)[-1])
+        wait_until(lambda: heartbeats(prefect, doomed), 60, "the run's first heartbeat on the server", 0.5)
         with open(f"/proc/{flow_pid}/stat") as fh:
             worker_pid = int(fh.read().rsplit(")", 1)[1].split()[1])
         killed = [w for w in workers if w.pid == worker_pid]
@@ -84,19 +75,19 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
         for pid in (flow_pid, worker_pid):  # the machine is gone: the worker and its run die at once
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
-        state = wait_for("the run marked Crashed", lambda: read(doomed)["state"]["type"] in TERMINAL
-                         and read(doomed)["state"], 240, 2)
+        state = wait_until(lambda: read(doomed)["state"]["type"] in TERMINAL and read(doomed)["state"], 240,
+                           "the run marked Crashed", 2)
         assert state["type"] == "CRASHED", state
         name = read(doomed)["name"]
-        wait_for("the Crashed post in Mattermost", lambda: any(name in str(m) and "Crashed" in str(m)
-                                                              for m in mattermost.messages), 90, 1)
+        wait_until(lambda: any(name in str(m) and "Crashed" in str(m) for m in mattermost.messages), 90,
+                   "the Crashed post in Mattermost", 1)
         assert_whole(s3, bucket, manifest_keys(s3, bucket) - before)  # nothing half-written listed
         killed_keys = manifest_keys(s3, bucket) - before
         survivor = next(w for w in workers if w.pid != worker_pid)
         assert survivor.poll() is None
         green = run()
-        final = wait_for("the next run finished", lambda: read(green)["state"]["type"] in TERMINAL
-                         and read(green)["state"], 400, 2)
+        final = wait_until(lambda: read(green)["state"]["type"] in TERMINAL and read(green)["state"], 400,
+                           "the next run finished", 2)
         assert final["type"] == "COMPLETED", final
         assert len(manifest_keys(s3, bucket) - before - killed_keys) == 1
     finally:
