@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -79,6 +80,8 @@ def refused(message: str) -> bool:
 
 
 def _run_id() -> str | None:
+    if "prefect" not in sys.modules:  # no flow run without Prefect loaded: spare a process the import
+        return None
     try:
         from prefect.runtime import flow_run  # noqa: PLC0415 - the policy works without Prefect running
 
@@ -89,6 +92,8 @@ def _run_id() -> str | None:
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    if "prefect" not in sys.modules:
+        return log
     try:
         from prefect import get_run_logger  # noqa: PLC0415
         from prefect.exceptions import MissingContextError  # noqa: PLC0415

@@ -100,14 +100,13 @@ def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[mf.Files
     """Upload the objects the bucket lacks and the night's filestore manifest; (summary, files)."""
     log = logger()
     s3 = spaces.client(cfg.spaces)
-    previous = fsleg.read_previous(s3, cfg.spaces.bucket, latest_filestore_manifest(s3, cfg, database))
     root = f"{cfg.odoo.data_dir.rstrip('/')}/filestore/{database}"
     last = [0.0]
 
     def progress(stats: fsleg.FilestoreStats) -> None:
         if time.monotonic() - last[0] > 5:
             last[0] = time.monotonic()
-            log.info("filestore %s: %d new objects, %.1f MiB uploaded so far", database, stats.new_objects,
+            log.info("filestore %s: %d new files, %.1f MiB packed so far", database, stats.new_objects,
                      stats.new_bytes / (1 << 20))
 
     encrypt = tag = None
@@ -115,15 +114,16 @@ def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[mf.Files
         from odoo_stack_ops.backup.crypto import file_encryptor, object_tag  # noqa: PLC0415
 
         encrypt, tag = file_encryptor(cfg.backup.age_recipients), object_tag(cfg.backup.age_recipients)
+    previous = fsleg.read_previous(s3, cfg.spaces.bucket, latest_filestore_manifest(s3, cfg, database), tag)
     with Connections(cfg) as conns:
         files, stats = fsleg.backup_filestore(
             conns.container("odoo-core"), root, s3=s3, bucket=cfg.spaces.bucket, prefix=cfg.spaces.prefix,
-            database=database, st=st, previous=previous, progress=progress, encrypt=encrypt, tag=tag,
+            database=database, st=st, previous=previous, progress=progress, encrypt=encrypt,
         )
     key = layout.filestore_manifest_key(cfg.spaces.prefix, database, st)
-    spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files))
-    log.info("filestore %s: %d files (%.1f MiB), %d new objects (%.1f MiB) in %.1f s", database, stats.files,
-             stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20), stats.duration_s)
+    spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files, tag))
+    log.info("filestore %s: %d files (%.1f MiB), %d new (%.1f MiB) in %d pack(s), %.1f s", database, stats.files,
+             stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20), stats.packs, stats.duration_s)
     return mf.FilestoreRecord(manifest_key=key, **asdict(stats)), files
 
 

@@ -8,6 +8,7 @@ import psycopg
 import pyrage
 import pytest
 
+from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.backup.crypto import fingerprint
 from odoo_stack_ops.config import validate_tree
@@ -45,10 +46,15 @@ def test_encrypted_round_trip_by_hand_with_age_and_pg_restore(prefect_harness, s
     assert secret not in m.model_dump_json()
     s3 = spaces.client(cfg.spaces)
     keys = [o["Key"] for o in spaces.iter_objects(s3, cfg.spaces.bucket, cfg.spaces.prefix + "/")]
-    data_keys = [k for k in keys if "/objects/" in k or "/db/" in k]
-    assert data_keys and all(k.endswith(".age") for k in data_keys)
-    for key in data_keys[:5]:
-        assert spaces.get_bytes(s3, cfg.spaces.bucket, key).startswith(b"age-encryption.org/v1")
+    dumps = [k for k in keys if "/db/" in k]
+    assert dumps and all(k.endswith(".age") for k in dumps)
+    assert spaces.get_bytes(s3, cfg.spaces.bucket, dumps[0]).startswith(b"age-encryption.org/v1")
+    files = rs.filestore_files(spaces.Bucket.open(cfg.spaces), m)
+    assert files and all(f.pack for f in files)
+    for f in files:  # every file's blob in its pack is age-encrypted on its own
+        key, offset, length = f.location(cfg.spaces.prefix, m.object_tag)
+        blob = b"".join(spaces.read_chunks(s3, cfg.spaces.bucket, key, offset=offset, length=length))
+        assert blob.startswith(b"age-encryption.org/v1") and len(blob) > f.size
 
     # a person at 3 a.m. without this project: age -d, zstd -d, pg_restore
     (tmp_path / "key.txt").write_text(secret + "\n")

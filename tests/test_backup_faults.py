@@ -59,7 +59,7 @@ def test_transient_s3_errors_are_retried_and_the_night_succeeds(prefect_harness,
     proxy = S3FaultProxy(s3.endpoint)
     try:
         proxy.fail(lambda m, p: m == "PUT" and "partNumber=1" in p, times=2)  # first dump part, twice
-        proxy.fail(lambda m, p: m == "PUT" and "/objects/" in p, status=503, code="SlowDown", times=3)
+        proxy.fail(lambda m, p: m == "PUT" and "/packs/" in p, status=503, code="SlowDown", times=3)
         proxy.fail(lambda m, p: m == "PUT" and "/filestore/" in p and ".json.zst" in p, status=503,
                    code="ServiceUnavailable", times=attempts)
         tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
@@ -119,7 +119,7 @@ def test_wrong_spaces_secret_fails_before_any_dump_and_is_not_retried(prefect_ha
 # of a run is held while the run is killed).
 PHASES: dict[str, tuple[str, Callable[[str, str], bool]]] = {
     "dump": ("dump-database", lambda m, p: m == "PUT" and "/db/" in p and "partNumber=" in p),
-    "upload": ("backup-filestore", lambda m, p: m == "PUT" and ("/objects/" in p or "/filestore/" in p)),
+    "upload": ("backup-filestore", lambda m, p: m == "PUT" and ("/packs/" in p or "/filestore/" in p)),
     "verify": ("verify-backup", lambda m, p: m == "GET" and "/db/" in p),
     "publish": ("publish-manifest", lambda m, p: m == "PUT" and "/manifests/" in p),
     "prune": ("apply-retention", lambda m, p: m == "POST" and "?delete" in p),

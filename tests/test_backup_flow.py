@@ -82,10 +82,10 @@ def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_conf
     docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/restored_core"])
 
 
-def test_second_night_uploads_only_new_objects(backup_flow, stack_config, stack_file, docker_executor):
+def test_second_night_uploads_only_new_files(backup_flow, stack_config, stack_file, docker_executor):
     backup_flow(stack_file=stack_file)
     s3 = spaces.client(stack_config.spaces)
-    before = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/objects/")}
+    before = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/packs/")}
     new = odoo_data.make_filestore(2, seed=99, nested_extra=False)
     container = docker_executor.container
     write_files(container, "/var/lib/odoo/filestore/odoo_core", new)
@@ -93,9 +93,9 @@ def test_second_night_uploads_only_new_objects(backup_flow, stack_config, stack_
         backup_flow(stack_file=stack_file)
     finally:
         docker_executor.run(["rm", "-f", *[f"/var/lib/odoo/filestore/odoo_core/{p}" for p in new]])
-    after = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/objects/")}
+    after = {o["Key"]: o["Size"] for o in spaces.iter_objects(s3, stack_config.spaces.bucket, "odoo-erp-prod/packs/")}
     added = set(after) - set(before)
-    assert len(added) == 2 and sum(after[k] for k in added) == sum(len(v) for v in new.values())
+    assert len(added) == 1 and sum(after[k] for k in added) == sum(len(v) for v in new.values())  # one new pack
     first, second = manifests(stack_config)
     assert second.filestore.new_objects == 2
     assert second.filestore.new_bytes == sum(len(v) for v in new.values())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from datetime import UTC, datetime
 
 import pytest
+import zstandard
 
 from odoo_stack_ops.backup import filestore as fs
 from odoo_stack_ops.backup import layout, pgdump
@@ -69,18 +71,24 @@ def test_parse_listing_and_odoo_names():
         fs.parse_listing("1 1 /etc/passwd\n", "/var/lib/odoo/filestore/db")
 
 
-def test_plan_uploads_moves_only_what_is_missing():
+def test_plan_uploads_reads_only_files_no_present_pack_holds():
     entries = [fs.FileEntry(f"ab/{SHA}", 10, 1), fs.FileEntry("notes.txt", 3, 5), fs.FileEntry("new.txt", 1, 1)]
-    prev = {"notes.txt": fs.StoredFile("notes.txt", 3, 5, "sha256", "f" * 64)}
-    present = {layout.object_key("p", "sha1", SHA), layout.object_key("p", "sha256", "f" * 64)}
-    known, to_read = fs.plan_uploads(entries, present, prev, "p")
-    assert [k.path for k in known] == [f"ab/{SHA}", "notes.txt"]
+    pack, gone = "1" * 64, "2" * 64
+    prev = fs.Previous.of([fs.StoredFile(f"cd/{SHA}", 10, 9, "sha1", SHA, pack, 0, 10),  # same content, other path
+                           fs.StoredFile("notes.txt", 3, 5, "sha256", "f" * 64, pack, 10, 3)])
+    known, to_read = fs.plan_uploads(entries, {pack}, prev)
+    assert known == [fs.StoredFile(f"ab/{SHA}", 10, 1, "sha1", SHA, pack, 0, 10),
+                     fs.StoredFile("notes.txt", 3, 5, "sha256", "f" * 64, pack, 10, 3)]
     assert [e.path for e in to_read] == ["new.txt"]
     # a changed mtime means the old digest cannot be trusted
-    known, to_read = fs.plan_uploads([fs.FileEntry("notes.txt", 3, 6)], present, prev, "p")
+    known, to_read = fs.plan_uploads([fs.FileEntry("notes.txt", 3, 6)], {pack}, prev)
     assert not known and [e.path for e in to_read] == ["notes.txt"]
-    # a missing object is re-read even when the name promises its hash
-    known, to_read = fs.plan_uploads(entries[:1], set(), {}, "p")
+    # a pack missing from the bucket: re-read even when the name promises the content
+    known, to_read = fs.plan_uploads(entries[:2], {gone}, prev)
+    assert not known and len(to_read) == 2
+    # version-1 files (one object each, no pack) are never pointed at: the first packed night reads everything
+    known, to_read = fs.plan_uploads(entries[:1], {pack}, fs.Previous.of([fs.StoredFile(f"ab/{SHA}", 10, 1, "sha1",
+                                                                                        SHA)]))
     assert not known and len(to_read) == 1
 
 
@@ -96,8 +104,15 @@ def test_tar_batches_split_and_validate():
 
 
 def test_filestore_manifest_round_trip():
-    files = [fs.StoredFile(f"ab/{SHA}", 10, 1, "sha1", SHA), fs.StoredFile("n é.txt", 3, 5, "sha256", "f" * 64)]
+    files = [fs.StoredFile(f"ab/{SHA}", 10, 1, "sha1", SHA, "1" * 64, 0, 10),
+             fs.StoredFile("n é.txt", 3, 5, "sha256", "f" * 64, "1" * 64, 10, 190)]
     assert fs.decode_manifest(fs.encode_manifest("db", "st", "/r", files)) == sorted(files, key=lambda f: f.path)
+    # a version-1 manifest (one object per file) still decodes: its files have no pack
+    v1 = zstandard.ZstdCompressor().compress(json.dumps({"version": 1, "files": [[f"ab/{SHA}", 10, 1, "sha1", SHA]]}
+                                                        ).encode())
+    (old,) = fs.decode_manifest(v1)
+    assert old.pack is None and old.location("p", None) == (layout.object_key("p", "sha1", SHA), 0, -1)
+    assert files[1].location("p", "tag") == (f"p/packs/11/{'1' * 64}", 10, 190)
 
 
 def _manifest(**over):

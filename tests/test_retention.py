@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -507,10 +508,8 @@ def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True) -> dict:
     from odoo_stack_ops.executors.local import LocalExecutor
 
     server = pg.database_config("gc_src")
-    previous = {}
     fs_keys = sorted(o["Key"] for o in spaces.iter_objects(s3, bucket, "p/filestore/gc_src/"))
-    if fs_keys:
-        previous = fs.read_previous(s3, bucket, fs_keys[-1])
+    previous = fs.read_previous(s3, bucket, fs_keys[-1] if fs_keys else None, None)
     with dbleg.exported_snapshot(server, "gc_src") as (snapshot, facts):
         dump = dbleg.dump_to_spaces(LocalExecutor(), server, "gc_src", snapshot, s3=s3, bucket=bucket,
                                     key=layout.dump_key("p", "gc_src", st), pg_dump_version="test")
@@ -537,49 +536,57 @@ def write_files(root: Path, contents: list[bytes]) -> None:
 
 @pytest.mark.integration
 def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket, tmp_path):
-    """Old night A (deleted by policy) and B (kept); night C uploads its dump, new objects and filestore
-    manifest, reusing A's object `shared` without uploading it again; retention runs before C publishes."""
+    """Old night A (deleted by policy), B (kept), X (crashed after its filestore manifest: never published);
+    night C, whose newest filestore manifest is X's, points at X's pack for `shared` without uploading it again
+    and uploads its dump, new pack and filestore manifest; retention runs before C publishes."""
     from odoo_stack_ops.backup import prune, restore, spaces
     from odoo_stack_ops.executors.local import LocalExecutor
 
     client = s3.client()
+    store = spaces.Bucket(client, bucket, "p")
     pg.createdb("gc_src")
     pg.execute("CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t SELECT g, md5(g::text) "
                "FROM generate_series(1, 500) g", "gc_src")
     root = tmp_path / "filestore"
-    shared, only_a, b_only, c_new = b"shared by A and C", b"only night A had this", b"B's", b"C's new file"
+    shared, only_a, b_only, c_new = b"shared by X and C", b"only night A had this", b"B's", b"C's new file"
     now = datetime.now(UTC)
-    st_a, st_b, st_c = (layout.stamp(now - timedelta(days=d)) for d in (40, 1, 0))
+    st_a, st_b, st_x, st_c = (layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 12, 0))
+
+    def only(contents: list[bytes]) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        write_files(root, contents)
+
+    def packs(doc) -> set[str]:
+        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
+
     try:
-        write_files(root, [shared, only_a])
-        night(pg, client, bucket, root, st_a)
-        (root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2]).rename(tmp_path / "aside")
-        for p in root.rglob("*"):
-            if p.is_file():
-                p.unlink()
-        write_files(root, [b_only])
-        night(pg, client, bucket, root, st_b)  # B: the newest verified; `shared` is now referenced only by A
-        (tmp_path / "aside").rename(root / hashlib.sha1(shared, usedforsecurity=False).hexdigest()[:2])
-        write_files(root, [c_new])
+        only([only_a])
+        pack_a = packs(night(pg, client, bucket, root, st_a))
+        only([b_only])
+        night(pg, client, bucket, root, st_b)  # B: the newest verified backup
+        only([shared])
+        pack_x = packs(night(pg, client, bucket, root, st_x, publish=False))  # X crashed before publishing
+        only([shared, c_new])
         time.sleep(4)
         c_started = time.monotonic()
         doc_c = night(pg, client, bucket, root, st_c, publish=False)
-        # grace: longer than C has been running, shorter than A's and B's age (S3 dates are whole seconds)
+        assert pack_x < packs(doc_c) and doc_c.filestore.new_objects == 1  # `shared` was not uploaded again
+        # grace: longer than C has been running, shorter than A's, B's and X's age (S3 dates are whole seconds)
         grace = timedelta(seconds=time.monotonic() - c_started + 2)
         plan = prune.plan(client, bucket, "p", RetentionPolicy(days=30), datetime.now(UTC), last_run_ok=True,
                           tz="UTC", grace=grace)
         assert [b.key for b in plan.delete] == [layout.manifest_key("p", "gc_src", st_a)]
-        assert key_of(only_a) in plan.delete_keys  # old and only A's: collected
+        assert pack_a <= set(plan.delete_keys)  # old and only A's: collected
         assert layout.dump_key("p", "gc_src", st_a) in plan.delete_keys
+        assert layout.filestore_manifest_key("p", "gc_src", st_x) in plan.delete_keys  # X's orphans go...
+        assert not pack_x & set(plan.delete_keys)  # ...but not the pack C points at
         prune.apply(client, bucket, plan)
 
         spaces.put_bytes(client, bucket, layout.manifest_key("p", "gc_src", st_c), mf_encode(doc_c))
         present = {o["Key"] for o in spaces.iter_objects(client, bucket, "p/")}
-        store = spaces.Bucket(client, bucket, "p")
         files = restore.filestore_files(store, doc_c)
-        assert {doc_c.dump.key, doc_c.filestore.manifest_key} <= present
-        assert {layout.object_key("p", f.algo, f.digest) for f in files} <= present
-        assert key_of(shared) in present and key_of(only_a) not in present
+        assert {doc_c.dump.key, doc_c.filestore.manifest_key} | packs(doc_c) <= present
+        assert not pack_a & present
 
         dump_file = tmp_path / "c.dump"
         restore.fetch_dump(restore.dump_chunks(store, doc_c.dump), dump_file)  # checks both SHA-256s
@@ -589,14 +596,10 @@ def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket
         assert pg.execute("SELECT count(*), sum(length(note)) FROM t", "gc_restored") == [(500, 16000)]
         root = restore.restore_filestore(LocalExecutor(), str(tmp_path / "data"), "restored",
                                          restore.object_members(store, files))  # hash-checked
-        assert sorted(p.read_bytes() for p in Path(root).rglob("*") if p.is_file()) == sorted([shared, b_only, c_new])
+        assert sorted(p.read_bytes() for p in Path(root).rglob("*") if p.is_file()) == sorted([shared, c_new])
     finally:
         pg.dropdb("gc_restored")
         pg.dropdb("gc_src")
-
-
-def key_of(data: bytes) -> str:
-    return layout.object_key("p", "sha1", hashlib.sha1(data, usedforsecurity=False).hexdigest())
 
 
 def mf_encode(doc: dict) -> bytes:

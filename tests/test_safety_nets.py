@@ -229,7 +229,7 @@ def test_nightly_and_pre_upgrade_backup_at_once_one_waits_and_both_are_whole(
     for m in (first, second):  # nothing of either was deleted, and each restores
         assert b"".join(rs.dump_chunks(bucket, m.dump))
         for f in rs.filestore_files(bucket, m):
-            s3.head_object(Bucket=cfg.spaces.bucket, Key=f"{cfg.spaces.prefix}/objects/{f.algo}/{f.digest[:2]}/{f.digest}")
+            s3.head_object(Bucket=cfg.spaces.bucket, Key=f.location(cfg.spaces.prefix, m.object_tag)[0])
 
 
 def test_staging_refresh_whose_filestore_restore_fails_leaves_no_live_copy(
@@ -240,9 +240,11 @@ def test_staging_refresh_whose_filestore_restore_fails_leaves_no_live_copy(
     backup(stack_file=stack_file)
     (m,) = published(stack_config)
     bucket = spaces.Bucket.open(stack_config.spaces)
-    victim_file = rs.filestore_files(bucket, m)[-1]
-    key = f"{bucket.prefix}/objects/{victim_file.algo}/{victim_file.digest[:2]}/{victim_file.digest}"
-    bucket.put_bytes(key, b"not what the manifest says")
+    victim = next(f for f in reversed(rs.filestore_files(bucket, m)) if f.length > 0)
+    key, offset, _length = victim.location(bucket.prefix, m.object_tag)
+    pack = bytearray(bucket.get_bytes(key))
+    pack[offset] ^= 0x01  # one byte of one file's blob, inside a pack other files share
+    bucket.put_bytes(key, bytes(pack))
     dev_before = pg_tls.execute("SELECT count(*) FROM pg_class", "odoo_dev")
     with pytest.raises(VerificationFailed, match=r"corrupt|hash"):
         restore(stack_file=stack_file, database="odoo_core", staging=True)

@@ -1,8 +1,13 @@
-"""Filestore leg: incremental, content-addressed copies of /var/lib/odoo/filestore/<db> in Spaces.
+"""Filestore leg: incremental copies of /var/lib/odoo/filestore/<db> in Spaces, packed.
 
-Odoo stores each attachment at `<sha1[:2]>/<sha1>` of its content, so a file's object key is known from its
-path without reading it: a night uploads only objects the bucket lacks, after checking the content really
-hashes to its name. Files not named that way are keyed by SHA-256 and re-hashed only when size or mtime change.
+Each file's bytes (age-encrypted alone when encryption is on) are a blob appended to a pack object of about
+PACK_TARGET bytes; the night's filestore manifest says where each file's blob is (pack, offset, length). A night
+reads and packs only files whose blob no earlier pack holds: Odoo names each attachment `<sha1[:2]>/<sha1>` of
+its content, so that is known from the path without reading it; other files are re-read when size or mtime
+change. Packs make a night a few large requests instead of one per file (200,000 files: ~100 PUTs, not
+200,000), and a restore a few large GETs. Blobs are checked against their file's digest on every read.
+Backups of the earlier format (one object per file, manifest version 1) are still read the same way: such an
+object is a pack of one blob.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import hashlib
 import json
 import logging
 import re
+import secrets
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -33,7 +40,8 @@ _SHA1_NAME = re.compile(r"^[0-9a-f]{40}$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._@+=,~/ -]+$")
 ARGV_BUDGET = 64 * 1024  # bytes of paths per tar invocation, far below ARG_MAX
 SPOOL_MAX = 8 * 1024 * 1024
-UPLOAD_WORKERS = 8
+PACK_TARGET = 32 * 1024 * 1024  # a pack is closed once it holds this much: few requests, restores in parallel
+PACKS_IN_FLIGHT = 3  # closed packs uploading at once (each a temporary file: bounded disk, not memory)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,15 @@ class StoredFile:
     mtime: int
     algo: str  # "sha1" (Odoo's own naming) or "sha256"
     digest: str
+    pack: str | None = None  # pack id; None: a version-1 backup's own object for this file
+    offset: int = 0
+    length: int = -1  # stored bytes of the blob in its pack (-1: the whole object)
+
+    def location(self, prefix: str, tag: str | None) -> tuple[str, int, int]:
+        """(key, offset, length) of this file's stored bytes; length -1 means the whole object."""
+        if self.pack is None:
+            return layout.object_key(prefix, self.algo, self.digest, tag), 0, -1
+        return layout.pack_key(prefix, self.pack), self.offset, self.length
 
 
 def list_argv(root: str) -> list[str]:
@@ -79,25 +96,38 @@ def odoo_sha1(path: str) -> str | None:
     return None
 
 
-def plan_uploads(
-    entries: Iterable[FileEntry], present: set[str], previous: dict[str, StoredFile], prefix: str,
-    tag: str | None = None,
-) -> tuple[list[StoredFile], list[FileEntry]]:
-    """Split tonight's files into those already stored (known address, object present) and those to read (pure).
+@dataclass(frozen=True)
+class Previous:
+    """What earlier nights stored that tonight may point at: by content and by path (packed blobs only)."""
 
-    A file needs reading when its address is unknown (not Odoo-named and changed since the previous night) or
-    its object is missing from the bucket."""
+    by_digest: dict[tuple[str, str], StoredFile]
+    by_path: dict[str, StoredFile]
+
+    @classmethod
+    def of(cls, files: Iterable[StoredFile]) -> Previous:
+        packed = [f for f in files if f.pack is not None]
+        return cls({(f.algo, f.digest): f for f in packed}, {f.path: f for f in packed})
+
+
+NOTHING = Previous({}, {})
+
+
+def plan_uploads(entries: Iterable[FileEntry], present: set[str], previous: Previous
+                 ) -> tuple[list[StoredFile], list[FileEntry]]:
+    """Split tonight's files into those an existing pack holds (known content, pack present) and those to read
+    (pure). A file needs reading when its content is unknown (not Odoo-named and changed since the previous
+    night) or no present pack holds it."""
     known: list[StoredFile] = []
     to_read: list[FileEntry] = []
     for e in entries:
         sha1 = odoo_sha1(e.path)
         if sha1:
-            stored = StoredFile(e.path, e.size, e.mtime, "sha1", sha1)
+            hit = previous.by_digest.get(("sha1", sha1))
         else:
-            prev = previous.get(e.path)
-            stored = prev if prev and (prev.size, prev.mtime) == (e.size, e.mtime) else None  # type: ignore[assignment]
-        if stored is not None and layout.object_key(prefix, stored.algo, stored.digest, tag) in present:
-            known.append(stored)
+            prev = previous.by_path.get(e.path)
+            hit = prev if prev and (prev.size, prev.mtime) == (e.size, e.mtime) else None
+        if hit is not None and hit.size == e.size and hit.pack in present:
+            known.append(StoredFile(e.path, e.size, e.mtime, hit.algo, hit.digest, hit.pack, hit.offset, hit.length))
         else:
             to_read.append(e)
     return known, to_read
@@ -123,88 +153,118 @@ def tar_batches(root: str, entries: list[FileEntry]) -> Iterator[list[str]]:
 class FilestoreStats:
     files: int = 0
     bytes: int = 0
-    new_objects: int = 0
+    new_objects: int = 0  # new blobs
     new_bytes: int = 0
     read_files: int = 0
+    packs: int = 0
     duration_s: float = 0.0
 
 
-class _Uploader:
-    """Uploads spooled objects on a small thread pool, at most 2 x workers queued (bounded memory)."""
+class _Packer:
+    """Appends blobs to a pack on disk; a full pack uploads on a small pool (PACKS_IN_FLIGHT at most) while the
+    next one fills. A pack's id is random: its blobs are checked by their files' digests, not by the pack's."""
 
-    def __init__(self, s3: Any, bucket: str, encrypt: Callable[[Any], Any] | None = None) -> None:
-        self.s3, self.bucket, self.encrypt = s3, bucket, encrypt
-        self.pool = ThreadPoolExecutor(UPLOAD_WORKERS, thread_name_prefix="s3obj")
-        self.slots = threading.BoundedSemaphore(UPLOAD_WORKERS * 2)
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self.s3, self.bucket, self.prefix, self.target = s3, bucket, prefix, PACK_TARGET
+        self.pool = ThreadPoolExecutor(PACKS_IN_FLIGHT, thread_name_prefix="s3pack")
+        self.slots = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
         self.futures: list[Future[None]] = []
+        self.file: Any = None
+        self.id = ""
+        self.packs = 0
 
-    def submit(self, key: str, spool: Any, size: int) -> None:
+    def add(self, blob: Any) -> tuple[str, int, int]:
+        """Append a blob (a file positioned anywhere); returns (pack id, offset, length)."""
+        if self.file is None:
+            self.file, self.id = tempfile.TemporaryFile(prefix="odoo-pack-"), secrets.token_hex(32)  # noqa: SIM115
+        offset = self.file.tell()
+        blob.seek(0)
+        shutil.copyfileobj(blob, self.file, 1 << 20)
+        where = (self.id, offset, self.file.tell() - offset)
+        if self.file.tell() >= self.target:
+            self.close_pack()
+        return where
+
+    def close_pack(self) -> None:
+        if self.file is None:
+            return
+        file, key = self.file, layout.pack_key(self.prefix, self.id)
+        self.file = None
+        self.packs += 1
         self.slots.acquire()
-        fut = self.pool.submit(self._put, key, spool, size)
+        fut = self.pool.submit(self._put, key, file)
         fut.add_done_callback(lambda _f: self.slots.release())
         self.futures.append(fut)
         for f in [f for f in self.futures if f.done()]:
             f.result()
             self.futures.remove(f)
 
-    def _put(self, key: str, spool: Any, size: int) -> None:
+    def _put(self, key: str, file: Any) -> None:
         try:
-            spool.seek(0)
-            if self.encrypt is not None:
-                plain, spool = spool, self.encrypt(spool)
-                plain.close()
-                size = spool.seek(0, 2)
-                spool.seek(0)
-            if size > SPOOL_MAX:
-                self.s3.upload_fileobj(spool, self.bucket, key)
-            else:
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=spool.read())
+            file.seek(0)
+            self.s3.upload_fileobj(file, self.bucket, key)
         except Exception as exc:
             raise explain(exc, self.bucket, key) from exc
         finally:
-            spool.close()
+            file.close()
 
-    def finish(self) -> None:
+    def finish(self, ok: bool = True) -> None:
+        """Upload the last pack and wait for every upload (raising the first failure)."""
         try:
+            if ok:
+                self.close_pack()
             for f in self.futures:
                 f.result()
         finally:
+            if self.file is not None:
+                self.file.close()
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def read_previous(s3: Any, bucket: str, key: str | None) -> dict[str, StoredFile]:
-    """Files of a previous filestore manifest by path ({} when there is none)."""
+def read_previous(s3: Any, bucket: str, key: str | None, tag: str | None) -> Previous:
+    """Tonight's reuse index from the newest filestore manifest; NOTHING when there is none or its blobs were
+    written for other encryption recipients (a key rotation re-uploads each blob once)."""
     if not key:
-        return {}
-    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return {f.path: f for f in decode_manifest(data)}
+        return NOTHING
+    doc = _decode(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    if doc.get("tag") != tag:
+        return NOTHING
+    return Previous.of(_files(doc))
 
 
-def encode_manifest(database: str, st: str, root: str, files: list[StoredFile]) -> bytes:
-    doc = {"version": 1, "database": database, "stamp": st, "root": root,
-           "files": [[f.path, f.size, f.mtime, f.algo, f.digest] for f in sorted(files, key=lambda f: f.path)]}
+def encode_manifest(database: str, st: str, root: str, files: list[StoredFile], tag: str | None = None) -> bytes:
+    doc = {"version": 2, "database": database, "stamp": st, "root": root, "tag": tag,
+           "files": [[f.path, f.size, f.mtime, f.algo, f.digest, f.pack, f.offset, f.length]
+                     for f in sorted(files, key=lambda f: f.path)]}
     return zstandard.ZstdCompressor(level=9).compress(json.dumps(doc, separators=(",", ":")).encode())
 
 
+def _decode(data: bytes) -> dict[str, Any]:
+    return json.loads(zstandard.ZstdDecompressor().decompress(data))  # type: ignore[no-any-return]
+
+
+def _files(doc: dict[str, Any]) -> list[StoredFile]:
+    return [StoredFile(*entry) for entry in doc["files"]]  # 5 fields (version 1) or 8 (version 2)
+
+
 def decode_manifest(data: bytes) -> list[StoredFile]:
-    doc = json.loads(zstandard.ZstdDecompressor().decompress(data))
-    return [StoredFile(p, s, m, a, d) for p, s, m, a, d in doc["files"]]
+    return _files(_decode(data))
 
 
-def present_objects(s3: Any, bucket: str, prefix: str) -> set[str]:
+def present_packs(s3: Any, bucket: str, prefix: str) -> set[str]:
+    """Ids of the packs in the bucket: one listing request per 1,000 packs (about 32 GB)."""
     from odoo_stack_ops.backup.spaces import iter_objects  # noqa: PLC0415
 
-    return {o["Key"] for o in iter_objects(s3, bucket, layout.objects_prefix(prefix))}
+    return {o["Key"].rsplit("/", 1)[1] for o in iter_objects(s3, bucket, layout.packs_prefix(prefix))}
 
 
 def backup_filestore(
     executor: Executor, root: str, *, s3: Any, bucket: str, prefix: str, database: str, st: str,
-    previous: dict[str, StoredFile], progress: Any = None, encrypt: Callable[[Any], Any] | None = None,
-    tag: str | None = None,
+    previous: Previous, progress: Any = None, encrypt: Callable[[Any], Any] | None = None,
 ) -> tuple[list[StoredFile], FilestoreStats]:
-    """Upload what the bucket lacks; return tonight's file list (for the manifest) and statistics.
+    """Pack what no present pack holds; return tonight's file list (for the manifest) and statistics.
 
-    With `encrypt` (file → encrypted file) objects are stored encrypted under keys carrying `tag`."""
+    With `encrypt` (file → encrypted file) each blob is encrypted on its own."""
     start = time.monotonic()
     listing = executor.run(list_argv(root), timeout=3600, check=False)
     if listing.exit_code != 0 and "No such file" in listing.stderr_text:
@@ -213,19 +273,22 @@ def backup_filestore(
     else:
         listing.check("check that the filestore volume is mounted at odoo.data_dir in odoo-core")
         entries = parse_listing(listing.stdout.decode("utf-8", "surrogateescape"), root)
-    present = present_objects(s3, bucket, prefix)
-    known, to_read = plan_uploads(entries, present, previous, prefix, tag)
+    present = present_packs(s3, bucket, prefix) if previous.by_path else set()
+    known, to_read = plan_uploads(entries, present, previous)
     stats = FilestoreStats(files=len(entries), bytes=sum(e.size for e in entries), read_files=len(to_read))
     stored = list(known)
     by_path = {e.path: e for e in to_read}
-    uploader = _Uploader(s3, bucket, encrypt)
+    packer = _Packer(s3, bucket, prefix)
+    ok = False
     try:
-        _read_batches(executor, root, to_read, by_path, prefix, tag, present, stored, stats, uploader, progress)
+        _read_batches(executor, root, to_read, by_path, previous, present, stored, stats, packer, progress, encrypt)
+        ok = True
     except (tarfile.ReadError, EOFError) as exc:
         raise ConnectError(f"the filestore transfer from {executor.where} was cut short ({exc}); transient, "
                            f"retried") from exc
     finally:
-        uploader.finish()
+        packer.finish(ok)
+    stats.packs = packer.packs
     if len(stored) != len(entries):
         missing = sorted({e.path for e in entries} - {s.path for s in stored})[:5]
         raise ConnectError(f"{len(entries) - len(stored)} filestore file(s) did not arrive, e.g. {missing}: the "
@@ -235,37 +298,49 @@ def backup_filestore(
 
 
 def _read_batches(executor: Executor, root: str, to_read: list[FileEntry], by_path: dict[str, FileEntry],
-                  prefix: str, tag: str | None, present: set[str], stored: list[StoredFile], stats: FilestoreStats,
-                  uploader: _Uploader, progress: Any) -> None:
-    """Stream the files to read as tar batches, hash each, queue the missing objects for upload."""
+                  previous: Previous, present: set[str], stored: list[StoredFile], stats: FilestoreStats, packer: _Packer,
+                  progress: Any, encrypt: Callable[[Any], Any] | None) -> None:
+    """Stream the files to read as tar batches, hash each, pack the blobs no pack holds yet."""
+    tonight: dict[tuple[str, str], StoredFile] = {}
     for argv in tar_batches(root, to_read):
         with executor.stream(argv, timeout=3600) as out, tarfile.open(fileobj=out, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
                 entry = by_path[member.name.removeprefix("./")]
-                record, key, spool, size = _spool_member(tar, member, entry, prefix, tag)
+                algo, digest, spool, size = _spool_member(tar, member, entry)
+                with spool:
+                    same = tonight.get((algo, digest))
+                    if same is None and (prev := previous.by_digest.get((algo, digest))) and prev.pack in present:
+                        same = prev
+                    if same is not None:
+                        stored.append(StoredFile(entry.path, size, entry.mtime, algo, digest, same.pack, same.offset,
+                                                 same.length))
+                        continue
+                    spool.seek(0)
+                    blob = encrypt(spool) if encrypt is not None else spool
+                    try:
+                        pack, offset, length = packer.add(blob)
+                    finally:
+                        if blob is not spool:
+                            blob.close()
+                record = StoredFile(entry.path, size, entry.mtime, algo, digest, pack, offset, length)
+                tonight[(algo, digest)] = record
                 stored.append(record)
-                if key in present:
-                    spool.close()
-                    continue
-                present.add(key)
                 stats.new_objects += 1
                 stats.new_bytes += size
-                uploader.submit(key, spool, size)
                 if progress:
                     progress(stats)
             for _ in out:  # tar's end-of-archive padding: read it so tar exits 0, not on SIGPIPE
                 pass
 
 
-def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry, prefix: str,
-                  tag: str | None) -> tuple[StoredFile, str, Any, int]:
-    """Copy one tar member into a spool while hashing; check Odoo's name promise."""
+def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry) -> tuple[str, str, Any, int]:
+    """Copy one tar member into a spool while hashing; check Odoo's name promise. (algo, digest, spool, size)."""
     src = tar.extractfile(member)
     assert src is not None  # noqa: S101 - regular file
     sha1, sha256 = hashlib.sha1(usedforsecurity=False), hashlib.sha256()
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)  # noqa: SIM115 - closed by the uploader
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)  # noqa: SIM115 - the caller closes it
     size = 0
     while chunk := src.read(1 << 20):
         sha1.update(chunk)
@@ -274,13 +349,10 @@ def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntr
         size += len(chunk)
     promised = odoo_sha1(entry.path)
     if promised and promised == sha1.hexdigest():
-        algo, digest = "sha1", promised
-    else:
-        if promised:
-            log.warning("filestore file %s does not hash to its name: stored by SHA-256 instead", entry.path)
-        algo, digest = "sha256", sha256.hexdigest()
-    return (StoredFile(entry.path, size, entry.mtime, algo, digest), layout.object_key(prefix, algo, digest, tag),
-            spool, size)
+        return "sha1", promised, spool, size
+    if promised:
+        log.warning("filestore file %s does not hash to its name: stored by SHA-256 instead", entry.path)
+    return "sha256", sha256.hexdigest(), spool, size
 
 
 def hash_object(chunks: Iterable[bytes], algo: str) -> str:

@@ -2,7 +2,8 @@
 
     {prefix}/db/{database}/{stamp}.dump.zst[.age]     custom-format dump, zstd (then age) compressed
     {prefix}/filestore/{database}/{stamp}.json.zst    the night's filestore manifest (path -> object)
-    {prefix}/objects/{algo}/{xx}/{digest}[.{tag}.age] filestore objects, content-addressed, shared by nights
+    {prefix}/packs/{xx}/{id}                          filestore packs: blobs of many files, shared by nights
+    {prefix}/objects/{algo}/{xx}/{digest}[.{tag}.age] filestore objects of the earlier format (read, not written)
     {prefix}/manifests/{database}/{stamp}.json        written last: a backup exists only when this exists
 """
 
@@ -43,6 +44,14 @@ def manifests_prefix(prefix: str, database: str | None = None) -> str:
 
 def objects_prefix(prefix: str) -> str:
     return f"{prefix}/objects/"
+
+
+def packs_prefix(prefix: str) -> str:
+    return f"{prefix}/packs/"
+
+
+def pack_key(prefix: str, pack: str) -> str:
+    return f"{prefix}/packs/{pack[:2]}/{pack}"
 
 
 def object_key(prefix: str, algo: str, digest: str, tag: str | None = None) -> str:

@@ -8,6 +8,7 @@ streams (its files are never held as a list): the planner keeps 64-bit ids, not 
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,15 @@ import zstandard
 
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup import manifest as mf
-from odoo_stack_ops.backup.retention import GRACE, BackupRecord, Listed, RetentionPlan, RetentionPolicy, plan_retention
+from odoo_stack_ops.backup.retention import (
+    GRACE,
+    PACK,
+    BackupRecord,
+    Listed,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_retention,
+)
 from odoo_stack_ops.backup.spaces import delete_keys, explain, get_bytes, iter_objects, read_chunks
 from odoo_stack_ops.errors import OpsError
 
@@ -69,9 +78,11 @@ def listed(s3: Any, bucket: str, prefix: str, clock: list[datetime] | None = Non
 
 
 def manifest_digests(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
-    """(algo, digest) of each file of a zstd filestore manifest, parsed as the bytes stream in (pure).
+    """What each file of a zstd filestore manifest references, parsed as the bytes stream in (pure): ("pack",
+    pack id) for a packed file, (algo, digest) for a version-1 object.
 
-    The document is `{..., "files": [[path, size, mtime, algo, digest], ...]}`; one entry at a time is decoded,
+    The document is `{..., "files": [[path, size, mtime, algo, digest(, pack, offset, length)], ...]}`; one entry
+    at a time is decoded,
     so 200,000 files never become 200,000 lists."""
     text = _Text(chunks)
     text.expect("{")
@@ -82,9 +93,12 @@ def manifest_digests(chunks: Iterable[bytes]) -> Iterator[tuple[str, str]]:
             text.expect("[")
             while not text.peek("]"):
                 entry = text.value()
-                if not isinstance(entry, list) or len(entry) != 5:
+                if not isinstance(entry, list) or len(entry) not in (5, 8):
                     raise ValueError(f"unexpected filestore manifest entry {str(entry)[:80]}")
-                yield entry[3], entry[4]
+                if len(entry) == 8 and entry[5] is not None:
+                    yield PACK, entry[5]  # version 2: the pack holding the file's blob
+                else:
+                    yield entry[3], entry[4]
                 text.peek(",")
         else:
             text.value()
@@ -158,7 +172,9 @@ def plan(s3: Any, bucket: str, prefix: str, policy: RetentionPolicy, now: dateti
                            f"is fixed or removed by hand") from exc
 
     return plan_retention(records, policy, now, last_run_ok=last_run_ok, listing=data,
-                          objects=listed(s3, bucket, layout.objects_prefix(prefix)), references=references,
+                          objects=itertools.chain(listed(s3, bucket, layout.objects_prefix(prefix)),
+                                                  listed(s3, bucket, layout.packs_prefix(prefix))),
+                          references=references,
                           grace=grace, storage_now=clock[0] if clock else None, tz=ZoneInfo(tz))
 
 

@@ -289,34 +289,69 @@ def filestore_files(bucket: Bucket, manifest: mf.Manifest) -> list[StoredFile]:
     return decode_manifest(bucket.get_bytes(manifest.filestore.manifest_key))
 
 
-PREFETCH = 12  # objects fetched ahead on a thread pool (within the client's 16 connections): requests, not bytes, bound it
-PREFETCH_MAX = 1 << 20  # only objects up to this size are fetched whole ahead (at most 2 x PREFETCH MiB held)
+PREFETCH = 8  # packs (or version-1 objects) fetched ahead on a thread pool, each into a spool (disk past 1 MiB)
+SPOOL_MEMORY = 1 << 20
 
 
 def object_members(bucket: Bucket, files: list[StoredFile], decrypt_object: Decrypt | None = None,
                    tag: str | None = None) -> Iterator[tuple[str, int, int, Iterable[bytes]]]:
-    """(path, size, mtime, checked chunks) of each filestore object, in `files` order, decrypted when a decryptor
-    is given. Small objects are fetched PREFETCH at a time ahead of the consumer (one GET each, as before)."""
-    def fetch(key: str) -> list[bytes]:
-        return list(bucket.read_chunks(key))
+    """(path, size, mtime, checked chunks) of each file, pack by pack: each pack is one GET, PREFETCH of them
+    fetched ahead while the consumer unpacks; a blob is decrypted when a decryptor is given and hash-checked.
+    A version-1 backup's object is a pack of one blob. The consumer reads a member's chunks before asking for
+    the next member (a pack's spool is closed once its members are handed out)."""
+    groups: dict[str, list[tuple[int, int, StoredFile]]] = {}
+    for f in files:
+        key, offset, length = f.location(bucket.prefix, tag)
+        groups.setdefault(key, []).append((offset, length, f))
+
+    def fetch(key: str) -> Any:
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed by the consumer
+        try:
+            for chunk in bucket.read_chunks(key):
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
     pool = ThreadPoolExecutor(PREFETCH, thread_name_prefix="s3get")
-    ahead: collections.deque[tuple[StoredFile, str, Future[list[bytes]] | None]] = collections.deque()
-    pending = iter(files)
+    ahead: collections.deque[tuple[str, Future[Any]]] = collections.deque()
+    pending = iter(list(groups))
     try:
         while True:
-            while len(ahead) < 2 * PREFETCH and (f := next(pending, None)) is not None:
-                key = layout.object_key(bucket.prefix, f.algo, f.digest, tag)
-                ahead.append((f, key, pool.submit(fetch, key) if f.size <= PREFETCH_MAX else None))
+            while len(ahead) < PREFETCH and (key := next(pending, None)) is not None:
+                ahead.append((key, pool.submit(fetch, key)))
             if not ahead:
                 return
-            f, key, fut = ahead.popleft()
-            chunks: Iterable[bytes] = fut.result() if fut is not None else bucket.read_chunks(key)
-            if decrypt_object is not None:
-                chunks = decrypt_object(chunks)
-            yield f.path, f.size, f.mtime, _hash_checked(chunks, f)
+            key, fut = ahead.popleft()
+            with fut.result() as spool:
+                for offset, length, f in sorted(groups.pop(key), key=lambda g: g[0]):
+                    chunks: Iterable[bytes] = _slice(spool, offset, length)
+                    if decrypt_object is not None:
+                        chunks = decrypt_object(chunks)
+                    yield f.path, f.size, f.mtime, _hash_checked(chunks, f)
     finally:
+        for _key, fut in ahead:
+            fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+        for _key, fut in ahead:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                fut.result().close()
+
+
+def _slice(spool: Any, offset: int, length: int, size: int = 1 << 20) -> Iterator[bytes]:
+    """`length` bytes of a fetched pack from `offset` (all of it for -1)."""
+    spool.seek(offset)
+    left = length if length >= 0 else None
+    while left is None or left > 0:
+        chunk = spool.read(size if left is None else min(size, left))
+        if not chunk:
+            break
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
+    if left:
+        raise VerificationFailed(f"a filestore pack ends {left} bytes before the blob the manifest places in it")
 
 
 def _hash_checked(chunks: Iterable[bytes], f: StoredFile) -> Iterator[bytes]:

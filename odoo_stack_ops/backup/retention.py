@@ -13,7 +13,8 @@ Pruning is refused entirely (nothing deleted, `skipped` says why) after a failed
 the newest backup of any database is unverified, or when no backup is listed at all.
 
 Keys (garbage collection). A deleted backup's manifest is deleted: that is the policy's verdict, and from
-then on the backup does not exist. Every other key (dumps, filestore manifests, objects) is deleted only when
+then on the backup does not exist. Every other key (dumps, filestore manifests, packs and the earlier format's
+per-file objects -- "objects" below) is deleted only when
 it is listed, no kept backup owns or references it, and it is older than the grace period, measured from its
 LastModified. Grace exists because publishing is not atomic across keys: a writer uploads its dump, new
 objects and filestore manifest, and only then its manifest; until then its keys are referenced by nothing
@@ -26,7 +27,11 @@ published. The rule, in full -- a listed key survives when any of these holds:
    an in-flight night refers to OLD objects (maybe owned only by a backup deleted right now, or orphans of a
    crashed night) through its filestore manifest, which it uploads before its manifest. Such a manifest's
    objects are protected whatever their tag (an unpublished night's encryption tag is not known yet);
-4. its key is not one this planner understands (an object key not shaped `objects/{algo}/{xx}/{digest}[.tag.age]`).
+4. its key is not one this planner understands (not shaped `objects/{algo}/{xx}/{digest}[.tag.age]` or
+   `packs/{xx}/{id}`).
+
+A pack holds blobs of many files and lives as long as any kept or young filestore manifest references it; the
+blobs in it that no kept backup needs any more are not reclaimed until the whole pack goes (no repacking).
 
 So orphans -- dumps, filestore manifests and objects of crashed nights -- are collected once older than
 grace, and a deleted backup's dump and objects follow the same rule. Ages are measured against the earlier of
@@ -55,8 +60,9 @@ from typing import Any, NamedTuple
 TIERS = ("daily", "weekly", "monthly")
 GRACE = timedelta(hours=48)
 ALGOS = {"sha1": 40, "sha256": 64}
+PACK = "pack"  # the "algo" of a pack reference: packs are shared by files, named by a random 64-hex id
 
-# (algo, hex digest) of each file a filestore manifest lists
+# (algo, hex digest) of each file a filestore manifest lists, or (PACK, pack id) for a packed file
 References = Callable[[str], Iterable[tuple[str, str]]]
 
 
@@ -218,7 +224,12 @@ def is_filestore_manifest(key: str) -> bool:
 
 
 def parse_object_key(key: str) -> tuple[str, str, str | None] | None:
-    """(algo, digest, tag) of `.../objects/{algo}/{xx}/{digest}[.{tag}.age]`, None for any other shape (pure)."""
+    """(algo, digest, tag) of `.../objects/{algo}/{xx}/{digest}[.{tag}.age]`, (PACK, id, None) of
+    `.../packs/{xx}/{id}`, None for any other shape (pure)."""
+    pack = key.rsplit("/", 3)
+    if len(pack) == 4 and pack[1] == "packs":
+        ok = len(pack[3]) == 64 and pack[2] == pack[3][:2] and not pack[3].strip("0123456789abcdef")
+        return (PACK, pack[3], None) if ok else None
     parts = key.rsplit("/", 4)
     if len(parts) != 5 or parts[1] != "objects" or parts[2] not in ALGOS:
         return None
@@ -269,7 +280,8 @@ def _collect(keep: tuple[BackupRecord, ...], delete: tuple[BackupRecord, ...], l
     protected: set[int] = set()  # object ids of kept backups (their tag known)
     for b in keep:
         if b.filestore_key is not None:
-            protected.update(object_id(algo, digest, b.object_tag) for algo, digest in references(b.filestore_key))
+            protected.update(object_id(algo, digest, None if algo == PACK else b.object_tag)
+                             for algo, digest in references(b.filestore_key))
     in_flight: set[int] = set()  # content ids of young filestore manifests (any tag)
     for key in sorted(young_filestore):
         in_flight.update(digest_id(digest) for _algo, digest in references(key))

@@ -75,8 +75,8 @@ class Bucket:
     def open(cls, cfg: SpacesConfig) -> Bucket:
         return cls(client(cfg), cfg.bucket, cfg.prefix)
 
-    def read_chunks(self, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
-        return read_chunks(self.s3, self.name, key, chunk)
+    def read_chunks(self, key: str, chunk: int = 1 << 20, offset: int = 0, length: int = -1) -> Iterator[bytes]:
+        return read_chunks(self.s3, self.name, key, chunk, offset, length)
 
     def get_bytes(self, key: str) -> bytes:
         return get_bytes(self.s3, self.name, key)
@@ -268,10 +268,14 @@ def iter_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
         yield from page.get("Contents", [])
 
 
-def read_chunks(s3: Any, bucket: str, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """Stream an object's bytes."""
+def read_chunks(s3: Any, bucket: str, key: str, chunk: int = 1 << 20, offset: int = 0, length: int = -1
+                ) -> Iterator[bytes]:
+    """Stream an object's bytes (or `length` of them from `offset`: one blob of a pack)."""
+    extra = {"Range": f"bytes={offset}-{offset + length - 1}"} if length >= 0 else {}
+    if length == 0:
+        return
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        body = s3.get_object(Bucket=bucket, Key=key, **extra)["Body"]
     except Exception as exc:
         raise explain(exc, bucket, key) from exc
     try:

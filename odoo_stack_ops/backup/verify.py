@@ -123,15 +123,18 @@ def sample_files(files: list[StoredFile], n: int, seed: str) -> list[StoredFile]
 
 def check_objects(bucket: Bucket, files: list[StoredFile], decrypt_object: Decrypt | None = None,
                   tag: str | None = None) -> list[str]:
-    """Re-hash sampled objects; for an encrypted backup checked without its identity, only that each exists."""
+    """Re-hash sampled files' blobs (one ranged GET each); for an encrypted backup checked without its identity,
+    only that each blob's bytes exist."""
     problems = []
     for f in files:
-        key = layout.object_key(bucket.prefix, f.algo, f.digest, tag)
+        key, offset, length = f.location(bucket.prefix, tag)
         try:
             if tag and decrypt_object is None:
-                bucket.s3.head_object(Bucket=bucket.name, Key=key)
+                size = bucket.s3.head_object(Bucket=bucket.name, Key=key)["ContentLength"]
+                if length >= 0 and size < offset + length:
+                    problems.append(f"filestore blob for {f.path} lies beyond the end of {key} ({size} bytes)")
                 continue
-            chunks = bucket.read_chunks(key)
+            chunks = bucket.read_chunks(key, offset=offset, length=length)
             if decrypt_object is not None:
                 chunks = decrypt_object(chunks)
             digest = hash_object(chunks, f.algo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from odoo_stack_ops.command import Command
 from odoo_stack_ops.errors import CommandFailed, CommandTimeout
@@ -40,6 +42,16 @@ class _Watchdog:
             self._timer.cancel()
 
 
+F_SETPIPE_SZ = 1031  # Linux fcntl: a pipe's capacity
+
+
+def _widen_pipe(pipe: Any) -> None:
+    """Let the pipe hold 1 MiB (Linux's default is 64 KiB): a stream like pg_dump's is then read in chunks up to
+    16 times larger, 16 times fewer trips through Python per GB. Best effort: where refused, nothing changes."""
+    with suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, CHUNK)
+
+
 class LocalExecutor(Executor):
     """Runs commands on this machine (the worker)."""
 
@@ -47,10 +59,12 @@ class LocalExecutor(Executor):
 
     def _popen(self, command: Command) -> subprocess.Popen[bytes]:
         env = {**os.environ, **command.plain_env()}
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(command.argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, cwd=command.cwd, start_new_session=True,
         )
+        _widen_pipe(proc.stdout)
+        return proc
 
     @contextmanager
     def _stream(self, command: Command, *, timeout: float | None, check: bool, stdin: Stdin) -> Iterator[Stream]:
