@@ -124,7 +124,7 @@ def recording_executor() -> Any:
 
 
 def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
-    """First night (once: ~200,000 PUTs) against the tar|zstd limit (median of `repeat`), then `repeat` second
+    """First night (once) against the tar|zstd limit (median of `repeat`), then `repeat` second
     nights, each after adding 0.5 % new files (removed from the cached tree afterwards)."""
     from odoo_stack_ops.backup import filestore as fs
     from odoo_stack_ops.backup import spaces
@@ -142,10 +142,10 @@ def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
     ex = recording_executor()
     t = time.monotonic()
     stored, st1 = fs.backup_filestore(ex, str(root), s3=s3, bucket=bucket, prefix="fs", database="bench",
-                                      st="night1", previous={})
+                                      st="night1", previous=fs.NOTHING)
     first_s = time.monotonic() - t
     first_requests = s3srv.reset_requests()
-    print(f"first night: {first_s:.1f} s, {st1.new_objects} objects, requests {first_requests}")
+    print(f"first night: {first_s:.1f} s, {st1.new_objects} blobs in {st1.packs} packs, requests {first_requests}")
     rng = np.random.default_rng(7)
     pools = Pools(rng)
     added: list[str] = []
@@ -160,7 +160,7 @@ def run(s3srv: Any, repeat: int = 3, files: int = FILES) -> dict[str, Any]:
             s3srv.reset_requests()
             t = time.monotonic()
             stored, st = fs.backup_filestore(ex, str(root), s3=s3, bucket=bucket, prefix="fs", database="bench",
-                                             st=f"night{night + 2}", previous={f.path: f for f in stored})
+                                             st=f"night{night + 2}", previous=fs.Previous.of(stored))
             seconds.append(time.monotonic() - t)
             counted = s3srv.reset_requests()
             requests.append(counted)

@@ -212,23 +212,27 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
                 for name in stale:
                     restore.drop_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, name)
     work = restore.scratch_dir()
-    new = None
+    copy = restore.copy_name(target, "restoring", st)
+    # the filestore unpacks into the copy's directory while the dump downloads and restores: one waits on the
+    # network and tar, the other on pg_restore
+    unpacking = restore_filestore_copy.submit(cfg, manifest, copy) if filestore else None
     try:
         dump_file = fetch_dump(cfg, manifest, work, plain_copy)
-        new = restore_database_copy(cfg, target, st, dump_file, jobs)
+        restore_database_copy(cfg, target, st, dump_file, jobs)
         if neutralize_first:
-            neutralize(cfg, new)
-        if filestore:
-            restore_filestore_copy(cfg, manifest, new)
-        return swap_in(cfg, target, new, st, filestore)
+            neutralize(cfg, copy)
+        if unpacking is not None:
+            unpacking.result()
+        return swap_in(cfg, target, copy, st, filestore)
     except BaseException:
-        if new is not None:
-            logger().error("restore of %s into %s failed; %s is untouched and the partial copy %s is dropped",
-                           manifest.stamp, target, target, new)
-            try:
-                drop_copy(cfg, new, filestore)
-            except Exception as exc:  # noqa: BLE001 - the original failure is the one to show
-                logger().warning("could not drop the partial copy %s: %s", new, exc)
+        if unpacking is not None:
+            unpacking.wait()
+        logger().error("restore of %s into %s failed; %s is untouched and the partial copy %s is dropped",
+                       manifest.stamp, target, target, copy)
+        try:
+            drop_copy(cfg, copy, filestore)
+        except Exception as exc:  # noqa: BLE001 - the original failure is the one to show
+            logger().warning("could not drop the partial copy %s: %s", copy, exc)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

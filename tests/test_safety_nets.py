@@ -257,6 +257,26 @@ def test_staging_refresh_whose_filestore_restore_fails_leaves_no_live_copy(
             assert pg_tls.execute("SELECT count(*) FROM ir_mail_server WHERE active", db) == [(0,)], db
 
 
+def test_restore_whose_dump_fails_while_the_filestore_unpacks_leaves_no_copy(
+        prefect_harness, stack_file, stack_config, pg_tls, docker_executor):
+    """The filestore leg runs beside the database leg: when the dump turns out altered (known only once it is
+    all downloaded), the restore fails and neither the database copy nor the unpacked directory is left."""
+    from flows.backup import backup
+    from flows.restore import restore
+
+    backup(stack_file=stack_file)
+    (m,) = published(stack_config)
+    bucket = spaces.Bucket.open(stack_config.spaces)
+    blob = bytearray(bucket.get_bytes(m.dump.key))
+    blob[len(blob) // 2] ^= 0x01
+    bucket.put_bytes(m.dump.key, bytes(blob))
+    with pytest.raises(VerificationFailed, match="does not match"):
+        restore(stack_file=stack_file, database="odoo_core", target_database="half_way")
+    assert databases(pg_tls, "half\\_way%") == []
+    left = docker_executor.run(["sh", "-c", "ls -d /var/lib/odoo/filestore/half_way* 2>/dev/null; true"]).stdout_text
+    assert left.strip() == ""
+
+
 def test_staging_refresh_falls_back_to_the_sql_rules_without_odoo_neutralize(
         prefect_harness, stack_file, addons, pg_tls, docker_executor, caplog):
     from flows.backup import backup
