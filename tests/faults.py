@@ -116,10 +116,12 @@ class S3FaultProxy:
 
 
 class TcpCutProxy:
-    """Forwards TCP to (host, port); after `cut_after` bytes have gone downstream it drops every connection, once."""
+    """Forwards TCP to (host, port), or to a unix socket (`unix_path`: the Engine API's); after `cut_after` bytes
+    have gone downstream it drops every connection, once."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str = "", port: int = 0, unix_path: str | None = None) -> None:
         self.target = (host, port)
+        self.unix_path = unix_path
         self.cut_after: int | None = None
         self.sent = 0
         self.cuts = 0
@@ -137,7 +139,11 @@ class TcpCutProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
+            if self.unix_path is not None:
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.unix_path)
+            else:
+                upstream = socket.create_connection(self.target)
             with self.lock:
                 self.conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()

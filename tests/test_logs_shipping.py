@@ -219,6 +219,42 @@ def test_a_big_backlog_is_worked_through_in_time_slices(podman, docker_client, s
         c.remove(force=True)
 
 
+def test_an_engine_connection_dropped_mid_log_fails_the_pass_and_the_next_ships_exactly_once(
+        podman, docker_client, sandbox_image, logs_db, unique):
+    """The log is read on a thread (read-ahead, the next stream opened early): a connection the engine drops
+    mid-stream is raised to the caller as the read's own error, not taken for the log's end (which would commit
+    a cursor past lines never read); the next pass ships the rest, nothing doubled."""
+    import docker
+    from urllib3.exceptions import ProtocolError
+
+    from tests.faults import TcpCutProxy
+
+    c = run_service(docker_client, sandbox_image, f"cut{unique}", "worker",
+                    'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo "d $i ........................................'
+                    '......................................................"; done; exec sleep 100000')
+    host = f"cut-{unique}"
+    proxy = TcpCutProxy(unix_path=podman.socket_path)
+    via_proxy = docker.DockerClient(base_url=f"tcp://127.0.0.1:{proxy.port}", timeout=60)
+    sink = PgSink(logs_db)
+    try:
+        wait_for(c, "d 20000 ")
+        container = via_proxy.containers.get(c.id)
+        proxy.cut_after = proxy.sent + 1_000_000  # about halfway through the 2.5 MB log
+        with pytest.raises(ProtocolError):
+            ship({"worker": container}, host=host, sink=sink, batch_size=1000, settle_s=0)
+        assert proxy.cuts == 1
+        partial = len(db_rows(logs_db, host))
+        assert partial < 20000
+        assert ship({"worker": c}, host=host, sink=sink, settle_s=0).rows == 20000 - partial
+        got = [r[3].split()[1] for r in db_rows(logs_db, host)]
+        assert len(got) == 20000 and set(got) == {str(i) for i in range(1, 20001)}
+    finally:
+        via_proxy.close()
+        proxy.stop()
+        sink.close()
+        c.remove(force=True)
+
+
 def test_rest_sink_through_the_postgrest_stand_in(prefect_harness, stack_tree, log_project, logs_db, unique, tmp_path):
     from flows.log_shipping import log_shipping
     from odoo_stack_ops.errors import OpsError

@@ -96,21 +96,35 @@ def log_frames(container: Any, kw: dict[str, Any]) -> Any:
     params = {"stdout": int(kw["stdout"]), "stderr": int(kw["stderr"]), "timestamps": 1, "follow": 0, "tail": "all"}
     if "since" in kw:
         params["since"] = kw["since"]
-    # the SDK's own request and error mapping (as container.logs uses them), only the body read differently
-    resp = api._get(api._url("/containers/{0}/logs", container.id), params=params, stream=True)
-    api._raise_for_status(resp)
-    return _Frames(resp)
+
+    def request() -> Any:
+        # the SDK's own request and error mapping (as container.logs uses them), only the body read differently
+        resp = api._get(api._url("/containers/{0}/logs", container.id), params=params, stream=True)
+        try:
+            api._raise_for_status(resp)
+        except BaseException:
+            resp.close()
+            raise
+        return resp
+
+    return _Frames(request)
 
 
 class _Frames:
-    """Frame payloads of a raw logs response; closable like the SDK's stream. A thread reads ahead (at most
-    PREFETCH blocks, 8 MiB) so the engine keeps serving while this process parses and the database copies:
-    the engine's own work per line is about as much as ours, and in turn they would add up."""
+    """Frame payloads of a raw logs response; closable like the SDK's stream. A thread sends the request and
+    reads ahead (at most PREFETCH blocks, 8 MiB), so the engine keeps serving while this process parses and
+    the database copies: the engine's own work per line is about as much as ours, and in turn they would add
+    up. The request is sent from the thread too: the engine answers a stream only after scanning the log up
+    to its first line of that stream (a whole log for an empty stderr), and the shipper opens the next stream
+    while it ships the current one. Whatever fails in the thread (the request refused, the connection
+    dropped) is raised to the consumer where the blocks end, never taken for the end of the log."""
 
     PREFETCH = 32
 
-    def __init__(self, resp: Any) -> None:
-        self.resp = resp
+    def __init__(self, request: Callable[[], Any]) -> None:
+        self.request = request
+        self.resp: Any = None
+        self.lock = threading.Lock()
         self.blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(self.PREFETCH)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._read, name="log-prefetch", daemon=True)
@@ -119,7 +133,13 @@ class _Frames:
     def _read(self) -> None:
         item: bytes | BaseException | None = None
         try:
-            for block in iter(lambda: self.resp.raw.read(READ_BYTES), b""):
+            resp = self.request()
+            with self.lock:
+                self.resp = resp
+                if self.stopped.is_set():
+                    resp.close()
+                    return
+            for block in iter(lambda: resp.raw.read(READ_BYTES), b""):
                 if not self._put(block):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -147,6 +167,9 @@ class _Frames:
 
     def close(self) -> None:
         self.stopped.set()
+        with self.lock:
+            if self.resp is None:
+                return  # still waiting for the engine's answer: the thread closes it when it comes
         self.thread.join(timeout=5)
         self.resp.close()
 
@@ -213,23 +236,37 @@ class Batch:
                 Cursor(self.source.container_id, parse.stamp_ns(stamp), seq, parse.line_hash(line))}
 
 
-def ship_stream(container: Any, service: str, stream: str, *, host: str, sink: Any, cursor: Cursor | None,
-                stats: ShipStats, batch_size: int, deadline: float, settle_s: float,
-                critical: Callable[[Row], None] | None = None, hot_levels: frozenset[str] | None = None) -> None:
-    """One container stream after its cursor, batch by batch; returns early (resumable) past the deadline."""
+@dataclass
+class StreamJob:
+    """One container stream to ship, its reader already started (the engine may still be scanning for it)."""
+
+    source: parse.Source
+    cursor: Cursor | None
+    reader: LogReader
+    cutoff: int  # entries stamped after this (ns) may still grow: the last one is held back
+
+
+def open_stream(container: Any, service: str, stream: str, *, host: str, cursor: Cursor | None,
+                settle_s: float) -> StreamJob:
     source = parse.Source(host, container.name, container.id, stream, parse.parser_kind(service))
     if cursor is not None and cursor.container_id != container.id:
         log.info("%s was recreated (new container id): reading its %s from the start", container.name, stream)
         cursor = None
-    reader = LogReader(container, stream, parse.since_for(cursor))
-    cutoff = time.time_ns() - int(settle_s * 1e9)
+    cutoff = time.time_ns() - int(settle_s * 1e9)  # before the read starts: nothing later is taken as settled
+    return StreamJob(source, cursor, LogReader(container, stream, parse.since_for(cursor)), cutoff)
+
+
+def ship_stream(job: StreamJob, *, host: str, sink: Any, stats: ShipStats, batch_size: int, deadline: float,
+                critical: Callable[[Row], None] | None = None, hot_levels: frozenset[str] | None = None) -> None:
+    """One container stream after its cursor, batch by batch; returns early (resumable) past the deadline."""
+    source, reader = job.source, job.reader
 
     def hold_last(stamp: str) -> bool:
-        held = reader.incomplete or parse.stamp_ns(stamp) > cutoff
+        held = reader.incomplete or parse.stamp_ns(stamp) > job.cutoff
         stats.held_back += held
         return held
 
-    rows = parse.iter_rows(source, iter(reader), cursor, hold_last)
+    rows = parse.iter_rows(source, iter(reader), job.cursor, hold_last)
     try:
         while True:
             batch = Batch(rows, batch_size, source, critical, hot_levels)
@@ -253,7 +290,8 @@ def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int
          settle_s: float = 5.0, matcher: CriticalMatcher | None = None, collector: CriticalCollector | None = None
          ) -> ShipStats:
     """One pass over every container (service → docker container) and both streams; stops early
-    (resumable) when `max_seconds` is spent. Critical rows (per `matcher`) go to `collector`."""
+    (resumable) when `max_seconds` is spent. Critical rows (per `matcher`) go to `collector`. The next
+    stream's read is started while the current one ships (one ahead: two streams' read-ahead at most)."""
     start = time.monotonic()
     deadline = start + max_seconds
     stats = ShipStats()
@@ -267,15 +305,24 @@ def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int
             if matcher(row):
                 add(row)
 
-    for service, container in containers.items():
-        for stream in STREAMS:
-            ship_stream(container, service, stream, host=host, sink=sink, cursor=cursors.get((container.name, stream)),
-                        stats=stats, batch_size=batch_size, deadline=deadline, settle_s=settle_s, critical=critical,
-                        hot_levels=hot_levels)
-            if not stats.finished:
-                break
-        if not stats.finished:
-            break
+    todo = [(service, container, stream) for service, container in containers.items() for stream in STREAMS]
+
+    def start_next() -> StreamJob | None:
+        if not todo:
+            return None
+        service, container, stream = todo.pop(0)
+        return open_stream(container, service, stream, host=host, cursor=cursors.get((container.name, stream)),
+                           settle_s=settle_s)
+
+    upcoming = start_next()
+    try:
+        while upcoming is not None and stats.finished:
+            job, upcoming = upcoming, start_next()
+            ship_stream(job, host=host, sink=sink, stats=stats, batch_size=batch_size, deadline=deadline,
+                        critical=critical, hot_levels=hot_levels)
+    finally:
+        if upcoming is not None:
+            upcoming.reader.close()
     stats.seconds = round(time.monotonic() - start, 3)
     return stats
 

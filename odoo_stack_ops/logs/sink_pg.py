@@ -84,23 +84,37 @@ def encode_rows(rows: Iterable[Row], keep: list[Row] | None = None) -> Iterator[
 
     The same bytes psycopg's write_row produces for these types, built with fewer Python calls per row:
     the shipper is bound by Python while the database works on the other core, so this is its hot path.
-    Rows of one stream share host, container and stream; their encodings are cached. `keep` collects the
-    rows (a batch is replayed through the merge on a duplicate id)."""
+    What repeats from row to row is encoded once: host, container and stream (one stream's rows share
+    them), the time (rows of one stamp share the object; podman stamps whole seconds), levels and loggers
+    (a few hundred at most are kept). `keep` collects the rows (a batch is replayed through the merge on
+    a duplicate id)."""
     block: list[bytes] = [_SIGNATURE]
     size = 0
-    cache: dict[str, bytes] = {}
+    names: dict[str | None, bytes] = {None: _NULL}
+    ident, last_h, last_c, last_s, last_ts, ts_bytes = b"", None, None, None, None, b""
     pg_epoch, us, i32, i64, row_head, ts_head = _PG_EPOCH, _US, _I32, _I64, _ROW_HEAD, _TS_HEAD
     kept = keep.append if keep is not None else None
     for row in rows:
         if kept is not None:
             kept(row)
         rid, ts, host, container, stream, level, logger, message, attrs = row
-        ident = cache.get(host + "\0" + container + "\0" + stream)
-        if ident is None:
-            ident = cache[host + "\0" + container + "\0" + stream] = _text(host) + _text(container) + _text(stream)
+        if container is not last_c or stream is not last_s or host is not last_h:
+            ident, last_h, last_c, last_s = _text(host) + _text(container) + _text(stream), host, container, stream
+        if ts is not last_ts:
+            last_ts, ts_bytes = ts, ts_head + i64((ts - pg_epoch) // us)
+        lv = names.get(level)
+        if lv is None:
+            lv = _text(level)
+            if len(names) < 512:
+                names[level] = lv
+        lg = names.get(logger)
+        if lg is None:
+            lg = _text(logger)
+            if len(names) < 512:
+                names[logger] = lg
         msg, att = message.encode(), attrs.encode()
-        block.append(b"".join((row_head, rid, ts_head, i64((ts - pg_epoch) // us), ident, _text(level),
-                               _text(logger), i32(len(msg)), msg, i32(len(att) + 1), b"\x01", att)))
+        block.append(b"".join((row_head, rid, ts_bytes, ident, lv, lg, i32(len(msg)), msg, i32(len(att) + 1),
+                               b"\x01", att)))
         size += len(msg) + len(att) + 120
         if size >= FLUSH_BYTES:
             yield b"".join(block)
