@@ -61,13 +61,16 @@ def test_packed_nights_restore_whole_and_read_only_new_files(s3, bucket, tmp_pat
     b = Bucket(s3.client(), bucket, "p")
     root = tmp_path / "fs"
     datas = [os.urandom(n) for n in (0, 1, 700, 5000, 40_000, 70_000, 200_000, *range(100, 3000, 97))]
-    odd = {"checklists/a.txt": b"same bytes", "checklists/b.txt": b"same bytes", "misnamed/x": b"not its sha"}
+    odd = {"checklists/a.txt": b"same bytes", "checklists/b.txt": b"same bytes", "misnamed/x": b"not its sha",
+           f"ab/ab{'0' * 38}": b"named like Odoo names, but not by this content"}
     write_tree(root, datas, odd)
     files, stats = night(b, root, "20261201T010000Z", fs.NOTHING)
     assert stats.packs >= 3 and stats.read_files == len(files) == len(datas) + len(odd)
     assert stats.new_objects == len(files) - 1  # the two identical files share one blob
     expected = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert members(b, files) == expected
+    liar = next(f for f in files if f.path == f"ab/ab{'0' * 38}")
+    assert (liar.algo, liar.digest) == ("sha256", hashlib.sha256(odd[liar.path]).hexdigest())
 
     # second night: two new files; only they are read, into one new pack; the rest points at old packs
     write_tree(root, [b"new one", b"new two"], {})

@@ -336,23 +336,26 @@ def _read_batches(executor: Executor, root: str, to_read: list[FileEntry], by_pa
 
 
 def _spool_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry) -> tuple[str, str, Any, int]:
-    """Copy one tar member into a spool while hashing; check Odoo's name promise. (algo, digest, spool, size)."""
+    """Copy one tar member into a spool while hashing it once: SHA-1 for an Odoo-named file (its name promises
+    it), else SHA-256; a file that breaks its name's promise is hashed again by SHA-256. (algo, digest, spool,
+    size)."""
     src = tar.extractfile(member)
     assert src is not None  # noqa: S101 - regular file
-    sha1, sha256 = hashlib.sha1(usedforsecurity=False), hashlib.sha256()
+    promised = odoo_sha1(entry.path)
+    h = hashlib.sha1(usedforsecurity=False) if promised else hashlib.sha256()
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX)  # noqa: SIM115 - the caller closes it
     size = 0
     while chunk := src.read(1 << 20):
-        sha1.update(chunk)
-        sha256.update(chunk)
+        h.update(chunk)
         spool.write(chunk)
         size += len(chunk)
-    promised = odoo_sha1(entry.path)
-    if promised and promised == sha1.hexdigest():
+    if not promised:
+        return "sha256", h.hexdigest(), spool, size
+    if promised == h.hexdigest():
         return "sha1", promised, spool, size
-    if promised:
-        log.warning("filestore file %s does not hash to its name: stored by SHA-256 instead", entry.path)
-    return "sha256", sha256.hexdigest(), spool, size
+    log.warning("filestore file %s does not hash to its name: stored by SHA-256 instead", entry.path)
+    spool.seek(0)
+    return "sha256", hash_object(iter(lambda: spool.read(1 << 20), b""), "sha256"), spool, size
 
 
 def hash_object(chunks: Iterable[bytes], algo: str) -> str:
