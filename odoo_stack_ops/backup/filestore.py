@@ -115,15 +115,14 @@ NOTHING = Previous({}, {})
 def plan_uploads(entries: Iterable[FileEntry], present: set[str], previous: Previous
                  ) -> tuple[list[StoredFile], list[FileEntry]]:
     """Split tonight's files into those an existing pack holds (known content, pack present) and those to read
-    (pure). A file needs reading when its content is unknown (not Odoo-named and changed since the previous
-    night) or no present pack holds it."""
+    (pure). A file needs reading when its content is unknown (no blob of the SHA-1 its Odoo name promises, and
+    changed since the previous night) or no present pack holds it."""
     known: list[StoredFile] = []
     to_read: list[FileEntry] = []
     for e in entries:
         sha1 = odoo_sha1(e.path)
-        if sha1:
-            hit = previous.by_digest.get(("sha1", sha1))
-        else:
+        hit = previous.by_digest.get(("sha1", sha1)) if sha1 else None
+        if hit is None:  # not Odoo-named (or it broke its name's promise): unchanged since the previous night?
             prev = previous.by_path.get(e.path)
             hit = prev if prev and (prev.size, prev.mtime) == (e.size, e.mtime) else None
         if hit is not None and hit.size == e.size and hit.pack in present:
