@@ -26,7 +26,8 @@ from odoo_stack_ops.errors import AccessDenied, ConnectError, OpsError
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 16 * 1024 * 1024  # S3 allows 10,000 parts: 16 MiB parts cover 160 GB
+PART_SIZE = 8 * 1024 * 1024  # small parts keep the leg's memory low; after GROW_AFTER parts they are 8x larger,
+GROW_AFTER = 1000  # so S3's 10,000 parts cover 8 GB + 9,000 x 64 MiB = 584 GB
 MAX_INFLIGHT = 2  # parts uploading while the next one fills: bounds memory to (2 + 1) * PART_SIZE
 
 
@@ -165,7 +166,7 @@ class MultipartWriter:
         self.hash.update(data)
         self._chunks.append(bytes(data) if not isinstance(data, bytes) else data)
         self._pending += len(data)
-        if self._pending >= self.part_size:
+        if self._pending >= (self.part_size if len(self._parts) < GROW_AFTER else self.part_size * 8):
             self._submit_pending()
         return len(data)
 
