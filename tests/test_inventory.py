@@ -122,9 +122,11 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
     inv = write(tmp_path / "inventory.yaml", {"defaults": defaults, "stacks": entries})
     env = {"STACK_OPS_FILE": inv, "MATTERMOST_WEBHOOK_URL": mattermost.url,
            **{inventory.env_prefix(n) + "DB_PASSWORD": password for n in names}}  # each stack's own secret
-    prefect = LocalPrefect(tmp_path / "prefect")
+    prefect = LocalPrefect(tmp_path / "prefect", server_env=pg_tls.prefect_server_env("prefect_fleet"))
     try:
         prefect.start()
+        assert pg_tls.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'flow_run'",
+                              "prefect_fleet") == [(1,)]  # the server keeps its state in PostgreSQL
         setup = prefect.python("-m", "deployments.setup", extra_env=env)
         assert "3 stacks (fleet-a, fleet-b, fleet-c)" in setup and "fleet-b-db-password" in setup
         prefect.cli("--no-prompt", "deploy", "--all", "--prefect-file", stacks.GENERATED, extra_env=env)
@@ -156,6 +158,7 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
     finally:
         prefect.stop()
         with psycopg.connect(**pg_tls.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS prefect_fleet WITH (FORCE)")
             for name in names:  # other tests judge every database of the shared cluster
                 conn.execute(f"DROP DATABASE IF EXISTS {name.replace('-', '_')} WITH (FORCE)")
         keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{name}/").get("Contents", [])]

@@ -45,8 +45,9 @@ def heartbeats(prefect: LocalPrefect, run_id: str) -> list:
 
 
 def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_file, s3, bucket, mattermost,
-                                                                              tmp_path):
-    prefect = LocalPrefect(tmp_path / "prefect")
+                                                                              pg_tls, tmp_path):
+    # a server of its own (its zombie automation fires after 45 s) keeping its state in PostgreSQL, as deployed
+    prefect = LocalPrefect(tmp_path / "prefect", server_env=pg_tls.prefect_server_env("prefect_workers"))
     env = {"STACK_OPS_FILE": stack_file, "MATTERMOST_WEBHOOK_URL": mattermost.url, "ZOMBIE_AFTER_S": "45"}
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -94,3 +95,4 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
         for w in workers:
             stop_group(w, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
         prefect.stop()
+        pg_tls.dropdb("prefect_workers")
