@@ -377,20 +377,15 @@ def run(rows: int = 1_000_000, naive_rows: int = 50_000, repeat: int = 3) -> dic
                 assert runs[-1]["lines"] == rows, runs[-1]
                 conn.execute("TRUNCATE ops.logs")
                 conn.commit()
-                out = subprocess.run([sys.executable, "-c", BARE, json.dumps(info), podman.base_url, json.dumps(ids)],
-                                     capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-                pipelines.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
-                n = conn.execute("SELECT count(*) FROM ops.logs").fetchone()[0]  # type: ignore[index]
-                assert n == len(built), (n, len(built))
-                conn.execute("TRUNCATE ops.logs")
-                conn.commit()
-                out = subprocess.run([sys.executable, "-c", NAIVE, json.dumps(info), podman.base_url, json.dumps(ids)],
-                                     capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-                naives.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
-                n = conn.execute("SELECT count(*) FROM ops.logs").fetchone()[0]  # type: ignore[index]
-                assert n == len(built), (n, len(built))  # the same entries: rows/s compare the same work
-                conn.execute("TRUNCATE ops.logs")
-                conn.commit()
+                for script, seconds in ((BARE, pipelines), (NAIVE, naives)):
+                    out = subprocess.run([sys.executable, "-c", script, json.dumps(info), podman.base_url,
+                                          json.dumps(ids)], capture_output=True, text=True, check=True,
+                                         cwd=Path(__file__).parent.parent)
+                    seconds.append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+                    n = conn.execute("SELECT count(*) FROM ops.logs").fetchone()[0]  # type: ignore[index]
+                    assert n == len(built), (n, len(built))  # the same entries: rows/s compare the same work
+                    conn.execute("TRUNCATE ops.logs")
+                    conn.commit()
                 t = time.monotonic()
                 with conn.transaction():
                     copy_encoded(conn, psycopg.sql.SQL("ops.logs"), built)  # the shipper's own encoder
