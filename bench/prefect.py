@@ -17,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from datetime import datetime
@@ -25,7 +26,7 @@ from typing import Any
 
 import requests
 
-from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, bytecode_missing
 
 TARGET_S = 15.0
 DEPLOY_EMPTY = """
@@ -37,6 +38,10 @@ flow.deploy(name="empty", work_pool_name=pool["name"], job_variables=pool["job_v
 # the same without prefect.yaml's `command`: Prefect's default start (workspace supervisor, then the engine)
 flow.deploy(name="default-start", work_pool_name=pool["name"],
             job_variables={{k: v for k, v in pool["job_variables"].items() if k != "command"}}, print_next_steps=False)
+# the same with no compiled bytecode to read (an empty cache folder): what a venv synced without
+# --compile-bytecode costs where Python may not write it (PYTHONDONTWRITEBYTECODE, a root-owned venv)
+flow.deploy(name="no-bytecode", work_pool_name=pool["name"], print_next_steps=False, job_variables={{
+    **pool["job_variables"], "env": {{**pool["job_variables"]["env"], **{no_bytecode!r}}}}})
 """
 
 
@@ -57,6 +62,20 @@ def phases(api: str, run_id: str, started: float, ended: float) -> dict[str, flo
             "pending_to_running_s": round(first["RUNNING"] - first["PENDING"], 2),
             "running_to_completed_s": round(first["COMPLETED"] - first["RUNNING"], 2),
             "completed_to_cli_exit_s": round(ended - first["COMPLETED"], 2)}
+
+
+def no_bytecode_env(cache: Path) -> dict[str, str]:
+    """Python looks for bytecode in `cache` and writes none; `cache` holds the standard library's only (linked from
+    its __pycache__ folders), so every installed package is compiled from source, as in an environment synced
+    without --compile-bytecode where Python may not write bytecode."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    tag = sys.implementation.cache_tag
+    for pyc in stdlib.rglob(f"__pycache__/*.{tag}.pyc"):
+        if "site-packages" not in pyc.parts:
+            link = cache / str(pyc.parent.parent).lstrip("/") / pyc.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(pyc)
+    return {"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def run_once(prefect: LocalPrefect, name: str, env: dict[str, str]) -> dict[str, Any]:
@@ -80,18 +99,21 @@ def run(repeat: int = 3) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
     sandbox = SandboxStack(work / "sandbox")
     prefect = LocalPrefect(work / "prefect")
-    runs: dict[str, list[dict[str, Any]]] = {"empty/empty": [], "empty/default-start": [], "backup/nightly": []}
+    runs: dict[str, list[dict[str, Any]]] = {"empty/empty": [], "empty/default-start": [], "empty/no-bytecode": [],
+                                             "backup/nightly": []}
+    no_bytecode = no_bytecode_env(work / "empty-pycache")
     try:
         stack_file = sandbox.start()
         env = {"STACK_OPS_FILE": str(stack_file), "MATTERMOST_WEBHOOK_URL": sandbox.mattermost.url}
         prefect.start(timeout=300)  # ~20 s on a quiet machine; minutes when it is shared
         prefect.python("-m", "deployments.setup", extra_env=env)
         prefect.cli("--no-prompt", "deploy", "--all", extra_env=env)
-        prefect.python("-c", DEPLOY_EMPTY.format(project=str(PROJECT)), extra_env=env)
+        prefect.python("-c", DEPLOY_EMPTY.format(project=str(PROJECT), no_bytecode=no_bytecode), extra_env=env)
         prefect.start_worker("ops-process", env)
         for i in range(repeat):
             for name, done in runs.items():
-                done.append(run_once(prefect, name, env))
+                cli_env = {**env, **no_bytecode} if name == "empty/no-bytecode" else env  # the CLI's start too
+                done.append(run_once(prefect, name, cli_env))
                 print(f"run {i + 1} {name}: {done[-1]}")
     finally:
         prefect.stop()
@@ -110,6 +132,12 @@ def run(repeat: int = 3) -> dict[str, Any]:
         # the same empty flow without prefect.yaml's `command` (Prefect 3.9's default: two interpreters per run)
         "deployment_overhead_default_start_s": median("empty/default-start", "s"),
         "default_start_legs_s": {k: median("empty/default-start", k) for k in legs},
+        # the same empty flow with every module compiled from source (CLI and flow-run process): how it was
+        # measured before ./ops synced with --compile-bytecode on this test bed (PYTHONDONTWRITEBYTECODE=1)
+        "deployment_overhead_no_bytecode_s": median("empty/no-bytecode", "s"),
+        "no_bytecode_legs_s": {k: median("empty/no-bytecode", k) for k in legs},
+        "bytecode_missing": bytecode_missing(),
+        "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
         "empty_legs_s": {k: median("empty/empty", k) for k in legs},
         "backup_legs_s": {k: median("backup/nightly", k) for k in legs},
         "first_run_s": {"empty": runs["empty/empty"][0]["s"], "backup": runs["backup/nightly"][0]["s"]},
@@ -119,7 +147,8 @@ def run(repeat: int = 3) -> dict[str, Any]:
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     print(json.dumps({k: result[k] for k in ("deployment_overhead_s", "deployment_overhead_default_start_s",
-                                             "backup_nightly_s", "empty_legs_s", "default_start_legs_s",
+                                             "deployment_overhead_no_bytecode_s", "backup_nightly_s", "empty_legs_s",
+                                             "default_start_legs_s", "no_bytecode_legs_s",
                                              "backup_legs_s", "first_run_s", "import_s")}, indent=2))
     return result
 

@@ -1,6 +1,7 @@
 """Deployments per stack, from the inventory: every deployment of prefect.yaml once per stack, named so the UI
 groups them (`backup/nightly-<stack>`), with the stack's own schedule and time zone, its nightly at a stable
-offset inside its backup window. Pure: prefect.yaml's document in, the generated document out.
+offset inside its backup window; the fleet backup (`backup/fleet`, over every stack) once. Pure: prefect.yaml's
+document in, the generated document out.
 
     uv run python -m deployments.setup     # with STACK_OPS_FILE pointing at an inventory: writes prefect.stacks.yaml
     uv run prefect --no-prompt deploy --all --prefect-file prefect.stacks.yaml
@@ -15,6 +16,7 @@ from typing import Any
 from odoo_stack_ops.config import StackConfig
 
 NIGHTLY_ENTRYPOINT = "flows/backup.py:backup"
+FLEET_ENTRYPOINTS = ("flows/backup.py:backup_fleet",)  # over the whole inventory: deployed once, not per stack
 GENERATED = "prefect.stacks.yaml"
 
 
@@ -35,9 +37,11 @@ def spread_cron(cron: str, minutes: int) -> str:
 def per_stack(doc: dict[str, Any], stacks: dict[str, StackConfig]) -> dict[str, Any]:
     """prefect.yaml's document with each deployment repeated per stack (anchors already resolved by the loader)."""
     out = {k: v for k, v in doc.items() if k not in ("deployments", "definitions")}
-    deployments = []
+    deployments = [copy.deepcopy(d) for d in doc.get("deployments") or [] if d["entrypoint"] in FLEET_ENTRYPOINTS]
     for name, cfg in sorted(stacks.items()):
         for base in doc.get("deployments") or []:
+            if base["entrypoint"] in FLEET_ENTRYPOINTS:
+                continue
             d = copy.deepcopy(base)
             d["name"] = f"{base['name']}-{name}"
             d["parameters"] = {**(base.get("parameters") or {}), "stack": name}

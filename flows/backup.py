@@ -3,25 +3,31 @@
 Per database: dump → filestore → restore-verify → publish the manifest (last). Then retention, which
 refuses to prune after a failed or unverified night. One database failing does not stop the others;
 the run still ends Failed, posts to Mattermost and says what to do.
+
+Flow `backup` (deployment `fleet`): every stack of the inventory's nightly as a subflow of one run, a few at
+a time, so a fleet of small stacks pays one process start instead of one per stack.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from odoo_stack_ops import inventory
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
-from odoo_stack_ops.config import StackConfig, load_config
-from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.config import STACK_FILE_VAR, StackConfig, load_config
+from odoo_stack_ops.errors import ConfigError, OpsError
 from odoo_stack_ops.locks import cluster_dump_slot, stack_writer
 from odoo_stack_ops.notify import notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
-from tasks.common import logger, publish_markdown, publish_table
+from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
 from tasks.retention import apply_retention
 
 
@@ -110,3 +116,46 @@ def backup(
         raise OpsError(f"nightly backup {st} failed for {sorted(problems)}: " + "; ".join(
             f"{db}: {p}" for db, p in problems.items()))
     return {db: layout.manifest_key(cfg.spaces.prefix, db, st) for db in manifests}
+
+
+@task(name="backup-stack", **NO_RETRIES)  # the nightly's own tasks retry
+def backup_stack(stack_file: str | None, stack: str | None, run_verify: bool, prune: bool,
+                 retention_dry_run: bool) -> dict[str, Any]:
+    """One stack's nightly, as a subflow run of its own (its artifacts, its Mattermost post on failure)."""
+    return backup(stack_file=stack_file, stack=stack, run_verify=run_verify, prune=prune,
+                  retention_dry_run=retention_dry_run)
+
+
+@flow(name="backup", description="Every stack's nightly backup in one run: stacks as subflows, a few at once")
+def backup_fleet(
+    stack_file: str | None = None,
+    stacks: list[str] | None = None,
+    max_parallel: int = 4,
+    run_verify: bool = True,
+    prune: bool = True,
+    retention_dry_run: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The nightly of every stack of the inventory (or of `stacks`), at most `max_parallel` at once; each stack
+    still takes its writer lock and a slot of its cluster's dump limit. Returns {stack: its backup's result};
+    one stack failing does not stop the others, and the run fails at the end naming every failed stack."""
+    log = logger()
+    source = stack_file or os.environ.get(STACK_FILE_VAR)
+    if not source:
+        raise ConfigError(f"the fleet backup reads the inventory: point {STACK_FILE_VAR} at it (or pass stack_file)")
+    inv = inventory.read(source)
+    params = {"stack_file": stack_file, "run_verify": run_verify, "prune": prune,
+              "retention_dry_run": retention_dry_run}
+    with ThreadPoolTaskRunner(max_workers=max(1, max_parallel)) as runner:
+        # a single stack file's stack runs unnamed, so its unprefixed environment variables apply as in `nightly`
+        futures = {name: runner.submit(backup_stack.with_options(task_run_name=f"backup-{name}"),
+                                       {**params, "stack": None if inv.single else name})
+                   for name in inv.select(stacks)}
+        outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
+    failed = {name: out for name, out in outcomes.items() if isinstance(out, BaseException)}
+    for name, exc in failed.items():
+        log.error("stack %s: %s: %s", name, type(exc).__name__, exc)
+    log.info("fleet backup: %d of %d stacks backed up", len(outcomes) - len(failed), len(outcomes))
+    if failed:
+        raise OpsError(f"fleet backup failed for {len(failed)} of {len(outcomes)} stacks: {', '.join(sorted(failed))} "
+                       "(each stack's own run says why; re-run one with `prefect deployment run backup/nightly-<stack>`)")
+    return outcomes

@@ -38,6 +38,14 @@ class Inventory:
             raise ConfigError(f"no stack {stack!r} in {self.source}; it lists: {', '.join(sorted(self.stacks))}")
         return stack, self.stacks[stack]
 
+    def select(self, asked: list[str] | None) -> list[str]:
+        """The stacks one fleet run covers: the asked ones (each must be listed), else every stack; sorted."""
+        unknown = sorted(set(asked or []) - set(self.stacks))
+        if unknown:
+            raise ConfigError(f"no stack {', '.join(map(repr, unknown))} in {self.source}; it lists: "
+                              f"{', '.join(sorted(self.stacks))}")
+        return sorted(set(asked or self.stacks))
+
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key, anything else in `over` replaces."""

@@ -46,6 +46,16 @@ def stop_group(proc: subprocess.Popen[bytes] | None, signals: tuple[int, ...] = 
     proc.wait(timeout=wait_s)
 
 
+def bytecode_missing(modules: tuple[str, ...] = ("prefect.flow_engine", "prefect.client.orchestration", "boto3",
+                                                 "psycopg")) -> list[str]:
+    """The modules with no compiled bytecode beside them: each flow run is a new interpreter, which compiles these
+    from source again (`uv sync --compile-bytecode` writes it once; PYTHONDONTWRITEBYTECODE or a venv the worker's
+    user cannot write otherwise keep it from ever being written)."""
+    from importlib.util import cache_from_source, find_spec  # noqa: PLC0415
+
+    return [m for m in modules if not Path(cache_from_source(find_spec(m).origin)).is_file()]  # type: ignore[union-attr,arg-type]
+
+
 def prefect_bin() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 

@@ -131,8 +131,9 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
         assert "3 stacks (fleet-a, fleet-b, fleet-c)" in setup and "fleet-b-db-password" in setup
         prefect.cli("--no-prompt", "deploy", "--all", "--prefect-file", stacks.GENERATED, extra_env=env)
         base = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+        fleet = [d for d in base if d["entrypoint"] in stacks.FLEET_ENTRYPOINTS]
         listed = requests.post(f"{prefect.api}/deployments/filter", json={}, timeout=10).json()
-        assert len(listed) == 3 * len(base)
+        assert len(fleet) == 1 and len(listed) == 3 * (len(base) - 1) + 1  # backup/fleet once, over all stacks
         for name in names:
             d = requests.get(f"{prefect.api}/deployments/name/backup/nightly-{name}", timeout=10).json()
             assert d["parameters"] == {"stack": name}
@@ -143,8 +144,9 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
         assert limit["limit"] == 2
         prefect.start_worker("ops-process", env)
         ids = [requests.get(f"{prefect.api}/deployments/name/backup/nightly-{n}", timeout=10).json()["id"] for n in names]
+        ids.append(requests.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=10).json()["id"])
         runs = [requests.post(f"{prefect.api}/deployments/{i}/create_flow_run", json={}, timeout=10).json()["id"]
-                for i in ids]
+                for i in ids]  # each stack's nightly, and the three again as subflows of one fleet run
         deadline = time.monotonic() + 600
         states = {}
         while time.monotonic() < deadline:
@@ -153,6 +155,9 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
                 break
             time.sleep(2)
         assert set(states.values()) == {"COMPLETED"}, states
+        children = requests.post(f"{prefect.api}/flow_runs/filter", json={"flow_runs": {
+            "parent_flow_run_id": {"operator": "and_", "any_": [runs[-1]]}}}, timeout=10).json()
+        assert sorted(c["parameters"]["stack"] for c in children) == list(names)
         keys = {a["key"] for a in requests.post(f"{prefect.api}/artifacts/filter", json={}, timeout=10).json()}
         assert {f"backup-nightly-{n}" for n in names} <= keys  # each stack's own artifact
     finally:
