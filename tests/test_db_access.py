@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from odoo_stack_ops.backup.database import access_denied_hint, connect
-from odoo_stack_ops.errors import AccessDenied, ConnectError, is_transient
+from odoo_stack_ops.errors import AccessDenied, ConfigError, ConnectError, is_transient
 
 WRONG = "wrong-pass-Ux41-not-it"
 
@@ -59,6 +59,13 @@ def test_other_connection_failures_stay_transient(pg_tls):
     assert is_transient(err.value)
     # a database whose name merely contains "role" is not a refused role
     assert access_denied_hint('FATAL:  database "payroll" does not exist', db, "payroll") is None
+
+
+def test_a_database_that_does_not_exist_is_permanent_and_named(pg_tls):
+    db = pg_tls.database_config("postgres")
+    with pytest.raises(ConfigError, match=r"no database no_such_db.*DB_NAME") as err:
+        connect(db, "no_such_db")
+    assert not is_transient(err.value)
 
 
 def test_dump_task_with_a_wrong_password_fails_at_the_first_attempt(prefect_harness, stack_config):

@@ -8,6 +8,7 @@ REPEATABLE READ transaction, so the row counts recorded in the manifest are exac
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from odoo_stack_ops.backup import pgdump
 from odoo_stack_ops.backup.spaces import HashingCounter, MultipartWriter
 from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import DatabaseConfig
-from odoo_stack_ops.errors import AccessDenied, ConnectError, OpsError
+from odoo_stack_ops.errors import AccessDenied, ConfigError, ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class DbFacts:
         return asdict(self)
 
 
+
+
+MISSING_DATABASE = re.compile(r'database ".*" does not exist')
 
 
 def access_denied_hint(message: str, db: DatabaseConfig, dbname: str) -> str | None:
@@ -81,6 +85,10 @@ def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg
             raise pgtls.TLSVerificationError(
                 f"{where} presented a certificate that the CA in {db.sslrootcert} does not vouch for "
                 f"(sslmode={db.sslmode}): {first}. Is it this cluster's CA? {howto}") from exc
+        if MISSING_DATABASE.search(first):
+            raise ConfigError(
+                f"{where} has no database {dbname or db.name}: {first}. Not retried, it will not appear by itself: "
+                f"check database.name / database.databases (DB_NAME) for this stack, or create it") from exc
         hint = access_denied_hint(str(exc), db, dbname or db.name)
         if hint:
             raise AccessDenied(
