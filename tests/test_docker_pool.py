@@ -47,6 +47,25 @@ def container_stack(tree: dict, key_text: str) -> tuple[dict, dict[str, str]]:
     return tree, secret_env
 
 
+def container_conf(conf, stack_tree: dict, sshd, pg_tls) -> dict[str, str]:
+    """The folder a flow-run container mounts at CONF (stack file, known_hosts, the database's CA: no secret);
+    returns the environment deployments/setup turns into Secret blocks."""
+    conf.mkdir(mode=0o755)
+    shutil.copy(sshd.known_hosts, conf / "known_hosts")
+    shutil.copy(pg_tls.ca_file, conf / "ca.crt")
+    tree, secret_env = container_stack(stack_tree, sshd.key_file.read_text())
+    (conf / "stack.yaml").write_text(yaml.safe_dump(tree))
+    for f in conf.iterdir():
+        f.chmod(0o644)  # read by the image's unprivileged user; none of them holds a secret
+    return secret_env
+
+
+def docker_run_args(tag: str, conf) -> list[str]:
+    """Job variables of a backup/nightly-docker run on the test bed: the image, host network, CONF mounted."""
+    return ["--job-variable", f"image={tag}", "--job-variable", "network_mode=host",
+            "--job-variable", "volumes=" + json.dumps([f"{conf}:{CONF}:ro"])]
+
+
 @pytest.mark.timeout(900)  # a cold image build is 4-5 minutes of it on a loaded machine; cached, seconds
 def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_config, sshd, pg_tls, podman,
                                                              worker_image, docker_client, prefect_server, tmp_path):
@@ -55,13 +74,7 @@ def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_c
     print(f"worker image {tag}: {size_mb:.0f} MB; " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     assert size_mb < 1000, "the worker image grew past 1 GB: a build cache or the build stage reached it?"
     conf = tmp_path / "etc"
-    conf.mkdir(mode=0o755)
-    shutil.copy(sshd.known_hosts, conf / "known_hosts")
-    shutil.copy(pg_tls.ca_file, conf / "ca.crt")
-    tree, secret_env = container_stack(stack_tree, sshd.key_file.read_text())
-    (conf / "stack.yaml").write_text(yaml.safe_dump(tree))
-    for f in conf.iterdir():
-        f.chmod(0o644)  # read by the image's unprivileged user; none of them holds a secret
+    secret_env = container_conf(conf, stack_tree, sshd, pg_tls)
     secret_values = [v for v in secret_env.values() if v] + [s.get_secret_value() for s in stack_config.secrets()]
 
     prefect = prefect_server
@@ -72,8 +85,7 @@ def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_c
         prefect.cli("--no-prompt", "deploy", "--name", "backup/nightly-docker")
         prefect.start_worker("ops-docker", {"DOCKER_HOST": podman.base_url})
         out = prefect.cli("deployment", "run", "backup/nightly-docker", "--watch", "--watch-timeout", "480",
-                          "--job-variable", f"image={tag}", "--job-variable", "network_mode=host",
-                          "--job-variable", "volumes=" + json.dumps([f"{conf}:{CONF}:ro"]), timeout=540)
+                          *docker_run_args(tag, conf), timeout=540)
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
         run = requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
         assert run["state"]["type"] == "COMPLETED", run["state"]

@@ -1,13 +1,15 @@
-"""Several workers, crashes included: two process workers on one pool, the worker running a backup killed with
-its run (as when a machine dies) → the run ends Crashed (heartbeats stop; the automation from
-deployments/setup.py), the failure automation posts it to Mattermost, nothing half-written is listed, and the
-next run, taken by the surviving worker, is green."""
+"""Several workers, crashes included: two process workers on `ops-process` and a Docker worker on `ops-docker`,
+one server; the worker running a backup killed with its run (as when a machine dies) → the run ends Crashed
+(heartbeats stop; the automation from deployments/setup.py), the failure automation posts it to Mattermost,
+nothing half-written is listed, the next run, taken by the surviving process worker, is green, and so is a
+run through the Docker worker beside them."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -16,6 +18,7 @@ import requests
 
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
 from tests.checks import wait_until
+from tests.test_docker_pool import container_conf, docker_run_args
 
 pytestmark = pytest.mark.integration
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -44,21 +47,27 @@ def heartbeats(prefect: LocalPrefect, run_id: str) -> list:
     return requests.post(f"{prefect.api}/events/filter", json=body, timeout=10).json()["events"]
 
 
-def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_file, s3, bucket, mattermost,
-                                                                              pg_tls, tmp_path):
+@pytest.mark.timeout(1200)
+def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_file, stack_tree, s3, bucket,
+                                                                              mattermost, pg_tls, sshd, podman,
+                                                                              worker_image, tmp_path):
     # a server of its own (its zombie automation fires after 45 s) keeping its state in PostgreSQL, as deployed
     prefect = LocalPrefect(tmp_path / "prefect", server_env=pg_tls.prefect_server_env("prefect_workers"))
+    tag, _timings = worker_image
+    conf = tmp_path / "etc"
+    secret_env = container_conf(conf, stack_tree, sshd, pg_tls)  # the Docker worker's runs read Secret blocks
     env = {"STACK_OPS_FILE": stack_file, "MATTERMOST_WEBHOOK_URL": mattermost.url, "ZOMBIE_AFTER_S": "45"}
     workers: list[subprocess.Popen[bytes]] = []
     try:
         prefect.start()
-        prefect.python("-m", "deployments.setup", extra_env=env)
-        prefect.cli("--no-prompt", "deploy", "--name", "nightly", extra_env=env)
-        for name in ("worker-1", "worker-2"):
+        prefect.python("-m", "deployments.setup", extra_env={**secret_env, **env})
+        prefect.cli("--no-prompt", "deploy", "--name", "nightly", "--name", "backup/nightly-docker", extra_env=env)
+        for name, pool, extra in (("worker-1", "ops-process", {}), ("worker-2", "ops-process", {}),
+                                  ("docker-1", "ops-docker", {"DOCKER_HOST": podman.base_url})):
             log = (tmp_path / f"{name}.log").open("ab")
-            workers.append(subprocess.Popen([prefect_bin(), "worker", "start", "--pool", "ops-process", "--name", name],
-                                            env=prefect.env(env), cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True))
+            workers.append(subprocess.Popen([prefect_bin(), "worker", "start", "--pool", pool, "--name", name],
+                                            env=prefect.env({**env, **extra}), cwd=PROJECT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True))
         before = manifest_keys(s3, bucket)
         deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
         run = lambda: requests.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={},  # noqa: E731
@@ -84,13 +93,20 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
                    "the Crashed post in Mattermost", 1)
         assert_whole(s3, bucket, manifest_keys(s3, bucket) - before)  # nothing half-written listed
         killed_keys = manifest_keys(s3, bucket) - before
-        survivor = next(w for w in workers if w.pid != worker_pid)
-        assert survivor.poll() is None
+        survivors = [w for w in workers if w.pid != worker_pid]
+        assert len(survivors) == 2 and all(w.poll() is None for w in survivors)
         green = run()
         final = wait_until(lambda: read(green)["state"]["type"] in TERMINAL and read(green)["state"], 400,
                            "the next run finished", 2)
         assert final["type"] == "COMPLETED", final
         assert len(manifest_keys(s3, bucket) - before - killed_keys) == 1
+        # the Docker worker on the same server: a run in a flow-run container, to Completed
+        out = prefect.cli("deployment", "run", "backup/nightly-docker", "--watch", "--watch-timeout", "480",
+                          *docker_run_args(tag, conf), timeout=540)
+        docker_run = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+        assert read(docker_run)["state"]["type"] == "COMPLETED", read(docker_run)["state"]
+        assert len(manifest_keys(s3, bucket) - before - killed_keys) == 2
+        assert_whole(s3, bucket, manifest_keys(s3, bucket) - before)
     finally:
         for w in workers:
             stop_group(w, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
