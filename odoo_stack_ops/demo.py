@@ -120,8 +120,8 @@ def run_demo(workdir: Path, keep: bool = False) -> int:
             say(f"\n{database}: manifest s3://{cfg.spaces.bucket}/{ref.key}")
             say(f"  dump      s3://{cfg.spaces.bucket}/{m.dump.key}  {m.dump.stored_bytes:,} bytes "
                 f"(raw {m.dump.raw_bytes:,}), sha256 {m.dump.stored_sha256[:16]}…")
-            say(f"  filestore {m.filestore.files} files, {m.filestore.new_objects} new objects, "
-                f"manifest {m.filestore.manifest_key}")
+            say(f"  filestore {m.filestore.files} files, {m.filestore.new_objects} new in {m.filestore.packs} "
+                f"pack(s), manifest {m.filestore.manifest_key}")
             verdict = "VERIFIED by restore into a scratch database" if m.verified else \
                 f"NOT verified: {m.verification.error}"
             say(f"  verdict   {verdict}")

@@ -168,6 +168,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(max(600, 40 * KILL_TRIALS))  # a trial and the green night after it: ~10-20 s each
 def test_killed_in_every_phase_then_the_next_night_succeeds(prefect_harness, stack_tree, s3, tmp_path, pg_tls):
     """Each trial SIGKILLs a night (a process of its own) while the S3 request marking one phase is in flight:
     held before S3 gets it, or once S3 has done it but before the run hears so (the first round: one trial per

@@ -45,6 +45,7 @@ class FilestoreRecord(_Part):
     new_objects: int = 0
     new_bytes: int = 0
     read_files: int = 0
+    packs: int = 0  # new packs written (0 for nights before packs, or with nothing new)
     duration_s: float = 0.0
 
 
