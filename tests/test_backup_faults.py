@@ -233,7 +233,9 @@ def test_killed_in_every_phase_then_the_next_night_succeeds(prefect_harness, sta
     if len(PHASES) == KILL_TRIALS:
         assert landed == dict.fromkeys(PHASES, 1), landed
     else:
-        assert all(landed[p] >= KILL_TRIALS // len(PHASES) for p in PHASES), landed
+        # after the first round a kill lands at a random moment after its phase's request: in that phase, the
+        # next one or between tasks; every phase still gets at least half its share
+        assert all(landed[p] >= max(1, KILL_TRIALS // (2 * len(PHASES))) for p in PHASES), landed
     assert pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'") == []
 
 
