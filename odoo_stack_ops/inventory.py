@@ -39,12 +39,9 @@ class Inventory:
         return stack, self.stacks[stack]
 
     def select(self, asked: list[str] | None) -> list[str]:
-        """The stacks one fleet run covers: the asked ones (each must be listed), else every stack; sorted."""
-        unknown = sorted(set(asked or []) - set(self.stacks))
-        if unknown:
-            raise ConfigError(f"no stack {', '.join(map(repr, unknown))} in {self.source}; it lists: "
-                              f"{', '.join(sorted(self.stacks))}")
-        return sorted(set(asked or self.stacks))
+        """The stacks one fleet run covers: the asked ones (each must be listed: `tree` says so), else every stack;
+        sorted."""
+        return sorted({self.tree(name)[0] for name in asked} if asked else self.stacks)
 
 
 def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def is_certificate_failure(message: str) -> bool:
 AUTH_FAILURES = ("password authentication failed", "authentication failed for user", "no password supplied",
                  "no pg_hba.conf entry", "pg_hba.conf rejects connection", "is not permitted to log in")
 ROLE_MISSING = re.compile(r'role ".*" does not exist')
+DATABASE_MISSING = re.compile(r'database ".*" does not exist')  # a configuration error: no retry makes it appear
 NO_CONNECT_RIGHT = ("permission denied for database", "must have connect privilege")
 
 

@@ -8,7 +8,6 @@ REPEATABLE READ transaction, so the row counts recorded in the manifest are exac
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,9 +48,6 @@ class DbFacts:
 
 
 
-MISSING_DATABASE = re.compile(r'database ".*" does not exist')
-
-
 def access_denied_hint(message: str, db: DatabaseConfig, dbname: str) -> str | None:
     """What to fix when `message` says the server refused the role or its rights (pure), else None."""
     if not pgtls.refused(message):
@@ -85,7 +81,7 @@ def connect(db: DatabaseConfig, dbname: str | None = None, **kw: Any) -> psycopg
             raise pgtls.TLSVerificationError(
                 f"{where} presented a certificate that the CA in {db.sslrootcert} does not vouch for "
                 f"(sslmode={db.sslmode}): {first}. Is it this cluster's CA? {howto}") from exc
-        if MISSING_DATABASE.search(first):
+        if pgtls.DATABASE_MISSING.search(first):
             raise ConfigError(
                 f"{where} has no database {dbname or db.name}: {first}. Not retried, it will not appear by itself: "
                 f"check database.name / database.databases (DB_NAME) for this stack, or create it") from exc
