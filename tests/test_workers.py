@@ -18,6 +18,8 @@ import requests
 
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
 from tests.checks import wait_until
+from tests.faults import S3FaultProxy
+from tests.fixtures.stack import write_tree
 from tests.test_docker_pool import container_conf, docker_run_args
 
 pytestmark = pytest.mark.integration
@@ -48,14 +50,20 @@ def heartbeats(prefect: LocalPrefect, run_id: str) -> list:
 
 
 @pytest.mark.timeout(1200)
-def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_file, stack_tree, s3, bucket,
-                                                                              mattermost, pg_tls, sshd, podman,
-                                                                              worker_image, tmp_path):
+def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(stack_tree, s3, bucket, mattermost,
+                                                                              pg_tls, sshd, podman, worker_image,
+                                                                              tmp_path):
     # a server of its own (its zombie automation fires after 45 s) keeping its state in PostgreSQL, as deployed
     prefect = LocalPrefect(tmp_path / "prefect", server_env=pg_tls.prefect_server_env("prefect_workers"))
     tag, _timings = worker_image
     conf = tmp_path / "etc"
     secret_env = container_conf(conf, stack_tree, sshd, pg_tls)  # the Docker worker's runs read Secret blocks
+    # the process workers' runs reach S3 through a proxy that holds the doomed run's first dump part until the kill:
+    # a backup of the sandbox takes seconds, and a kill that comes after it finished tests nothing
+    proxy = S3FaultProxy(s3.endpoint)
+    held = proxy.hold(lambda m, p: m == "PUT" and "/db/" in p and "partNumber=" in p)
+    stack_file = write_tree({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                            tmp_path / "stack.yaml")
     env = {"STACK_OPS_FILE": stack_file, "MATTERMOST_WEBHOOK_URL": mattermost.url, "ZOMBIE_AFTER_S": "45"}
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -111,4 +119,5 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
         for w in workers:
             stop_group(w, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
         prefect.stop()
+        proxy.stop()
         pg_tls.dropdb("prefect_workers")
