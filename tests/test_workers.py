@@ -82,6 +82,7 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
                                     timeout=10).json()["id"]
         read = lambda r: requests.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()  # noqa: E731
         doomed = run()
+        wait_until(held.reached.is_set, 300, "the doomed run's first dump part at S3", 0.2)
         started = wait_until(lambda: read(doomed)["state"]["type"] == "RUNNING" and read(doomed).get("infrastructure_pid"),
                              300, "the run started", 0.2)
         flow_pid = int(started.rsplit(":", 1)[-1])
@@ -93,6 +94,7 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
         for pid in (flow_pid, worker_pid):  # the machine is gone: the worker and its run die at once
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
+        held.release.set()  # its client is gone: the held part never reaches S3
         state = wait_until(lambda: read(doomed)["state"]["type"] in TERMINAL and read(doomed)["state"], 240,
                            "the run marked Crashed", 2)
         assert state["type"] == "CRASHED", state
