@@ -1,0 +1,147 @@
+"""Warm starts on the `ops-process` pool (odoo_stack_ops/warm_start.py, the pool's command in prefect.yaml):
+runs forked from one zygote reach Completed; a warm run cancelled mid-dump ends Cancelled with its process gone;
+a launcher killed takes its forked run along (Crashed); changed code makes the next run cold and the one after
+it warm from a fresh zygote; nothing half-written is ever listed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+
+import pytest
+import requests
+
+from odoo_stack_ops import warm_start
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect
+from tests.checks import wait_until
+from tests.faults import S3FaultProxy
+from tests.fixtures.stack import write_tree
+from tests.test_workers import TERMINAL, assert_whole, manifest_keys
+
+DUMP_PART = lambda m, p: m == "PUT" and "/db/" in p and "partNumber=" in p  # noqa: E731
+
+
+def test_the_zygote_key_ignores_per_run_variables_and_follows_settings():
+    base = {"PREFECT_API_URL": "http://127.0.0.1:4200/api", "STACK_OPS_FILE": "/a.yaml"}
+    key = warm_start.zygote_key(base)
+    assert warm_start.zygote_key({**base, "PREFECT__FLOW_RUN_ID": "x", "STACK_OPS_FILE": "/b.yaml"}) == key
+    assert warm_start.zygote_key({**base, "PREFECT_LOGGING_LEVEL": "DEBUG"}) != key
+    assert warm_start.zygote_key({**base, "PREFECT_API_URL": "http://127.0.0.1:4201/api"}) != key
+
+
+def test_the_socket_directory_must_be_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = warm_start.runtime_dir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    path.chmod(0o770)  # another user of the group could reach the zygote (it holds the worker's secrets)
+    with pytest.raises(PermissionError, match="not a private directory"):
+        warm_start.runtime_dir()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree, s3, bucket, mattermost, tmp_path):
+    proxy = S3FaultProxy(s3.endpoint)
+    stack_file = write_tree({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                            tmp_path / "stack.yaml")
+    env = {"STACK_OPS_FILE": stack_file, "MATTERMOST_WEBHOOK_URL": mattermost.url}
+    prefect = LocalPrefect(tmp_path / "prefect")
+    worker_log = prefect.home / "worker.log"
+    before = manifest_keys(s3, bucket)
+    try:
+        prefect.start()
+        prefect.python("-m", "deployments.setup", extra_env=env)
+        prefect.cli("--no-prompt", "deploy", "--name", "nightly", extra_env=env)
+        prefect.start_worker("ops-process", env)
+        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
+
+        def run() -> str:
+            response = requests.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
+            assert response.status_code == 201, response.text
+            return response.json()["id"]
+
+        def read(run_id: str) -> dict:
+            return requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
+
+        def finished(run_id: str) -> str:
+            return wait_until(lambda: read(run_id)["state"]["type"] in TERMINAL and read(run_id)["state"]["type"],
+                              300, f"flow run {run_id} finished", 0.5)
+
+        def forked(run_id: str) -> tuple[int, int]:
+            found = wait_until(lambda: re.search(rf"flow run {run_id}: process (\d+) forked from zygote (\d+)",
+                                                 worker_log.read_text()), 120, f"flow run {run_id} forked", 0.2)
+            return int(found[1]), int(found[2])
+
+        # two runs, one zygote, two processes
+        first = run()
+        assert finished(first) == "COMPLETED"
+        second = run()
+        assert finished(second) == "COMPLETED"
+        (pid1, zygote), (pid2, zygote2) = forked(first), forked(second)
+        assert zygote2 == zygote and pid1 != pid2 and alive(zygote)
+
+        # SIGTERM to its launcher (what the worker's graceful kill sends): forwarded, the run ends on its own terms
+        held = proxy.hold(DUMP_PART)
+        termed = run()
+        wait_until(held.reached.is_set, 120, "the run's first dump part at S3", 0.2)
+        pid, _ = forked(termed)
+        launcher = int(wait_until(lambda: read(termed).get("infrastructure_pid"), 30, "the run's pid").rsplit(":", 1)[-1])
+        os.kill(launcher, signal.SIGTERM)
+        held.release.set()  # the engine's signal handler runs once its thread is back in Python
+        assert finished(termed) == "CRASHED"
+        # the engine itself reported it: with the signal not forwarded, the launcher would die of it and the run
+        # would be SIGKILLed from its socket watch, leaving the worker to report "exited with status code"
+        assert read(termed)["state"]["message"] == "Execution was aborted by a termination signal."
+        wait_until(lambda: not alive(pid), 30, "the terminated run's process gone", 0.2)
+
+        # cancelled while its dump's first part is held at S3: Cancelled, its process gone
+        held = proxy.hold(DUMP_PART)
+        doomed = run()
+        wait_until(held.reached.is_set, 120, "the run's first dump part at S3", 0.2)
+        pid, _ = forked(doomed)
+        requests.post(f"{prefect.api}/flow_runs/{doomed}/set_state", timeout=10,
+                      json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}).raise_for_status()
+        assert finished(doomed) == "CANCELLED"
+        wait_until(lambda: not alive(pid), 30, "the cancelled run's process gone", 0.2)
+        held.release.set()
+
+        # the project's code changed: the next run starts cold, and the one after it from a fresh zygote
+        touched = PROJECT / "flows" / "__init__.py"
+        os.utime(touched)
+        cold = run()
+        assert finished(cold) == "COMPLETED"
+        assert re.search(r"warm start: cold \(the code or environment changed", worker_log.read_text())
+        assert not re.search(rf"flow run {cold}: process", worker_log.read_text())
+        wait_until(lambda: not alive(zygote), 30, "the stale zygote gone (its runs ended)", 0.2)
+        warm = run()
+        assert finished(warm) == "COMPLETED"
+        assert forked(warm)[1] != zygote
+
+        # its launcher killed (the run's process for the worker): the forked run dies with it, the run is Crashed
+        held = proxy.hold(DUMP_PART)
+        killed = run()
+        wait_until(held.reached.is_set, 120, "the run's first dump part at S3", 0.2)
+        pid, _ = forked(killed)
+        launcher = int(wait_until(lambda: read(killed).get("infrastructure_pid"), 30, "the run's pid").rsplit(":", 1)[-1])
+        assert launcher != pid
+        os.kill(launcher, signal.SIGKILL)
+        wait_until(lambda: not alive(pid), 30, "the forked run gone with its launcher", 0.2)
+        held.release.set()
+        assert finished(killed) == "CRASHED"
+        assert "SIGKILL" in read(killed)["state"]["message"]
+        # four nights published whole; the terminated, cancelled and killed ones left nothing listed
+        assert len(manifest_keys(s3, bucket) - before) == 4
+        assert_whole(s3, bucket, manifest_keys(s3, bucket) - before)
+    finally:
+        prefect.stop()
+        proxy.stop()
