@@ -20,6 +20,8 @@ Figures (definitions also in the JSON's `definitions`):
 - server_rss_mb: peak RSS (VmHWM) summed over the Prefect server's processes. The server keeps its state in
   PostgreSQL (a `prefect` database in the stacks' cluster), as the README sets up a server for many stacks;
   `--server-sqlite 1` measures it on SQLite, as before 2026-12-01 (SQLITE_SERVER_2026_12_01 below);
+- the pool's runs start warm (forked from a zygote, odoo_stack_ops/warm_start.py); cold_engine: the same fleet
+  again with each run a cold `python -m prefect.engine` (the pool's command before), in the same bench run;
 - fleet_flow: the same stacks through one run of `backup/fleet` (every stack's nightly as a subflow, at most
   `fleet_parallel` at once, in one process on the same pool): its wall_s, efficiency and per_run_overhead_s,
   defined as above with the run's one process start shared by all its stacks.
@@ -68,6 +70,11 @@ SQLITE_SERVER_2026_12_01 = {
     "note": "measured 2026-12-01 at load 1.1-5.5, before ./ops compiled bytecode (PYTHONDONTWRITEBYTECODE=1 on "
             "this test bed: every run compiled Prefect from source)",
 }
+# The per-deployment figures before warm starts (each run a cold `python -m prefect.engine`), measured 2026-12-01
+# at load 0.6-4.0; the same run now measures the cold engine again beside the warm one (`cold_engine`).
+COLD_ENGINE_2026_12_01 = {"wall_s": 61.41, "serial_s": 63.08, "efficiency": 0.514, "per_run_overhead_s": 4.92,
+                          "single_run_overhead_s": 2.19}
+COLD_COMMAND = "python -m prefect.engine"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 BUCKET = "fleet-backups"
 COMPOSE_PROJECT = "fleet"
@@ -103,6 +110,86 @@ def session_hwm_mb(sid: int) -> dict[str, float]:
             hwm = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("VmHWM:"))
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             out[f"{proc.name} {cmd[:80]}"] = round(int(hwm.split()[1]) / 1024, 1)
+    return out
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat): every process of the test bed."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / TICK  # minus idle and iowait
+
+
+def proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process, from /proc/<pid>/stat; (0, 0) once it is gone."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return (int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def zygote_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and b"warm_start\0--zygote" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+    return pids
+
+
+def cpu_snapshot(workers: list[int], server: int) -> dict[str, float]:
+    """Where the machine's CPU went so far: the flow-run processes (reaped by a worker or by the warm-start
+    zygote, or still exiting: counted live), the workers themselves, the Prefect server (and its children), and
+    the machine as a whole."""
+    own = [proc_cpu_s(pid) for pid in workers]
+    zygotes = [proc_cpu_s(pid) for pid in zygote_pids()]
+    parents = {*workers, *zygote_pids()}
+    live = [proc_cpu_s(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_of(int(p.name)) in parents]
+    zygotes += live
+    server_cpu = sum(sum(proc_cpu_s(int(p.name))) for p in Path("/proc").iterdir()
+                     if p.name.isdigit() and session_of(int(p.name)) == server)
+    return {"machine": machine_busy_s(), "runs": sum(c for _, c in own) + sum(c for _, c in zygotes),
+            "workers": sum(o for o, _ in own), "server": server_cpu}
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def session_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    d = {k: round(after[k] - before[k], 1) for k in before}
+    d["other"] = round(d["machine"] - d["runs"] - d["workers"] - d["server"], 1)  # PostgreSQL, S3, sshd, podman...
+    d["runs_per_run"] = round(d["runs"] / runs, 2)
+    return d
+
+
+def zygote_rss_mb() -> dict[str, float]:
+    """RSS and peak RSS (MB) of the live warm-start zygotes (odoo_stack_ops/warm_start.py): the memory warm starts cost."""
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            if b"warm_start\0--zygote" not in (proc / "cmdline").read_bytes():
+                continue
+            status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+            out = {k: round(int(status[f"Vm{k.split('_')[0]}"].split()[0]) / 1024, 1) for k in ("RSS_mb", "HWM_mb")}
     return out
 
 
@@ -249,7 +336,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             tree["docker"]["compose_project"] = COMPOSE_PROJECT
             inv, password = write_inventory(tmp / "inventory.yaml", tree, names, max_parallel_dumps, tmp / "state")
             env = {"STACK_OPS_FILE": inv, **{inventory.env_prefix(n) + "DB_PASSWORD": password for n in names},
-                   "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds)}
+                   "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
+                   "STACK_OPS_WARM_IDLE_S": "900"}  # one zygote through every phase, as on a worker host
             prefect = LocalPrefect(tmp / "prefect", server_env=None if server_sqlite else pg.prefect_server_env())
             prefect.start(timeout=180)
             prefect.python("-m", "deployments.setup", extra_env=env, timeout=600)
@@ -269,8 +357,11 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
 
             load_fleet = loadavg()
+            snap = lambda: cpu_snapshot([w.pid for w in procs], prefect.server.pid)  # noqa: E731
+            cpu_fleet0 = snap()
             fleet = wait_runs(prefect.api, create_runs(prefect.api, ids), timeout)
             load_fleet_end = loadavg()
+            cpu_fleet1 = snap()
             failed = {r["name"]: f"{r['state']['type']}: {r['state'].get('message')}"
                       for r in fleet.values() if r["state"]["type"] != "COMPLETED"}
             if failed:
@@ -279,6 +370,17 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             lines = [timeline(prefect.api, r) for r in fleet.values()]
             wall_s = max(x["end"] for x in lines) - min(x["created"] for x in lines)
             print(f"fleet: {stacks} runs Completed in {wall_s:.1f} s")
+            zygote = zygote_rss_mb()
+            # the same fleet again, each run a cold `python -m prefect.engine`: the baseline, in the same run
+            load_cold = loadavg()
+            cold = wait_runs(prefect.api, create_runs(prefect.api, ids, {"command": COLD_COMMAND}), timeout)
+            load_cold_end = loadavg()
+            cpu_cold1 = snap()
+            if any(r["state"]["type"] != "COMPLETED" for r in cold.values()):
+                raise RuntimeError("cold fleet runs not Completed")
+            cold_lines = [timeline(prefect.api, r) for r in cold.values()]
+            cold_wall = max(x["end"] for x in cold_lines) - min(x["created"] for x in cold_lines)
+            print(f"fleet, cold engine: {stacks} runs Completed in {cold_wall:.1f} s")
 
             (single_id,) = create_runs(prefect.api, ids[:1])  # the idle pool: polling included
             single = wait_runs(prefect.api, [single_id], timeout)[single_id]
@@ -294,18 +396,22 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                    - supervised["total_run_time"])
             # the same stacks again as subflows of one backup/fleet run, on the same pool
             load_fleet_flow = loadavg()
+            cpu_flow0 = snap()
             one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
             load_fleet_flow_end = loadavg()
+            cpu_flow1 = snap()
             print(f"fleet flow: {stacks} stacks Completed in one run, {one_run['end'] - one_run['created']:.1f} s")
 
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
             load_serial = loadavg()
+            cpu_serial0 = {**snap(), "runs": children_cpu_s()}
             out = prefect.python("-c", SERIAL, inv, *names, extra_env=env, timeout=timeout)
             serial = json.loads(next(line for line in out.splitlines()
                                      if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
             serial_s = sum(serial.values())
             load_serial_end = loadavg()
+            cpu_serial1 = {**snap(), "runs": children_cpu_s()}  # the serial loop's process, reaped by the bench
             startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
             imports = import_cost(prefect.env(env))
@@ -313,7 +419,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
             if prefect is not None:
-                prefect.stop()
+                prefect.stop()  # and this server's warm-start zygote
             if podman is not None and podman.proc is not None:
                 with contextlib.suppress(Exception):
                     podman.podman("rm", "--all", "--force", "--time", "1", timeout=60)
@@ -325,6 +431,17 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
     cores = min(os.cpu_count() or 1, workers * limit)
     efficiency = serial_s / (wall_s * cores)
     overhead = med([x["overhead_s"] for x in lines])
+    cold_efficiency = serial_s / (cold_wall * cores)
+    cpu_breakdown = {"fleet": cpu_delta(cpu_fleet0, cpu_fleet1, stacks), "cold_engine": cpu_delta(cpu_fleet1, cpu_cold1, stacks),
+                     "fleet_flow": cpu_delta(cpu_flow0, cpu_flow1, stacks),
+                     "serial": cpu_delta(cpu_serial0, cpu_serial1, stacks)}
+    # efficiency = serial_s / serial CPU  x  serial CPU / fleet CPU  x  fleet CPU / (wall_s x cores)
+    cpu_breakdown["efficiency_factors"] = {
+        phase: {"serial_cores_busy": round(cpu_breakdown["serial"]["machine"] / serial_s, 2),
+                "cpu_ratio_serial_to_phase": round(cpu_breakdown["serial"]["machine"] / cpu_breakdown[phase]["machine"], 3),
+                "cores_filled": round(cpu_breakdown[phase]["machine"] / (w * cores), 3)}
+        for phase, w in (("fleet", wall_s), ("cold_engine", cold_wall))}
+    cold_overhead = med([x["overhead_s"] for x in cold_lines])
     flow_wall = one_run["end"] - one_run["created"]
     flow_cores = min(os.cpu_count() or 1, fleet_parallel)
     flow_efficiency = serial_s / (flow_wall * flow_cores)
@@ -347,7 +464,13 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "single_run_overhead_s": round(single_wall - single["total_run_time"], 2),
         "single_run_wall_s": round(single_wall, 2),
         "single_run_overhead_default_command_s": round(supervised_overhead, 2),
-        "engine_command": "python -m prefect.engine (prefect.yaml, ops-process pool)",
+        "engine_command": "python -m odoo_stack_ops.warm_start (prefect.yaml, ops-process pool: runs forked from a zygote)",
+        "zygote_rss_mb": zygote,
+        "cpu_s": cpu_breakdown,
+        "cold_engine": {"command": COLD_COMMAND, "wall_s": round(cold_wall, 2), "efficiency": round(cold_efficiency, 3),
+                        "per_run_overhead_s": cold_overhead, "wall_ratio_warm_to_cold": round(wall_s / cold_wall, 3),
+                        "loadavg": {"start": load_cold, "end": load_cold_end}},
+        "cold_engine_2026_12_01": COLD_ENGINE_2026_12_01,
         "server_rss_mb": round(sum(server_rss.values()), 1),
         "fleet_flow": {
             "deployment": "backup/fleet", "max_parallel": fleet_parallel, "cores_used": flow_cores,
@@ -400,6 +523,18 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "single_run_start_up_log": "the single run's log lines from its creation to its first task, seconds "
                                        "after its creation: where the start-up goes",
             "loadavg": "os.getloadavg() at each phase: the machine is shared, read the figures with it",
+            "cold_engine": "the same per-deployment fleet right after, each run created with the job variable "
+                           "command = `python -m prefect.engine` (the pool's command before warm starts): wall_s, "
+                           "efficiency and per_run_overhead_s defined as above; the baseline, measured in the same run",
+            "cold_engine_2026_12_01": "the top-level figures as committed before warm starts (cold engine, the "
+                                      "previous session's run): kept beside the new ones",
+            "cpu_s": "CPU seconds per phase (/proc): machine = the whole machine busy (all cores); runs = the flow-run "
+                     "processes (reaped by the workers, or by the zygote; for serial, the serial loop's process); "
+                     "workers = the worker processes themselves; server = the Prefect server's session; other = "
+                     "the rest (PostgreSQL, S3, sshd, podman, the fleet's pg_dump...). efficiency_factors splits "
+                     "efficiency = 1/serial_cores_busy x cpu_ratio_serial_to_phase x cores_filled",
+            "zygote_rss_mb": "RSS and peak RSS of the warm-start zygote after the fleet (its forked runs share its "
+                             "pages copy-on-write): what a warm start costs in memory",
             "fleet_flow": "the same stacks as subflows of ONE backup/fleet run (at most max_parallel at once, threads "
                           "of one flow-run process; each stack's writer lock and the cluster's dump limit hold) on "
                           "the same pool and workers, after the per-deployment figures: wall_s its creation -> end; "
@@ -413,6 +548,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
           f"{'server MB':>11}")
     print(f"{stacks:>7}{workers:>8}{limit:>6}{wall_s:>9.1f}{serial_s:>10.1f}{efficiency:>7.2f}{overhead:>12.2f}"
           f"{result['server_rss_mb']:>11.0f}")
+    print(f"{'cold engine':>21}{cold_wall:>9.1f}{serial_s:>10.1f}{cold_efficiency:>7.2f}{cold_overhead:>12.2f}"
+          f"   (the same runs, python -m prefect.engine)")
     print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_s:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
           f"   (one backup/fleet run, max_parallel {fleet_parallel})")
     return result

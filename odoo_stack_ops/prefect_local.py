@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.warm_start import stop_zygotes
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -129,5 +130,6 @@ class LocalPrefect:
 
     def stop(self) -> None:
         self.stop_worker()
+        stop_zygotes(self.api)  # the warm-start zygote this server's runs forked from (workers started elsewhere too)
         stop_group(self.server, (signal.SIGTERM, signal.SIGINT))
         self.server = None

@@ -69,7 +69,7 @@ def test_a_fresh_sandbox_sweep_is_all_green(prefect_harness, tmp_path):
     assert out["notices"] == []
 
 
-def _lines_until(proc, pattern: str, timeout: float) -> list[str]:
+def _lines_until(proc, pattern: str, timeout: float, logs: Path | None = None) -> list[str]:
     """The demo's output lines up to the first holding `pattern`; fails with the output when it never comes."""
     seen: list[str] = []
     found, ended = threading.Event(), threading.Event()
@@ -84,7 +84,9 @@ def _lines_until(proc, pattern: str, timeout: float) -> list[str]:
 
     threading.Thread(target=read, daemon=True).start()
     ended.wait(timeout)
-    assert found.is_set(), f"no {pattern!r} in {timeout:.0f} s; the demo said:\n" + "\n".join(seen[-40:])
+    tails = "".join(f"\n--- {log} (tail):\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                    for log in sorted((logs or Path("/nonexistent")).glob("*.log")))
+    assert found.is_set(), f"no {pattern!r} in {timeout:.0f} s; the demo said:\n" + "\n".join(seen[-40:]) + tails
     return seen
 
 
@@ -123,7 +125,7 @@ def test_keep_stops_everything_it_started_on_sigterm(tmp_path):
     proc = subprocess.Popen(["sh", "-c", 'trap "" INT; exec "$@"', "sh", *argv], cwd=PROJECT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        out = "\n".join(_lines_until(proc, "press Ctrl-C", timeout=400))
+        out = "\n".join(_lines_until(proc, "press Ctrl-C", timeout=400, logs=workdir / "prefect"))
         tree = yaml.safe_load(Path(re.search(r"stack file (\S+)", out).group(1)).read_text())
         prefect_port = int(re.search(r"Prefect server up in \d+ s at http://127\.0\.0\.1:(\d+)", out).group(1))
         podman_base = str(Path(tree["docker"]["remote_socket"]).parent)

@@ -125,7 +125,8 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         wait_until(lambda: not alive(zygote), 30, "the stale zygote gone (its runs ended)", 0.2)
         warm = run()
         assert finished(warm) == "COMPLETED"
-        assert forked(warm)[1] != zygote
+        zygote2 = forked(warm)[1]
+        assert zygote2 != zygote
 
         # its launcher killed (the run's process for the worker): the forked run dies with it, the run is Crashed
         held = proxy.hold(DUMP_PART)
@@ -142,6 +143,8 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         # four nights published whole; the terminated, cancelled and killed ones left nothing listed
         assert len(manifest_keys(s3, bucket) - before) == 4
         assert_whole(s3, bucket, manifest_keys(s3, bucket) - before)
+        prefect.stop()  # and with it the zygote its runs forked from (else it would wait out its idle time)
+        wait_until(lambda: not alive(zygote2), 10, "the zygote stopped with its server", 0.2)
     finally:
         prefect.stop()
         proxy.stop()
