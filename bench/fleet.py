@@ -74,6 +74,11 @@ SQLITE_SERVER_2026_12_01 = {
 # at load 0.6-4.0; the same run now measures the cold engine again beside the warm one (`cold_engine`).
 COLD_ENGINE_2026_12_01 = {"wall_s": 61.41, "serial_s": 63.08, "efficiency": 0.514, "per_run_overhead_s": 4.92,
                           "single_run_overhead_s": 2.19}
+# Before one boto3 session per process (each S3 client parsed botocore's S3 model again): the same bench, 2026-12-01,
+# load 0.5-4.3. The serial loop got faster with it, so efficiency (relative to it) dropped: kept beside.
+BEFORE_ONE_SESSION_2026_12_01 = {"serial_s": 64.0, "wall_s": 54.7, "efficiency": 0.58, "per_run_overhead_s": 1.75,
+                                 "cold_engine": {"wall_s": 61.3, "efficiency": 0.52, "per_run_overhead_s": 4.87},
+                                 "fleet_flow": {"wall_s": 38.9, "efficiency": 0.82, "per_run_overhead_s": 0.11}}
 COLD_COMMAND = "python -m prefect.engine"
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 BUCKET = "fleet-backups"
@@ -471,6 +476,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                         "per_run_overhead_s": cold_overhead, "wall_ratio_warm_to_cold": round(wall_s / cold_wall, 3),
                         "loadavg": {"start": load_cold, "end": load_cold_end}},
         "cold_engine_2026_12_01": COLD_ENGINE_2026_12_01,
+        "before_one_session_2026_12_01": BEFORE_ONE_SESSION_2026_12_01,
         "server_rss_mb": round(sum(server_rss.values()), 1),
         "fleet_flow": {
             "deployment": "backup/fleet", "max_parallel": fleet_parallel, "cores_used": flow_cores,
@@ -526,6 +532,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "cold_engine": "the same per-deployment fleet right after, each run created with the job variable "
                            "command = `python -m prefect.engine` (the pool's command before warm starts): wall_s, "
                            "efficiency and per_run_overhead_s defined as above; the baseline, measured in the same run",
+            "before_one_session_2026_12_01": "the same bench before each process used one boto3 session (the "
+                                             "serial baseline was slower then): kept beside",
             "cold_engine_2026_12_01": "the top-level figures as committed before warm starts (cold engine, the "
                                       "previous session's run): kept beside the new ones",
             "cpu_s": "CPU seconds per phase (/proc): machine = the whole machine busy (all cores); runs = the flow-run "
