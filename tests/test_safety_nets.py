@@ -205,6 +205,60 @@ def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
     assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_in_victim'", victim) == [(0,)]
 
 
+def filestore_dirs(cfg, prefix: str) -> list[str]:
+    """The odoo-core container's filestore directories whose names start with `prefix`."""
+    from odoo_stack_ops.connect import Connections
+
+    with Connections(cfg) as conns:
+        out = conns.container("odoo-core").run(["ls", "-1", f"{cfg.odoo.data_dir}/filestore"], check=False)
+    return [n for n in out.stdout_text.split() if n.startswith(prefix)]
+
+
+def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database_exists_leaves_nothing(
+        victim, stack_tree, stack_file, stack_config, pg_tls, s3, tmp_path):
+    """The filestore leg unpacks from the start while the dump downloads: a kill in that window leaves a copy
+    directory and no copy database. The next restore drops it (stale copies were found by database alone)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.restore import restore
+    from tests.checks import wait_until
+    from tests.faults import S3FaultProxy
+
+    proxy = S3FaultProxy(s3.endpoint)
+    held = proxy.hold(lambda m, p: m == "GET" and "/db/" in p)  # the dump's download waits; the filestore's does not
+    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                    tmp_path / "proxied.yaml")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = (f"from flows.restore import restore; restore(stack_file={proxied!r}, database='odoo_core', "
+            f"target_database='victim', overwrite=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: proc.poll() is None and held.reached.is_set()
+                   and filestore_dirs(stack_config, "victim__restoring_"), 120,
+                   "the filestore unpacking while the dump waits")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proxy.stop()
+    left = filestore_dirs(stack_config, "victim__restoring_")
+    assert left and databases(pg_tls, "victim\\_\\_%") == []  # the window: a directory, no database
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    try:
+        out = restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True)
+        assert out["replaced_copy"].endswith("(dropped after the gate passed)")
+        assert filestore_dirs(stack_config, "victim__") == []  # the killed restore's directory went too
+        assert databases(pg_tls, "victim\\_\\_%") == []
+        assert filestore_dirs(stack_config, "victim") == ["victim"]
+    finally:
+        free_killed_writers(stack_config.name)
+        from odoo_stack_ops.connect import Connections
+
+        with Connections(stack_config) as conns:
+            for name in filestore_dirs(stack_config, "victim"):
+                rs.drop_filestore(conns.container("odoo-core"), stack_config.odoo.data_dir, name)
+
+
 def test_nightly_and_pre_upgrade_backup_at_once_one_waits_and_both_are_whole(
         prefect_harness, stack_tree, stack_file, addons, pg_tls, tmp_path):
     from prefect.settings import PREFECT_API_URL

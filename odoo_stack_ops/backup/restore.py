@@ -182,6 +182,24 @@ def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float)
     return doomed
 
 
+def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseConfig, target: str,
+                          keep_before_h: float) -> list[str]:
+    """Drop the filestore directories of earlier restores of `target` that have no database: a restore killed
+    before its copy database existed (the filestore unpacks from the start, beside the dump's download) leaves
+    only its directory, which drop_stale_copies cannot see. Returns the names."""
+    listing = executor.run(["ls", "-1", "--", f"{data_dir.rstrip('/')}/filestore"], check=False)
+    names = [n for n in listing.stdout_text.split() if n.startswith(target + "__")] if listing.exit_code == 0 else []
+    if not names:
+        return []
+    with connect(server, server.maintenance_db, autocommit=True) as conn:
+        databases = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                                (target + "__",))}
+    doomed = stale_copies([n for n in names if n not in databases], set(), target, datetime.now(UTC), keep_before_h)
+    for name in doomed:
+        drop_filestore(executor, data_dir, name)
+    return doomed
+
+
 def restore_copy(executor: Executor, server: DatabaseConfig, target: str, st: str, dump_file: Path, *,
                  jobs: int = 2, timeout_s: float = 6 * 3600) -> tuple[str, float]:
     """Restore into a NEW database `<target>__restoring_<stamp>` (never the live one); dropped again on any
