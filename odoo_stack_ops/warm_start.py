@@ -9,8 +9,8 @@ process's socket and kills its own process group when it closes, as a cold run d
 
 Whenever the zygote cannot serve a run exactly as a cold start would, this process becomes the cold start (exec):
 the zygote is not there or fails to start, the project's code or environment changed since it imported them (it
-then exits once its runs end), or STACK_OPS_WARM_START=0. Zygotes are keyed by interpreter and PREFECT_* settings
-(read at import); one lives while runs come, and exits after IDLE_S without one.
+then exits once its runs end), or STACK_OPS_WARM_START=0. Zygotes are keyed by interpreter, PYTHON* variables and
+PREFECT_* settings (read at import); one lives while runs come, and exits after IDLE_S without one.
 
 This module's launcher side imports only the standard library: it costs ~30 ms per run."""
 
@@ -48,8 +48,10 @@ def say(message: str) -> None:
 
 
 def zygote_key(env: dict[str, str]) -> str:
-    """Runs whose interpreter and PREFECT_* settings match share a zygote (settings are read at import)."""
-    settings = sorted((k, v) for k, v in env.items() if k.startswith("PREFECT_") and not k.startswith(PER_RUN_PREFIX))
+    """Runs whose interpreter, PYTHON* variables (path, bytecode, hash seed...) and PREFECT_* settings (read at
+    import) match share a zygote."""
+    settings = sorted((k, v) for k, v in env.items()
+                      if k.startswith(("PREFECT_", "PYTHON")) and not k.startswith(PER_RUN_PREFIX))
     return hashlib.sha256(json.dumps([sys.executable, settings]).encode()).hexdigest()[:16]
 
 

@@ -23,12 +23,14 @@ from tests.test_workers import TERMINAL, assert_whole, manifest_keys
 DUMP_PART = lambda m, p: m == "PUT" and "/db/" in p and "partNumber=" in p  # noqa: E731
 
 
-def test_the_zygote_key_ignores_per_run_variables_and_follows_settings():
+def test_the_zygote_key_ignores_per_run_variables_and_follows_settings_and_interpreter_variables():
     base = {"PREFECT_API_URL": "http://127.0.0.1:4200/api", "STACK_OPS_FILE": "/a.yaml"}
     key = warm_start.zygote_key(base)
     assert warm_start.zygote_key({**base, "PREFECT__FLOW_RUN_ID": "x", "STACK_OPS_FILE": "/b.yaml"}) == key
     assert warm_start.zygote_key({**base, "PREFECT_LOGGING_LEVEL": "DEBUG"}) != key
     assert warm_start.zygote_key({**base, "PREFECT_API_URL": "http://127.0.0.1:4201/api"}) != key
+    assert warm_start.zygote_key({**base, "PYTHONPATH": "/elsewhere"}) != key  # another sys.path: another zygote
+    assert warm_start.zygote_key({**base, "PYTHONDONTWRITEBYTECODE": "1"}) != key
 
 
 def test_the_socket_directory_must_be_private(tmp_path, monkeypatch):
