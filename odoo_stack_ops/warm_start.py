@@ -133,22 +133,35 @@ def launch() -> None:
     if sock is None:
         cold("the zygote did not start")
     request = json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv[1:]}).encode() + b"\n"
-    try:
-        socket.send_fds(sock, [request], [0, 1, 2])
-        answer = read_line(sock)
-    except (OSError, ValueError) as exc:
-        cold(f"the zygote did not answer: {exc}")
-    if not answer or "pid" not in answer:
-        cold((answer or {}).get("cold", "the zygote closed the connection"))
-    pid = answer["pid"]
-    say(f"flow run {os.environ.get('PREFECT__FLOW_RUN_ID')}: process {pid} forked from zygote {answer['zygote']}")
+    run: dict[str, int] = {}  # the forked run's pid, once known; a signal that comes first waits for it
+    pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if "pid" not in run:
+            pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+            os.kill(run["pid"], signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+    try:
+        sent = socket.send_fds(sock, [request], [0, 1, 2])
+        sock.sendall(request[sent:])
+        answer = read_line(sock)
+    except (OSError, ValueError) as exc:
+        answer = {"cold": f"the zygote did not answer: {exc}"}
+    if not answer or "pid" not in answer:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+        if pending:  # asked to stop before anything ran
+            sys.exit(128 + pending[0])
+        cold((answer or {}).get("cold", "the zygote closed the connection"))
+    run["pid"] = answer["pid"]
+    say(f"flow run {os.environ.get('PREFECT__FLOW_RUN_ID')}: process {run['pid']} forked from zygote "
+        f"{answer['zygote']}")
+    for signum in pending:
+        forward(signum, None)
     end = read_line(sock)
     if end is None:  # the zygote died with the run still going: stop the run too, and say so
         forward(signal.SIGKILL, None)
