@@ -147,7 +147,8 @@ def launch() -> None:
         signal.signal(signum, forward)
     try:
         sent = socket.send_fds(sock, [request], [0, 1, 2])
-        sock.sendall(request[sent:])
+        if sent < len(request):  # (an empty send after the zygote answered and closed would fail: EPIPE)
+            sock.sendall(request[sent:])
         answer = read_line(sock)
     except (OSError, ValueError) as exc:
         answer = {"cold": f"the zygote did not answer: {exc}"}
@@ -175,17 +176,25 @@ def launch() -> None:
     sys.exit(os.waitstatus_to_exitcode(status))
 
 
+def zygote_pids(api_url: str | None = None) -> list[int]:
+    """The live zygotes' pids; with `api_url`, only those serving runs of that Prefect API."""
+    needle = f"\0PREFECT_API_URL={api_url}\0".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (proc.name.isdigit() and b"warm_start\0--zygote" in (proc / "cmdline").read_bytes()
+                    and (api_url is None or needle in b"\0" + (proc / "environ").read_bytes())):
+                pids.append(int(proc.name))
+    return pids
+
+
 def stop_zygotes(api_url: str) -> list[int]:
     """SIGTERM the zygotes serving runs of the Prefect API at `api_url` (their runs go on): for whoever stops that
     server, since a zygote otherwise waits out its idle time. Returns their pids."""
-    stopped = []
-    needle = f"\0PREFECT_API_URL={api_url}\0".encode()
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            if (proc.name.isdigit() and b"warm_start\0--zygote" in (proc / "cmdline").read_bytes()
-                    and needle in b"\0" + (proc / "environ").read_bytes()):
-                os.kill(int(proc.name), signal.SIGTERM)
-                stopped.append(int(proc.name))
+    stopped = zygote_pids(api_url)
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     return stopped
 
 
@@ -201,7 +210,8 @@ def fingerprint() -> tuple[int, int]:
     root = Path(odoo_stack_ops.__file__).resolve().parents[1]
     files = [p for d in ("odoo_stack_ops", "flows", "tasks", "deployments") for p in (root / d).rglob("*.py")]
     site = Path(prefect.__file__).resolve().parents[1]
-    return hash(tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))), site.stat().st_mtime_ns
+    stats = sorted((str(p), st.st_mtime_ns, st.st_size) for p in files for st in (p.stat(),))
+    return hash(tuple(stats)), site.stat().st_mtime_ns
 
 
 def preload() -> None:
