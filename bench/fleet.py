@@ -48,7 +48,7 @@ import requests
 import yaml
 
 from deployments import stacks as deployed
-from odoo_stack_ops import inventory
+from odoo_stack_ops import inventory, warm_start
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, bytecode_missing, prefect_bin, stop_group
 from odoo_stack_ops.sandbox import odoo_data
 from odoo_stack_ops.sandbox.images import build_image, start_stack, write_files
@@ -108,9 +108,8 @@ def session_hwm_mb(sid: int) -> dict[str, float]:
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (proc / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[3]) != sid:  # fields after comm: state ppid pgrp session
+        with contextlib.suppress(OSError, IndexError, ValueError, StopIteration):
+            if session_of(int(proc.name)) != sid:
                 continue
             hwm = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("VmHWM:"))
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -127,13 +126,19 @@ def machine_busy_s() -> float:
     return (sum(v) - v[3] - v[4]) / TICK  # minus idle and iowait
 
 
-def proc_cpu_s(pid: int) -> tuple[float, float]:
-    """(own, reaped children's) CPU seconds of a process, from /proc/<pid>/stat; (0, 0) once it is gone."""
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: state ppid pgrp session ... utime stime cutime cstime ...; [] once
+    the process is gone."""
     try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0, 0.0
-    return (int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK
+        return []
+
+
+def proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process; (0, 0) once it is gone."""
+    f = stat_fields(pid)
+    return ((int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK) if f else (0.0, 0.0)
 
 
 def children_cpu_s() -> float:
@@ -141,42 +146,28 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def zygote_pids() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if proc.name.isdigit() and b"warm_start\0--zygote" in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-    return pids
-
-
 def cpu_snapshot(workers: list[int], server: int) -> dict[str, float]:
-    """Where the machine's CPU went so far: the flow-run processes (reaped by a worker or by the warm-start
-    zygote, or still exiting: counted live), the workers themselves, the Prefect server (and its children), and
-    the machine as a whole."""
+    """Where the machine's CPU went so far: the flow-run processes reaped by a worker or by the warm-start zygote
+    (a run still exiting adds only what its own children used: its own CPU falls in `other` until it is reaped),
+    the workers themselves, the Prefect server (and its children), and the machine as a whole."""
     own = [proc_cpu_s(pid) for pid in workers]
-    zygotes = [proc_cpu_s(pid) for pid in zygote_pids()]
-    parents = {*workers, *zygote_pids()}
-    live = [proc_cpu_s(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_of(int(p.name)) in parents]
-    zygotes += live
-    server_cpu = sum(sum(proc_cpu_s(int(p.name))) for p in Path("/proc").iterdir()
-                     if p.name.isdigit() and session_of(int(p.name)) == server)
-    return {"machine": machine_busy_s(), "runs": sum(c for _, c in own) + sum(c for _, c in zygotes),
+    zygotes = warm_start.zygote_pids()
+    parents = {*map(str, workers), *map(str, zygotes)}
+    runs = [proc_cpu_s(pid)[1] for pid in zygotes]
+    server_cpu = 0.0
+    for p in Path("/proc").iterdir():  # one pass: runs still exiting (a worker's or zygote's live children), server
+        f = stat_fields(int(p.name)) if p.name.isdigit() else []
+        if f and (f[1] in parents or f[3] == str(server)):
+            cpu = (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK
+            runs += [(int(f[13]) + int(f[14])) / TICK] if f[1] in parents else []
+            server_cpu += cpu if f[3] == str(server) else 0.0
+    return {"machine": machine_busy_s(), "runs": sum(c for _, c in own) + sum(runs),
             "workers": sum(o for o, _ in own), "server": server_cpu}
 
 
-def parent_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
-
-
 def session_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, ValueError, IndexError):
-        return -1
+    f = stat_fields(pid)
+    return int(f[3]) if f else -1
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
@@ -189,11 +180,10 @@ def cpu_delta(before: dict[str, float], after: dict[str, float], runs: int) -> d
 def zygote_rss_mb() -> dict[str, float]:
     """RSS and peak RSS (MB) of the live warm-start zygotes (odoo_stack_ops/warm_start.py): the memory warm starts cost."""
     out: dict[str, float] = {}
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, StopIteration, ValueError):
-            if b"warm_start\0--zygote" not in (proc / "cmdline").read_bytes():
-                continue
-            status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+    for pid in warm_start.zygote_pids():
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if ":" in line)
             out = {k: round(int(status[f"Vm{k.split('_')[0]}"].split()[0]) / 1024, 1) for k in ("RSS_mb", "HWM_mb")}
     return out
 

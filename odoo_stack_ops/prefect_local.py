@@ -79,7 +79,7 @@ class LocalPrefect:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
         return {"STACK_OPS_WARM_IDLE_S": "60",  # this server's warm-start zygote goes soon after its last run
-                **os.environ, "PATH": path,  # the runs' `python -m prefect.engine` (prefect.yaml) is this venv's
+                **os.environ, "PATH": path,  # the pool's command (prefect.yaml) runs this venv's python
                 "PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_EXTRA_LOGGERS": "odoo_stack_ops",
                 "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5",

@@ -207,16 +207,12 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
     stale = restore.drop_stale_copies(cfg.database, target, cfg.backup.keep_previous_h)
     if stale:
         logger().warning("dropped copies earlier restores of %s left behind: %s", target, stale)
-    if filestore:
+    if filestore:  # the dropped copies' directories, and those of restores killed before their database existed
         with Connections(cfg) as conns:
-            container = conns.container("odoo-core")
-            for name in stale:
-                restore.drop_filestore(container, cfg.odoo.data_dir, name)
-            orphans = restore.drop_stale_filestores(container, cfg.odoo.data_dir, cfg.database, target,
-                                                    cfg.backup.keep_previous_h)
-        if orphans:
-            logger().warning("dropped filestore directories earlier restores of %s left without a database: %s",
-                             target, orphans)
+            dirs = restore.drop_stale_filestores(conns.container("odoo-core"), cfg.odoo.data_dir, cfg.database,
+                                                 target, cfg.backup.keep_previous_h)
+        if dirs:
+            logger().warning("dropped filestore directories earlier restores of %s left behind: %s", target, dirs)
     work = restore.scratch_dir()
     copy = restore.copy_name(target, "restoring", st)
     # the filestore unpacks into the copy's directory while the dump downloads and restores: one waits on the

@@ -169,11 +169,16 @@ def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime,
     return doomed
 
 
+def copy_databases(conn: psycopg.Connection, target: str) -> list[str]:
+    """The databases named like copies of `target` (`<target>__...`)."""
+    return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                       (target + "__",))]
+
+
 def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float) -> list[str]:
     """Drop what stale_copies names; returns the names."""
     with connect(server, server.maintenance_db, autocommit=True) as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                            (target + "__",))]
+        names = copy_databases(conn, target)
         in_use = {r[0] for r in conn.execute("SELECT DISTINCT datname FROM pg_stat_activity WHERE pid <> "
                                              "pg_backend_pid() AND datname IS NOT NULL")}
     doomed = stale_copies(names, in_use, target, datetime.now(UTC), keep_before_h)
@@ -184,16 +189,16 @@ def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float)
 
 def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseConfig, target: str,
                           keep_before_h: float) -> list[str]:
-    """Drop the filestore directories of earlier restores of `target` that have no database: a restore killed
-    before its copy database existed (the filestore unpacks from the start, beside the dump's download) leaves
-    only its directory, which drop_stale_copies cannot see. Returns the names."""
+    """Drop the filestore directories of earlier restores of `target` that have no database and that
+    stale_copies would drop: those of the copies drop_stale_copies just dropped, and those of a restore killed
+    before its copy database existed (the filestore unpacks from the start, beside the dump's download). Returns
+    the names."""
     listing = executor.run(["ls", "-1", "--", f"{data_dir.rstrip('/')}/filestore"], check=False)
     names = [n for n in listing.stdout_text.split() if n.startswith(target + "__")] if listing.exit_code == 0 else []
     if not names:
         return []
     with connect(server, server.maintenance_db, autocommit=True) as conn:
-        databases = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                                (target + "__",))}
+        databases = set(copy_databases(conn, target))
     doomed = stale_copies([n for n in names if n not in databases], set(), target, datetime.now(UTC), keep_before_h)
     for name in doomed:
         drop_filestore(executor, data_dir, name)
