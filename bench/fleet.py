@@ -44,12 +44,11 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import psycopg
-import requests
 import yaml
 
 from deployments import stacks as deployed
 from odoo_stack_ops import inventory, warm_start
-from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, bytecode_missing, prefect_bin, stop_group
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, api_session, bytecode_missing, prefect_bin, stop_group
 from odoo_stack_ops.sandbox import odoo_data
 from odoo_stack_ops.sandbox.images import build_image, start_stack, write_files
 from odoo_stack_ops.sandbox.podman import PodmanService
@@ -96,6 +95,8 @@ for name in names:
     seconds[name] = time.monotonic() - started
 print("FLEET-SERIAL " + json.dumps(seconds))
 """
+
+HTTP = api_session()  # the API's 503s (a busy server) retried, as Prefect's client does
 
 
 def loadavg() -> list[float]:
@@ -199,10 +200,10 @@ def import_cost(env: dict[str, str]) -> dict[str, float]:
 
 
 def start_up_logs(api: str, run_id: str, lines: int = 25) -> list[str]:
-    run = requests.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
-    logs = requests.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
+    run = HTTP.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+    logs = HTTP.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}},
                                                      "sort": "TIMESTAMP_ASC", "limit": lines}, timeout=30).json()
-    states = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
+    states = HTTP.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30).json()
     events = [(ts(x["timestamp"]), x["message"].splitlines()[0][:100]) for x in logs]
     events += [(ts(x["timestamp"]), f"state {x['name']}") for x in states]
     return [f"{t - ts(run['created']):7.2f}  {m}" for t, m in sorted(events)][:lines]
@@ -249,7 +250,7 @@ def write_inventory(path: Path, tree: dict[str, Any], names: list[str], max_para
 def wait_runs(api: str, runs: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        got = {r: requests.get(f"{api}/flow_runs/{r}", timeout=30).json() for r in runs}
+        got = {r: HTTP.get(f"{api}/flow_runs/{r}", timeout=30).json() for r in runs}
         if all(g["state"]["type"] in TERMINAL for g in got.values()):
             return got
         if time.monotonic() > deadline:
@@ -261,7 +262,7 @@ def wait_runs(api: str, runs: list[str], timeout: float) -> dict[str, dict[str, 
 def timeline(api: str, run: dict[str, Any]) -> dict[str, float]:
     """One finished run's times (s): queued (created → Pending), start-up (Pending → Running), running, and
     the overhead = (end - Pending) - Running."""
-    states = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=30).json()
+    states = HTTP.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=30).json()
     pending = min(ts(s["timestamp"]) for s in states if s["type"] == "PENDING")
     running = min(ts(s["timestamp"]) for s in states if s["type"] == "RUNNING")
     end = ts(run["end_time"])
@@ -277,7 +278,7 @@ def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, An
     runs = []
     for d in deployment_ids:
         for attempt in range(5):
-            response = requests.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
+            response = HTTP.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
             if response.status_code in (200, 201):
                 runs.append(response.json()["id"])
                 break
@@ -297,7 +298,7 @@ def fleet_flow_run(api: str, deployment_id: str, stacks: int, parallel: int, tim
     run = wait_runs(api, [run_id], timeout)[run_id]
     if run["state"]["type"] != "COMPLETED":
         raise RuntimeError(f"fleet run ended {run['state']['type']}: {run['state'].get('message')}")
-    children = requests.post(f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
+    children = HTTP.post(f"{api}/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {
         "operator": "and_", "any_": [run_id]}}, "limit": 200}, timeout=30).json()
     if len(children) != stacks or {c["state"]["type"] for c in children} != {"COMPLETED"}:
         raise RuntimeError(f"fleet run has {len(children)} subflows for {stacks} stacks: "
@@ -339,8 +340,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             nightly = [f"nightly-{n}" for n in names]
             prefect.cli("--no-prompt", "deploy", "--prefect-file", deployed.GENERATED,
                         *[a for n in [*nightly, "fleet"] for a in ("--name", n)], extra_env=env, timeout=1800)
-            ids = [requests.get(f"{prefect.api}/deployments/name/backup/{n}", timeout=30).json()["id"] for n in nightly]
-            fleet_id = requests.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=30).json()["id"]
+            ids = [prefect.http.get(f"{prefect.api}/deployments/name/backup/{n}", timeout=30).json()["id"] for n in nightly]
+            fleet_id = prefect.http.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=30).json()["id"]
             setup_s = time.monotonic() - started
             print(f"{stacks} stacks set up and deployed in {setup_s:.0f} s; starting {workers} workers")
             for w in range(workers):

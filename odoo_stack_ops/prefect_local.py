@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.warm_start import stop_zygotes
@@ -61,6 +63,16 @@ def prefect_bin() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 
 
+def api_session() -> requests.Session:
+    """HTTP to the server's API, retried as Prefect's own client does: the server answers 503 for errors a client
+    may retry (a busy SQLite database says "locked"), and such a request changed nothing."""
+    session = requests.Session()
+    retry = Retry(total=6, connect=3, read=0, status_forcelist=(429, 502, 503), allowed_methods=None,
+                  backoff_factor=0.5, backoff_jitter=0.5, respect_retry_after_header=True, raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 class LocalPrefect:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME, plus helpers to deploy and work.
 
@@ -75,6 +87,7 @@ class LocalPrefect:
         self.api = f"{self.url}/api"
         self.server: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
+        self.http = api_session()
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])

@@ -8,7 +8,6 @@ import re
 import time
 
 import pytest
-import requests
 
 from odoo_stack_ops.prefect_local import LocalPrefect
 
@@ -34,7 +33,7 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(mattermost, tmp
         assert "failure automation: created" in prefect.python("-m", "deployments.setup", extra_env=env)
         # run again (as after an upgrade of this project): the one automation is brought up to date, not doubled
         assert "failure automation: updated" in prefect.python("-m", "deployments.setup", extra_env=env)
-        autos = requests.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
+        autos = prefect.http.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
         assert sorted(a["name"] for a in autos) == ["odoo-stack-ops: crash runs whose heartbeat stopped",
                                                      "odoo-stack-ops: failed run to Mattermost"]
         prefect.cli("--no-prompt", "deploy", "--name", "n8n-import/on-demand", extra_env=env)
@@ -43,7 +42,7 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(mattermost, tmp
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
 
         def state() -> str | None:
-            kind = requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+            kind = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
             return kind if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
         assert _wait(state, 180, "final state of the run") == "FAILED"

@@ -8,7 +8,6 @@ import re
 import time
 
 import pytest
-import requests
 
 from odoo_stack_ops.prefect_local import LocalPrefect
 
@@ -31,14 +30,14 @@ def test_prefect_deployment_run_backup_nightly(stack_file, mattermost, tmp_path)
                           extra_env=env, timeout=700)
         elapsed = time.monotonic() - start
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-        run = requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
+        run = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        arts = requests.post(f"{prefect.api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["backup-nightly"]}}},
+        arts = prefect.http.post(f"{prefect.api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["backup-nightly"]}}},
                              timeout=10).json()
         assert arts and "verified" in arts[0]["data"]
-        autos = requests.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
+        autos = prefect.http.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
         assert any(a["name"].startswith("odoo-stack-ops") for a in autos)
-        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()
+        deployment = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()
         assert deployment["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
         assert deployment["schedules"][0]["schedule"]["timezone"] == "Asia/Singapore"
         (tmp_path / "timing.json").write_text(json.dumps({"run_to_completed_s": elapsed}))

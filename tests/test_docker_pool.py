@@ -13,7 +13,6 @@ import re
 import shutil
 
 import pytest
-import requests
 import yaml
 
 from odoo_stack_ops.sandbox.worker_image import image_size_mb
@@ -87,11 +86,11 @@ def test_backup_nightly_completes_in_a_docker_pool_container(stack_tree, stack_c
         out = prefect.cli("deployment", "run", "backup/nightly-docker", "--watch", "--watch-timeout", "480",
                           *docker_run_args(tag, conf), timeout=540)
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-        run = requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
+        run = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        logs = requests.post(f"{prefect.api}/logs/filter", timeout=10,
+        logs = prefect.http.post(f"{prefect.api}/logs/filter", timeout=10,
                              json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
-        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly-docker", timeout=10).json()
+        deployment = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly-docker", timeout=10).json()
     finally:
         prefect.stop_worker()
 

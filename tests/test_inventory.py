@@ -8,7 +8,6 @@ import time
 
 import psycopg
 import pytest
-import requests
 import yaml
 
 from deployments import stacks
@@ -132,33 +131,33 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
         prefect.cli("--no-prompt", "deploy", "--all", "--prefect-file", stacks.GENERATED, extra_env=env)
         base = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
         fleet = [d for d in base if d["entrypoint"] in stacks.FLEET_ENTRYPOINTS]
-        listed = requests.post(f"{prefect.api}/deployments/filter", json={}, timeout=10).json()
+        listed = prefect.http.post(f"{prefect.api}/deployments/filter", json={}, timeout=10).json()
         assert len(fleet) == 1 and len(listed) == 3 * (len(base) - 1) + 1  # backup/fleet once, over all stacks
         for name in names:
-            d = requests.get(f"{prefect.api}/deployments/name/backup/nightly-{name}", timeout=10).json()
+            d = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly-{name}", timeout=10).json()
             assert d["parameters"] == {"stack": name}
             minute, hour = map(int, d["schedules"][0]["schedule"]["cron"].split()[:2])
             assert hour * 60 + minute - 120 == stacks.offset_minutes(name, 30)
-        limit = requests.get(f"{prefect.api}/v2/concurrency_limits/"
+        limit = prefect.http.get(f"{prefect.api}/v2/concurrency_limits/"
                              f"db-dumps-{pg_tls.host.replace('.', '-')}-{pg_tls.port}", timeout=10).json()
         assert limit["limit"] == 2
         prefect.start_worker("ops-process", env)
-        ids = [requests.get(f"{prefect.api}/deployments/name/backup/nightly-{n}", timeout=10).json()["id"] for n in names]
-        ids.append(requests.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=10).json()["id"])
-        runs = [requests.post(f"{prefect.api}/deployments/{i}/create_flow_run", json={}, timeout=10).json()["id"]
+        ids = [prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly-{n}", timeout=10).json()["id"] for n in names]
+        ids.append(prefect.http.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=10).json()["id"])
+        runs = [prefect.http.post(f"{prefect.api}/deployments/{i}/create_flow_run", json={}, timeout=10).json()["id"]
                 for i in ids]  # each stack's nightly, and the three again as subflows of one fleet run
         deadline = time.monotonic() + 600
         states = {}
         while time.monotonic() < deadline:
-            states = {r: requests.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()["state"]["type"] for r in runs}
+            states = {r: prefect.http.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()["state"]["type"] for r in runs}
             if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values()):
                 break
             time.sleep(2)
         assert set(states.values()) == {"COMPLETED"}, states
-        children = requests.post(f"{prefect.api}/flow_runs/filter", json={"flow_runs": {
+        children = prefect.http.post(f"{prefect.api}/flow_runs/filter", json={"flow_runs": {
             "parent_flow_run_id": {"operator": "and_", "any_": [runs[-1]]}}}, timeout=10).json()
         assert sorted(c["parameters"]["stack"] for c in children) == list(names)
-        keys = {a["key"] for a in requests.post(f"{prefect.api}/artifacts/filter", json={}, timeout=10).json()}
+        keys = {a["key"] for a in prefect.http.post(f"{prefect.api}/artifacts/filter", json={}, timeout=10).json()}
         assert {f"backup-nightly-{n}" for n in names} <= keys  # each stack's own artifact
     finally:
         prefect.stop()

@@ -5,16 +5,17 @@ it warm from a fresh zygote; nothing half-written is ever listed."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
 import stat
+import threading
 
 import pytest
-import requests
 
 from odoo_stack_ops import warm_start
-from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect
+from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, api_session
 from tests.checks import wait_until
 from tests.faults import S3FaultProxy
 from tests.fixtures.stack import write_tree
@@ -42,6 +43,36 @@ def test_the_socket_directory_must_be_private(tmp_path, monkeypatch):
         warm_start.runtime_dir()
 
 
+def test_api_calls_retry_the_servers_service_unavailable_as_prefects_client_does():
+    """A busy server answers 503 "Service Unavailable" to a request it did not apply (a CI run's create_flow_run
+    failed so); Prefect's client retries 429/502/503, and the tests' and bench's calls to the API do too."""
+    answers = [503, 503, 201, 500]
+    seen: list[str] = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["content-length"])).decode())
+            body = b'{"exception_message":"Service Unavailable"}'
+            self.send_response(answers.pop(0))
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/deployments/x/create_flow_run"
+        assert api_session().post(url, json={}, timeout=10).status_code == 201
+        assert seen == ["{}"] * 3  # the same request, sent again
+        assert api_session().post(url, json={}, timeout=10).status_code == 500  # a real error is not retried
+        assert len(seen) == 4
+    finally:
+        server.shutdown()
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -65,15 +96,15 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         prefect.python("-m", "deployments.setup", extra_env=env)
         prefect.cli("--no-prompt", "deploy", "--name", "nightly", extra_env=env)
         prefect.start_worker("ops-process", env)
-        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
+        deployment = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
 
         def run() -> str:
-            response = requests.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
+            response = prefect.http.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
             assert response.status_code == 201, response.text
             return response.json()["id"]
 
         def read(run_id: str) -> dict:
-            return requests.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
+            return prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()
 
         def finished(run_id: str) -> str:
             return wait_until(lambda: read(run_id)["state"]["type"] in TERMINAL and read(run_id)["state"]["type"],
@@ -111,7 +142,7 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         doomed = run()
         wait_until(held.reached.is_set, 120, "the run's first dump part at S3", 0.2)
         pid, _ = forked(doomed)
-        requests.post(f"{prefect.api}/flow_runs/{doomed}/set_state", timeout=10,
+        prefect.http.post(f"{prefect.api}/flow_runs/{doomed}/set_state", timeout=10,
                       json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}).raise_for_status()
         assert finished(doomed) == "CANCELLED"
         wait_until(lambda: not alive(pid), 30, "the cancelled run's process gone", 0.2)

@@ -14,7 +14,6 @@ import signal
 import subprocess
 
 import pytest
-import requests
 
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, prefect_bin, stop_group
 from tests.checks import wait_until
@@ -46,7 +45,7 @@ def heartbeats(prefect: LocalPrefect, run_id: str) -> list:
     cannot be told from a slow one: see the README)."""
     body = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
                        "resource": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 10}
-    return requests.post(f"{prefect.api}/events/filter", json=body, timeout=10).json()["events"]
+    return prefect.http.post(f"{prefect.api}/events/filter", json=body, timeout=10).json()["events"]
 
 
 @pytest.mark.timeout(1200)
@@ -77,10 +76,10 @@ def test_a_worker_killed_mid_backup_crashes_the_run_and_the_next_run_is_green(st
                                             env=prefect.env({**env, **extra}), cwd=PROJECT, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True))
         before = manifest_keys(s3, bucket)
-        deployment = requests.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
-        run = lambda: requests.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={},  # noqa: E731
+        deployment = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly", timeout=10).json()["id"]
+        run = lambda: prefect.http.post(f"{prefect.api}/deployments/{deployment}/create_flow_run", json={},  # noqa: E731
                                     timeout=10).json()["id"]
-        read = lambda r: requests.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()  # noqa: E731
+        read = lambda r: prefect.http.get(f"{prefect.api}/flow_runs/{r}", timeout=10).json()  # noqa: E731
         doomed = run()
         wait_until(held.reached.is_set, 300, "the doomed run's first dump part at S3", 0.2)
         started = wait_until(lambda: read(doomed)["state"]["type"] == "RUNNING" and read(doomed).get("infrastructure_pid"),
