@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import contextlib
 import fcntl
+import gc
 import hashlib
 import importlib
 import json
@@ -177,15 +178,16 @@ def launch() -> None:
 
 
 def zygote_pids(api_url: str | None = None) -> list[int]:
-    """The live zygotes' pids; with `api_url`, only those serving runs of that Prefect API."""
+    """The live zygotes' pids; with `api_url`, only those serving runs of that Prefect API. A forked run keeps its
+    zygote's command line and start-up environment in /proc: it is told apart by its parent, a zygote."""
     needle = f"\0PREFECT_API_URL={api_url}\0".encode()
-    pids = []
+    found: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             if (proc.name.isdigit() and b"warm_start\0--zygote" in (proc / "cmdline").read_bytes()
                     and (api_url is None or needle in b"\0" + (proc / "environ").read_bytes())):
-                pids.append(int(proc.name))
-    return pids
+                found[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def stop_zygotes(api_url: str) -> list[int]:
@@ -215,14 +217,20 @@ def fingerprint() -> tuple[int, int]:
 
 
 def preload() -> None:
-    """What every cold run imports first: the engine, and every flow module (their imports: boto3, psycopg...)."""
+    """What every cold run imports first: the engine, and every flow module (their imports: boto3, psycopg...);
+    what each run would make again (botocore's S3 model, the API clients' TLS context). Then every object is
+    frozen: a run's garbage collections, and its interpreter's exit, leave the zygote's objects alone instead of
+    touching (and copying) every page of them (measured: a forked run's exit 0.68 → 0.12 CPU-s)."""
     import flows  # noqa: PLC0415 - the zygote's imports, never the launcher's
 
     for name in ("prefect.engine", "prefect.flow_engine", "prefect._internal.metrics", "prefect.deployments.steps"):
         importlib.import_module(name)
     for info in pkgutil.iter_modules(flows.__path__, "flows."):
         importlib.import_module(info.name)
-    importlib.import_module("odoo_stack_ops.backup.spaces").warm()  # botocore's S3 model, parsed once
+    importlib.import_module("odoo_stack_ops.backup.spaces").warm()
+    importlib.import_module("odoo_stack_ops.prefect_tls").share_client_contexts()
+    gc.collect()
+    gc.freeze()
 
 
 class Zygote:

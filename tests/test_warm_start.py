@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -41,6 +43,18 @@ def test_the_socket_directory_must_be_private(tmp_path, monkeypatch):
     path.chmod(0o770)  # another user of the group could reach the zygote (it holds the worker's secrets)
     with pytest.raises(PermissionError, match="not a private directory"):
         warm_start.runtime_dir()
+
+
+def test_the_zygote_freezes_what_it_preloaded_and_shares_the_api_clients_tls_context():
+    """Forked runs must not collect (and so copy) the zygote's objects, nor parse the CA bundle per API client."""
+    code = ("import gc, sys; from odoo_stack_ops import prefect_tls, warm_start; warm_start.preload(); "
+            "import prefect.client.orchestration as o; "
+            "print(gc.get_freeze_count(), len(gc.get_objects()), isinstance(o.ssl, prefect_tls.SharedContexts))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120,
+                          check=True)
+    frozen, unfrozen, shared = proc.stdout.split()
+    assert int(frozen) > 100_000 and int(unfrozen) < int(frozen) / 10  # Prefect, boto3, the flows: all frozen
+    assert shared == "True"
 
 
 def test_api_calls_retry_the_servers_service_unavailable_as_prefects_client_does():
@@ -166,6 +180,7 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         killed = run()
         wait_until(held.reached.is_set, 120, "the run's first dump part at S3", 0.2)
         pid, _ = forked(killed)
+        assert warm_start.zygote_pids(prefect.api) == [zygote2]  # its forked run, which shares its /proc command line, is not one
         launcher = int(wait_until(lambda: read(killed).get("infrastructure_pid"), 30, "the run's pid").rsplit(":", 1)[-1])
         assert launcher != pid
         os.kill(launcher, signal.SIGKILL)
