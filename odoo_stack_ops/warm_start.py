@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 IDLE_S = 900  # STACK_OPS_WARM_IDLE_S overrides (the test bed's servers come and go)
@@ -376,6 +377,9 @@ class Zygote:
             os.killpg(0, signal.SIGKILL)
 
         threading.Thread(target=watch, name="warm-start-launcher-watch", daemon=True).start()
+        # runpy warns that prefect.engine is already imported (the zygote preloaded it): intended, and it is run
+        # as __main__ afresh, as `python -m` would; the warning would only add a line to every run's output
+        warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning)
         runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
         sys.exit(0)
 

@@ -136,6 +136,7 @@ def test_warm_runs_complete_cancel_crash_and_restart_on_changed_code(stack_tree,
         assert finished(second) == "COMPLETED"
         (pid1, zygote), (pid2, zygote2) = forked(first), forked(second)
         assert zygote2 == zygote and pid1 != pid2 and alive(zygote)
+        assert "found in sys.modules" not in worker_log.read_text()  # runpy's warning about the preloaded engine
 
         # SIGTERM to its launcher (what the worker's graceful kill sends): forwarded, the run ends on its own terms
         held = proxy.hold(DUMP_PART)
