@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -21,6 +25,38 @@ def wait_until(pred: Callable[[], T], timeout: float, what: str = "the condition
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+@contextlib.contextmanager
+def http_endpoint(answer: Callable[[str, str, bytes], tuple[int, bytes]],
+                  tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A real HTTP (or, with `tls`, HTTPS) endpoint on 127.0.0.1: each request is answered with
+    `answer(method, path, body)` -> (status, JSON body). Yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            status, body = answer(self.command, self.path,
+                                  self.rfile.read(int(self.headers.get("content-length") or 0)))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def task_runs(flow_run_id: UUID) -> dict[str, list[tuple[Any, list[str]]]]:

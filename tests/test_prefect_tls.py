@@ -5,19 +5,18 @@ Each case runs in a fresh interpreter, as a forked run would, so the pytest proc
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import ssl
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from odoo_stack_ops.prefect_local import PROJECT
 from odoo_stack_ops.sandbox.postgres import make_ca_and_cert
+from tests.checks import http_endpoint
 
 CLIENTS = r"""
 import asyncio, json, os, ssl, sys
@@ -53,28 +52,13 @@ print(json.dumps({"changed": changed, "made": before_renewal, "after_renewal": l
 
 @pytest.fixture(scope="module")
 def https_api(tmp_path_factory):
-    """A TLS endpoint answering Prefect's health check, its certificate from a throwaway CA."""
+    """A TLS endpoint answering Prefect's health and version checks, its certificate from a throwaway CA."""
     ca, cert, key = make_ca_and_cert(tmp_path_factory.mktemp("tls"))
-
-    class Api(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"true" if self.path.endswith("/health") else b'"3.9.1"'
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://127.0.0.1:{server.server_port}/api", ca
-    server.shutdown()
+    with http_endpoint(lambda _m, path, _b: (200, b"true" if path.endswith("/health") else b'"3.9.1"'),
+                       context) as base:
+        yield f"{base}/api", ca
 
 
 def clients(api: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,20 +5,18 @@ it warm from a fresh zygote; nothing half-written is ever listed."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import signal
 import stat
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from odoo_stack_ops import warm_start
 from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect, api_session
-from tests.checks import wait_until
+from tests.checks import http_endpoint, wait_until
 from tests.faults import S3FaultProxy
 from tests.fixtures.stack import write_tree
 from tests.test_workers import TERMINAL, assert_whole, manifest_keys
@@ -61,30 +59,18 @@ def test_api_calls_retry_the_servers_service_unavailable_as_prefects_client_does
     """A busy server answers 503 "Service Unavailable" to a request it did not apply (a CI run's create_flow_run
     failed so); Prefect's client retries 429/502/503, and the tests' and bench's calls to the API do too."""
     answers = [503, 503, 201, 500]
-    seen: list[str] = []
+    seen: list[bytes] = []
 
-    class Api(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            seen.append(self.rfile.read(int(self.headers["content-length"])).decode())
-            body = b'{"exception_message":"Service Unavailable"}'
-            self.send_response(answers.pop(0))
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def api(_method: str, _path: str, body: bytes) -> tuple[int, bytes]:
+        seen.append(body)
+        return answers.pop(0), b'{"exception_message":"Service Unavailable"}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/api/deployments/x/create_flow_run"
+    with http_endpoint(api) as base:
+        url = f"{base}/api/deployments/x/create_flow_run"
         assert api_session().post(url, json={}, timeout=10).status_code == 201
-        assert seen == ["{}"] * 3  # the same request, sent again
+        assert seen == [b"{}"] * 3  # the same request, sent again
         assert api_session().post(url, json={}, timeout=10).status_code == 500  # a real error is not retried
         assert len(seen) == 4
-    finally:
-        server.shutdown()
 
 
 def alive(pid: int) -> bool:
