@@ -273,18 +273,14 @@ def timeline(api: str, run: dict[str, Any]) -> dict[str, float]:
 
 def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, Any] | None = None,
                 parameters: dict[str, Any] | None = None) -> list[str]:
-    """One run per deployment; a refused request (SQLite busy under the workers' polling) is sent again."""
+    """One run per deployment (a busy server's 503 is retried by HTTP, as by Prefect's client)."""
     body = {k: v for k, v in (("job_variables", job_variables), ("parameters", parameters)) if v}
     runs = []
     for d in deployment_ids:
-        for attempt in range(5):
-            response = HTTP.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
-            if response.status_code in (200, 201):
-                runs.append(response.json()["id"])
-                break
-            if attempt == 4:
-                raise RuntimeError(f"create_flow_run refused: {response.status_code} {response.text[:500]}")
-            time.sleep(1)
+        response = HTTP.post(f"{api}/deployments/{d}/create_flow_run", json=body, timeout=60)
+        if response.status_code not in (200, 201):
+            raise RuntimeError(f"create_flow_run refused: {response.status_code} {response.text[:500]}")
+        runs.append(response.json()["id"])
     return runs
 
 

@@ -210,8 +210,7 @@ def filestore_dirs(cfg, prefix: str) -> list[str]:
     from odoo_stack_ops.connect import Connections
 
     with Connections(cfg) as conns:
-        out = conns.container("odoo-core").run(["ls", "-1", f"{cfg.odoo.data_dir}/filestore"], check=False)
-    return [n for n in out.stdout_text.split() if n.startswith(prefix)]
+        return rs.filestore_dirs(conns.container("odoo-core"), cfg.odoo.data_dir, prefix)
 
 
 def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database_exists_leaves_nothing(

@@ -187,14 +187,19 @@ def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float)
     return doomed
 
 
+def filestore_dirs(executor: Executor, data_dir: str, prefix: str) -> list[str]:
+    """The names in Odoo's filestore directory that start with `prefix` (none if it cannot be listed)."""
+    listing = executor.run(["ls", "-1", "--", f"{data_dir.rstrip('/')}/filestore"], check=False)
+    return [n for n in listing.stdout_text.split() if n.startswith(prefix)] if listing.exit_code == 0 else []
+
+
 def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseConfig, target: str,
                           keep_before_h: float) -> list[str]:
     """Drop the filestore directories of earlier restores of `target` that have no database and that
     stale_copies would drop: those of the copies drop_stale_copies just dropped, and those of a restore killed
     before its copy database existed (the filestore unpacks from the start, beside the dump's download). Returns
     the names."""
-    listing = executor.run(["ls", "-1", "--", f"{data_dir.rstrip('/')}/filestore"], check=False)
-    names = [n for n in listing.stdout_text.split() if n.startswith(target + "__")] if listing.exit_code == 0 else []
+    names = filestore_dirs(executor, data_dir, target + "__")
     if not names:
         return []
     with connect(server, server.maintenance_db, autocommit=True) as conn:
