@@ -213,16 +213,26 @@ def filestore_dirs(cfg, prefix: str) -> list[str]:
         return rs.filestore_dirs(conns.container("odoo-core"), cfg.odoo.data_dir, prefix)
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database_exists_leaves_nothing(
-        victim, stack_tree, stack_file, stack_config, pg_tls, s3, tmp_path):
+        victim, stack_tree, stack_file, stack_config, pg_tls, s3, tmp_path, encrypted):
     """The filestore leg unpacks from the start while the dump downloads: a kill in that window leaves a copy
-    directory and no copy database. The next restore drops it (stale copies were found by database alone)."""
+    directory and no copy database. The next restore drops it (stale copies were found by database alone). With
+    encryption on, the night restored is an encrypted one (each blob decrypted as it unpacks)."""
     from prefect.settings import PREFECT_API_URL
 
+    from flows.backup import backup
     from flows.restore import restore
     from tests.checks import wait_until
     from tests.faults import S3FaultProxy
 
+    if encrypted:
+        identity = pyrage.x25519.Identity.generate()
+        stack_tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [str(identity.to_public())],
+                                               "age_identity": str(identity)}}
+        stack_file = write(stack_tree, tmp_path / "encrypted.yaml")
+        backup(stack_file=stack_file)  # the latest night, the one both restores below take, is encrypted
+        assert published(stack_config)[-1].encryption.enabled
     proxy = S3FaultProxy(s3.endpoint)
     held = proxy.hold(lambda m, p: m == "GET" and "/db/" in p)  # the dump's download waits; the filestore's does not
     proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
