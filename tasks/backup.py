@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from prefect import task
 from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup import database as dbleg
 from odoo_stack_ops.backup import filestore as fsleg
-from odoo_stack_ops.backup import layout, lifecycle, restore, spaces
+from odoo_stack_ops.backup import layout, lifecycle, restore, spaces, spools
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.verify import drop_stale_scratch, verify_backup
 from odoo_stack_ops.config import StackConfig
@@ -60,7 +59,7 @@ def dump_database(cfg: StackConfig, database: str, st: str) -> tuple[mf.DumpReco
     compressed plaintext copy on this worker, which verification and rollback restore from: the caller deletes
     it)."""
     log = logger()
-    plain = Path(tempfile.mkdtemp(prefix="odoo-dump-")) / f"{database}-{st}.dump.zst"
+    plain = spools.owned_dir("odoo-dump-") / f"{database}-{st}.dump.zst"
     s3 = spaces.client(cfg.spaces)
     key = layout.dump_key(cfg.spaces.prefix, database, st, encrypted=bool(cfg.backup.age_recipients))
     wrap = None

@@ -357,3 +357,48 @@ def test_staging_refresh_falls_back_to_the_sql_rules_without_odoo_neutralize(
     assert pg_tls.execute("SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'",
                           "odoo_dev") == [("True",)]
     docker_executor.run(["rm", "-rf", "/var/lib/odoo/filestore/odoo_dev"])
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_nightly_killed_after_its_dump_leaves_no_plaintext_copy_past_the_next_night(
+        prefect_harness, stack_tree, stack_file, stack_config, s3, tmp_path, monkeypatch, encrypted):
+    """A night keeps a compressed plaintext copy of its dump on the worker for verification (with encryption on
+    too: that is how verification needs no private key). Killed before it deletes it, the copy stayed forever;
+    the next night on the worker removes it, and leaves no copy of its own."""
+    import tempfile
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.backup import backup
+    from tests.checks import wait_until
+    from tests.faults import S3FaultProxy
+
+    if encrypted:
+        identity = pyrage.x25519.Identity.generate()
+        stack_tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [str(identity.to_public())]}}
+        stack_file = write(stack_tree, tmp_path / "encrypted.yaml")
+    spool = tmp_path / "tmp"  # this test's own temporary folder: others' runs do not mix in
+    spool.mkdir()
+    proxy = S3FaultProxy(s3.endpoint)
+    held = proxy.hold(lambda m, p: m == "PUT" and "/filestore/" in p)  # the filestore manifest: after the dump
+    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                    tmp_path / "proxied.yaml")
+    env = {**os.environ, "TMPDIR": str(spool), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", f"from flows.backup import backup; backup(stack_file={proxied!r})"],
+                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: proc.poll() is None and held.reached.is_set(), 120, "the night past its dump")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proxy.stop()
+    (killed,) = spool.glob("odoo-dump-*")
+    (copy,) = killed.glob("*.dump.zst")
+    assert copy.stat().st_size > 0
+    free_killed_writers(stack_config.name)  # what the server's lease repossessor does for the killed night
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    backup(stack_file=stack_file)
+    assert not killed.exists()
+    assert list(spool.iterdir()) == []

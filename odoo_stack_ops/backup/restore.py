@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from odoo_stack_ops.backup import layout, pgdump
+from odoo_stack_ops.backup import layout, pgdump, spools
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.backup.database import connect, create_database, drop_database
 from odoo_stack_ops.backup.filestore import StoredFile, decode_manifest
@@ -510,4 +510,4 @@ def write_odoo_zip(dest: Path, manifest: mf.Manifest, dump_file: Path, members: 
 
 
 def scratch_dir(base: str | None = None) -> Path:
-    return Path(tempfile.mkdtemp(prefix="odoo-restore-", dir=base))
+    return spools.owned_dir("odoo-restore-", base)

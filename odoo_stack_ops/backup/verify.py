@@ -11,13 +11,12 @@ import logging
 import random
 import re
 import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from odoo_stack_ops.backup import layout
+from odoo_stack_ops.backup import layout, spools
 from odoo_stack_ops.backup.database import connect, create_database, drop_database, read_facts
 from odoo_stack_ops.backup.filestore import StoredFile, hash_object
 from odoo_stack_ops.backup.manifest import DumpRecord, Manifest, Verification
@@ -174,7 +173,7 @@ def verify_backup(
     problems: list[str] = []
     restored_facts: dict[str, Any] | None = None
     sampled = None
-    work = Path(tempfile.mkdtemp(prefix="odoo-verify-"))
+    work = spools.owned_dir("odoo-verify-")
     try:
         if plain_copy is not None:
             problems += check_stored(bucket, manifest.dump)
