@@ -31,6 +31,7 @@ from prefect.exceptions import ObjectNotFound
 from deployments import stacks
 from odoo_stack_ops import inventory
 from odoo_stack_ops.config import STACK_FILE_VAR, load_config
+from odoo_stack_ops.notify import ALERTED
 
 log = logging.getLogger("deployments.setup")
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,8 @@ def ensure_failure_automation(client: object, block_id: object) -> bool:
         description="Posts every Failed or Crashed run of the odoo-stack-ops flows to Mattermost",
         trigger=EventTrigger(
             expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            # a run that posted its own alert (with what to do) says so in its state message: not posted twice
+            match={"prefect.resource.id": "prefect.flow-run.*", "prefect.state-message": f"!*{ALERTED}*"},
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(FLOWS)},
             posture=Posture.Reactive, threshold=1,
         ),

@@ -25,7 +25,7 @@ from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
 from odoo_stack_ops.config import STACK_FILE_VAR, StackConfig, load_config
 from odoo_stack_ops.errors import ConfigError, OpsError
 from odoo_stack_ops.locks import cluster_dump_slot, stack_writer
-from odoo_stack_ops.notify import notify
+from odoo_stack_ops.notify import ALERTED, alerted, notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
 from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
 from tasks.retention import apply_retention
@@ -111,10 +111,10 @@ def backup(
         problems = {**failures, **{db: m.verification.error or "not verified"
                                    for db, m in manifests.items() if not m.verified}}
         text = "\n".join(f"- {db}: {p}" for db, p in problems.items())
-        notify(cfg.mattermost, f"Backup {st} of {cfg.name} FAILED", text + "\nRetention did not prune. Check the "
-               "run's logs in Prefect, fix the cause, then re-run `prefect deployment run backup/nightly`.")
-        raise OpsError(f"nightly backup {st} failed for {sorted(problems)}: " + "; ".join(
-            f"{db}: {p}" for db, p in problems.items()))
+        sent = notify(cfg.mattermost, f"Backup {st} of {cfg.name} FAILED", text + "\nRetention did not prune. Check "
+                      "the run's logs in Prefect, fix the cause, then re-run `prefect deployment run backup/nightly`.")
+        raise OpsError(alerted(f"nightly backup {st} failed for {sorted(problems)}: " + "; ".join(
+            f"{db}: {p}" for db, p in problems.items()), sent))
     return {db: layout.manifest_key(cfg.spaces.prefix, db, st) for db in manifests}
 
 
@@ -156,6 +156,8 @@ def backup_fleet(
         log.error("stack %s: %s: %s", name, type(exc).__name__, exc)
     log.info("fleet backup: %d of %d stacks backed up", len(outcomes) - len(failed), len(outcomes))
     if failed:
+        # each failed stack is a run of its own that alerted (itself, or through the failure automation)
         raise OpsError(f"fleet backup failed for {len(failed)} of {len(outcomes)} stacks: {', '.join(sorted(failed))} "
-                       "(each stack's own run says why; re-run one with `prefect deployment run backup/nightly-<stack>`)")
+                       "(each stack's own run says why; re-run one with `prefect deployment run backup/nightly-<stack>`) "
+                       + ALERTED)
     return outcomes

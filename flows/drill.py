@@ -30,7 +30,7 @@ from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError, VerificationFailed
-from odoo_stack_ops.notify import notify
+from odoo_stack_ops.notify import alerted, notify
 from tasks.common import NO_RETRIES, logger, publish_markdown
 from tasks.restore import drop_copy, pick_backup, restore_as
 
@@ -238,8 +238,8 @@ def restore_drill(stack_file: str | None = None, databases: list[str] | None = N
         history.record(Bucket.open(cfg.spaces), "drills", {"stack": cfg.name, **vars(r)}, r.database)
     if failures:
         text = "\n".join(f"- {db}: {err}" for db, err in failures.items())
-        notify(cfg.mattermost, f"Restore drill of {cfg.name} FAILED", text + "\nThe backups may not restore: check "
-               "the run's logs in Prefect, fix the cause, then `prefect deployment run restore-drill/weekly`.")
-        raise OpsError(f"restore drill failed for {sorted(failures)}: " + "; ".join(
-            f"{db}: {err}" for db, err in failures.items()))
+        sent = notify(cfg.mattermost, f"Restore drill of {cfg.name} FAILED", text + "\nThe backups may not restore: "
+                      "check the run's logs in Prefect, fix the cause, then `prefect deployment run restore-drill/weekly`.")
+        raise OpsError(alerted(f"restore drill failed for {sorted(failures)}: " + "; ".join(
+            f"{db}: {err}" for db, err in failures.items()), sent))
     return {db: vars(r) for db, r in results.items()}

@@ -53,3 +53,13 @@ def notify(cfg: MattermostConfig, title: str, text: str, *, level: str = "danger
            fields: dict[str, Any] | None = None) -> bool:
     """Build and send one message; True when delivered."""
     return post(cfg, build_message(cfg, title, text, level=level, fields=fields))
+
+
+ALERTED = "(already alerted on Mattermost)"
+
+
+def alerted(message: str, sent: bool) -> str:
+    """The message of the error a run raises after posting its own alert. The failure automation
+    (deployments/setup.py) skips Failed runs whose state message ends so: one failure, one post."""
+    return f"{message} {ALERTED}" if sent else message
+

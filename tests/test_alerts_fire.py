@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from odoo_stack_ops.notify import ALERTED
 from odoo_stack_ops.prefect_local import LocalPrefect
 
 pytestmark = pytest.mark.integration
@@ -54,5 +55,20 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(mattermost, tmp
         assert "n8n-import" in text and "Failed" in text and "does not exist" in text  # what failed, and why
         assert mattermost.key not in str(message) and mattermost.url not in str(message)
         assert message.get("username") == "odoo-stack-ops"
+
+        # a run that posted its own alert (a nightly whose database failed) is not posted again; one that did not is
+        flow_id = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["flow_id"]
+        texts = {"posted-itself": f"nightly backup failed for ['odoo_core']: boom {ALERTED}",
+                 "did-not-post": "lock wait timed out"}
+        runs = {name: prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name},
+                                        timeout=10).json()["id"] for name in texts}
+        for name, text in texts.items():
+            failed = {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: OpsError: {text}"}
+            assert prefect.http.post(f"{prefect.api}/flow_runs/{runs[name]}/set_state",
+                                     json={"state": failed, "force": True}, timeout=10).json()["status"] == "ACCEPT"
+        _wait(lambda: any(runs["did-not-post"] in str(m) for m in mattermost.messages), 90,
+              "the post for the run that did not post itself", lambda: f"; received: {mattermost.messages}")
+        time.sleep(3)  # the events are evaluated in order: the first one's post would be there by now
+        assert not any(runs["posted-itself"] in str(m) for m in mattermost.messages)
     finally:
         prefect.stop()

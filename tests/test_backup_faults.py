@@ -23,6 +23,7 @@ from odoo_stack_ops.backup import layout, spaces
 from odoo_stack_ops.backup import manifest as mf
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import AccessDenied, OpsError
+from odoo_stack_ops.notify import ALERTED
 from tests.checks import task_runs, wait_until
 from tests.faults import S3FaultProxy, TcpCutProxy
 from tests.fixtures.stack import free_killed_writers, published
@@ -88,11 +89,12 @@ def test_permanent_s3_error_publishes_nothing_and_leaves_no_parts(prefect_harnes
         proxy.fail(lambda m, p: m == "POST" and "uploadId=" in p, status=403, code="AccessDenied", times=100)
         tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}}
         mattermost.clear()
-        with pytest.raises(OpsError, match="AccessDenied"):
+        with pytest.raises(OpsError, match="AccessDenied") as failed:
             backup(stack_file=write(tree, tmp_path / "s.yaml"))
         cfg = validate_tree(tree)
         assert published(cfg) == [] and open_uploads(cfg) == []
         assert any("FAILED" in t for t in mattermost.titles())
+        assert str(failed.value).endswith(ALERTED)  # posted: the failure automation does not post it again
     finally:
         proxy.stop()
 

@@ -13,6 +13,7 @@ from odoo_stack_ops.backup.filestore import StoredFile
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.notify import ALERTED
 from tests.fixtures.stack import published as manifests
 from tests.fixtures.stack import write_tree as write
 
@@ -138,6 +139,7 @@ def test_drill_without_identity_fails_saying_where_to_put_the_key(encrypted_nigh
     assert "prefect-secret:backup-age-identity" in str(failed.value)
     assert manifest.stamp in str(failed.value)
     assert any("Restore drill" in t and "FAILED" in t for t in mattermost.titles())
+    assert str(failed.value).endswith(ALERTED)  # posted: the failure automation does not post it again
     assert left_behind(pg_tls, cfg) == []
 
 

@@ -13,6 +13,7 @@ import yaml
 from deployments import stacks
 from odoo_stack_ops import inventory
 from odoo_stack_ops.errors import ConfigError, OpsError
+from odoo_stack_ops.notify import ALERTED
 
 BASE = {"database": {"host": "127.0.0.1", "sslrootcert": "/etc/ssl/do-ca.crt"}, "spaces": {"bucket": "b"},
         "docker": {"mode": "local", "base_url": "unix:///run/none.sock"}}
@@ -78,8 +79,11 @@ def test_a_failing_stack_fails_the_fleet_run_by_name_while_the_others_complete(p
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
                 mp.setenv(key, value)
-            with pytest.raises(OpsError, match=r"fleet backup failed for 1 of 4 stacks: fleet-gone \("):
+            with pytest.raises(OpsError, match=r"fleet backup failed for 1 of 4 stacks: fleet-gone \(") as failed:
                 backup_fleet(stack_file=str(inv), max_parallel=2)
+        # one post per failed stack, its run's own (the failure automation skips runs that say they posted); the
+        # fleet run's failure is never posted as well
+        assert str(failed.value).endswith(ALERTED)
         for name in good:  # the others were backed up and published
             keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{name}/manifests/")
                     .get("Contents", [])]
@@ -92,6 +96,7 @@ def test_a_failing_stack_fails_the_fleet_run_by_name_while_the_others_complete(p
         assert states == {"fleet-x": "COMPLETED", "fleet-y": "COMPLETED", "fleet-z": "COMPLETED",
                           "fleet-gone": "FAILED"}, states
         assert all(r.parent_task_run_id for r in runs)  # subflows of the one fleet run, not runs of their own
+        assert next(r for r in runs if r.parameters["stack"] == "fleet-gone").state.message.endswith(ALERTED)
         print("RUNS", sorted((r.start_time.isoformat()[11:23], r.end_time.isoformat()[11:23], r.parameters["stack"]) for r in runs))
         assert _overlap(runs) <= 2  # max_parallel
     finally:
