@@ -30,7 +30,7 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
-from odoo_stack_ops.notify import notify
+from odoo_stack_ops.notify import alerted, notify
 from odoo_stack_ops.upgrade import plan as pl
 from tasks.backup import publish, verify
 from tasks.common import logger, publish_markdown
@@ -144,13 +144,13 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             except Exception as again:
                 outcome["rollback"] = f"ROLLBACK FAILED: {again}"
                 outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-                _report(cfg, outcome, started, failed=True)
-                raise OpsError(f"upgrade failed ({exc}) AND rollback failed ({again}): odoo-core is left stopped; "
-                               f"restore backup {point.stamp} with the restore flow (overwrite=True), then start "
-                               "odoo-core") from again
+                sent = _post(cfg, outcome, started, failed=True)
+                raise OpsError(alerted(f"upgrade failed ({exc}) AND rollback failed ({again}): odoo-core is left "
+                                       f"stopped; restore backup {point.stamp} with the restore flow (overwrite=True), "
+                                       "then start odoo-core", sent)) from again
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-            _report(cfg, outcome, started, failed=True)
-            raise OpsError(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}") from exc
+            sent = _post(cfg, outcome, started, failed=True)
+            raise OpsError(alerted(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}", sent)) from exc
         finally:
             if plain is not None:
                 shutil.rmtree(plain.parent, ignore_errors=True)
@@ -159,12 +159,17 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
     return _report(cfg, outcome, started)
 
 
-def _report(cfg: StackConfig, outcome: dict[str, Any], started: float, failed: bool = False) -> dict[str, Any]:
+def _report(cfg: StackConfig, outcome: dict[str, Any], started: float) -> dict[str, Any]:
+    _post(cfg, outcome, started)
+    return outcome
+
+
+def _post(cfg: StackConfig, outcome: dict[str, Any], started: float, failed: bool = False) -> bool:
+    """The run's artifact, history record and Mattermost post; True when Mattermost took the post."""
     outcome["seconds"] = round(time.monotonic() - started, 1)
     md = "# Module upgrade\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in outcome.items())
     publish_markdown("module-upgrade", md, f"module upgrade of {outcome['database']}")
     history.record(Bucket.open(cfg.spaces), "upgrades", {"stack": cfg.name, "failed": failed, **outcome},
                    outcome["database"])
-    notify(cfg.mattermost, f"Module upgrade of {outcome['database']} on {cfg.name}: {outcome.get('result')}",
-           md, level="danger" if failed else "good")
-    return outcome
+    return notify(cfg.mattermost, f"Module upgrade of {outcome['database']} on {cfg.name}: {outcome.get('result')}",
+                  md, level="danger" if failed else "good")

@@ -24,7 +24,7 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
-from odoo_stack_ops.notify import notify
+from odoo_stack_ops.notify import alerted, notify
 from odoo_stack_ops.stack import plan as pl
 from tasks.common import logger, publish_markdown, publish_table
 from tasks.digitalocean import snapshot_before
@@ -96,9 +96,9 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             except Exception as exc:
                 outcome["result"] = f"FAILED at {service}: {exc}"
                 outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
-                _report(cfg, outcome, started, failed=True)
-                raise OpsError(failure_message(service, exc, [records[s] for s in updated], outcome["rollback"])) \
-                    from exc
+                sent = _post(cfg, outcome, started, failed=True)
+                raise OpsError(alerted(failure_message(service, exc, [records[s] for s in updated],
+                                                       outcome["rollback"]), sent)) from exc
             outcome["updated"][service] = {"from": rec.digest, "to": plan.new_images[service],
                                            "healthy_after_s": took}
         outcome["result"] = f"updated {', '.join(plan.steps)}"
@@ -164,19 +164,24 @@ def stack_restart(services: list[str] | None = None, stack_file: str | None = No
                 outcome["healthy_after_s"][service] = health_gate(cfg, conns, service, health_timeout_s)
             except Exception as exc:
                 outcome["result"] = f"FAILED: {service} is not healthy after its restart: {exc}"
-                _report(cfg, outcome, started, failed=True, what="restart")
-                raise OpsError(f"{service} is not healthy after its restart: {exc}\nwhat to do: run "
-                               f"`prefect deployment run diagnose/on-demand -p service={service}` for its logs, "
-                               "disk and memory") from exc
+                sent = _post(cfg, outcome, started, failed=True, what="restart")
+                raise OpsError(alerted(f"{service} is not healthy after its restart: {exc}\nwhat to do: run "
+                                       f"`prefect deployment run diagnose/on-demand -p service={service}` for its "
+                                       "logs, disk and memory", sent)) from exc
     outcome["result"] = f"restarted {', '.join(chosen)}"
     return _report(cfg, outcome, started, what="restart")
 
 
-def _report(cfg: StackConfig, outcome: dict[str, Any], started: float, failed: bool = False,
-            what: str = "update") -> dict[str, Any]:
+def _report(cfg: StackConfig, outcome: dict[str, Any], started: float, what: str = "update") -> dict[str, Any]:
+    _post(cfg, outcome, started, what=what)
+    return outcome
+
+
+def _post(cfg: StackConfig, outcome: dict[str, Any], started: float, failed: bool = False,
+          what: str = "update") -> bool:
+    """The run's artifact and Mattermost post; True when Mattermost took the post."""
     outcome["seconds"] = round(time.monotonic() - started, 1)
     md = f"# Stack {what}\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in outcome.items())
     publish_markdown(f"stack-{what}", md, f"stack {what} of {cfg.name}")
-    notify(cfg.mattermost, f"Stack {what} of {cfg.name}: {outcome.get('result')}", md,
-           level="danger" if failed else "good")
-    return outcome
+    return notify(cfg.mattermost, f"Stack {what} of {cfg.name}: {outcome.get('result')}", md,
+                  level="danger" if failed else "good")

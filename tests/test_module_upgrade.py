@@ -11,6 +11,7 @@ from odoo_stack_ops.backup import restore as rs
 from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.notify import ALERTED
 
 pytestmark = pytest.mark.integration
 
@@ -56,12 +57,15 @@ def test_success_installs_and_upgrades_then_stores_hashes(run, pg_tls, stack_tre
     assert again["result"] == "nothing to do" and len(published(stack_tree)) == 1
 
 
-def test_failing_upgrade_rolls_back_and_is_healthy(run, addons, pg_tls):
+def test_failing_upgrade_rolls_back_and_is_healthy(run, addons, pg_tls, mattermost):
     before = state(pg_tls, "ipai_finance_ppm")
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo fail > /var/lib/odoo/.standin/mode"])
+    mattermost.clear()
     with pytest.raises(OpsError, match="rolled back") as err:
         run(upgrade=["ipai_finance_ppm"])
     assert "Failed to load registry" in str(err.value)
+    assert "FAILED and rolled back" in mattermost.titles()[-1]
+    assert str(err.value).endswith(ALERTED)  # posted: the failure automation does not post it again
     assert state(pg_tls, "ipai_finance_ppm") == before  # 'to upgrade' was rolled back
 
 

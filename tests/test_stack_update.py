@@ -12,6 +12,7 @@ import requests
 import yaml
 
 from odoo_stack_ops.errors import OpsError
+from odoo_stack_ops.notify import ALERTED
 from odoo_stack_ops.stack import plan as pl
 
 PROJECT = "updtest"
@@ -285,6 +286,7 @@ def test_a_failed_gate_puts_every_updated_service_back_on_its_digest(
         assert_same_configuration(before[service], after)
         assert served_version(updtest["ports"], service) == "v1"
     assert "FAILED at odoo-core" in mattermost.titles()[-1]
+    assert text.endswith(ALERTED)  # posted: the failure automation does not post it again
 
 
 def test_dry_run_lists_the_digests_that_would_change_and_changes_nothing(
