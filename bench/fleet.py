@@ -87,9 +87,9 @@ BEFORE_ONE_POLL_2026_12_01 = {"serial_s": 42.48, "wall_s": 40.9, "efficiency": 0
                               "cpu_s_server": 21.5, "cpu_s_machine": 72.4,
                               "cold_engine": {"wall_s": 62.27, "efficiency": 0.341, "per_run_overhead_s": 5.17},
                               "fleet_flow": {"wall_s": 24.76, "efficiency": 0.858, "per_run_overhead_s": 0.12}}
-# The same bench with the workers polling every second (--query-seconds 1), 2026-12-01, load 1.1-3.8: the cores were
-# kept busier (cores_filled 0.931 against 0.79-0.85 at 2 s: a freed slot waits for its worker's next poll) but the
-# machine did more (cpu_ratio 0.615; the server's idle polling cost 4.32 CPU-s a minute): no better. Kept beside.
+# The same bench with the workers polling every second (--query-seconds 1), 2026-12-01, load 1.1-3.8: cores_filled
+# 0.931, within the 0.79-0.93 of this day's runs at 2 s, while the machine did more (cpu_ratio 0.615; the server's
+# idle polling cost 4.32 CPU-s a minute): no better. Kept beside.
 QUERY_1S_2026_12_01 = {"worker_query_seconds": 1, "wall_s": 35.4, "serial_s": 43.4, "efficiency": 0.614,
                        "rounds_wall_s": [41.8, 35.4, 33.38], "per_run_overhead_s": 1.78, "cores_filled": 0.931,
                        "cpu_ratio_serial_to_phase": 0.615,
@@ -369,12 +369,12 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                      "--limit", str(limit)], env=prefect.env(env), cwd=PROJECT, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True))
             time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
-            idle0, idle_t0 = cpu_snapshot([w.pid for w in procs], prefect.server.pid), time.monotonic()
+            snap = lambda: cpu_snapshot([w.pid for w in procs], prefect.server.pid)  # noqa: E731
+            idle0, idle_t0 = snap(), time.monotonic()
             time.sleep(IDLE_WINDOW_S)  # what the workers' polling alone costs the server (and the workers)
-            idle1, idle_s = cpu_snapshot([w.pid for w in procs], prefect.server.pid), time.monotonic() - idle_t0
+            idle1, idle_s = snap(), time.monotonic() - idle_t0
             idle_polling = {k: round((idle1[k] - idle0[k]) / idle_s * 60, 2) for k in ("server", "workers", "machine")}
 
-            snap = lambda: cpu_snapshot([w.pid for w in procs], prefect.server.pid)  # noqa: E731
             rounds = []  # the fleet `repeat` times (the first is every stack's first night): the median is reported
             for i in range(repeat):
                 load0, cpu0 = loadavg(), snap()

@@ -62,4 +62,3 @@ def alerted(message: str, sent: bool) -> str:
     """The message of the error a run raises after posting its own alert. The failure automation
     (deployments/setup.py) skips Failed runs whose state message ends so: one failure, one post."""
     return f"{message} {ALERTED}" if sent else message
-
