@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from odoo_stack_ops.config import DockerConfig, validate_tree
 from odoo_stack_ops.errors import ConfigError
 from odoo_stack_ops.executors.docker import tls_config
-from odoo_stack_ops.sandbox.postgres import make_ca_and_cert
+from odoo_stack_ops.sandbox.tls import make_ca_and_cert
 
 
 @pytest.fixture

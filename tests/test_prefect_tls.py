@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from odoo_stack_ops.prefect_local import PROJECT
-from odoo_stack_ops.sandbox.postgres import make_ca_and_cert
+from odoo_stack_ops.sandbox.tls import make_ca_and_cert
 from tests.checks import http_endpoint
 
 CLIENTS = r"""

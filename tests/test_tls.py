@@ -14,7 +14,7 @@ from odoo_stack_ops.backup.database import connect
 from odoo_stack_ops.config import DatabaseConfig, SupabaseConfig, validate_tree
 from odoo_stack_ops.errors import ConfigError, is_transient
 from odoo_stack_ops.logs.sink_pg import PgSink
-from odoo_stack_ops.sandbox.postgres import make_ca_and_cert
+from odoo_stack_ops.sandbox.tls import make_ca_and_cert
 
 WHAT_TO_FETCH = ("Download CA certificate", "doctl databases get-ca", "sslrootcert")
 

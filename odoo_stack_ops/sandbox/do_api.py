@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from odoo_stack_ops.sandbox.postgres import make_ca_and_cert
+from odoo_stack_ops.sandbox.tls import make_ca_and_cert
 
 METRICS = "/v2/monitoring/metrics/droplet/"
 GAUGES = ("memory_total", "memory_available", "memory_free", "memory_cached", "filesystem_free", "filesystem_size",

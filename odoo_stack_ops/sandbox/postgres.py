@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from odoo_stack_ops.config import DatabaseConfig
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.prefect_local import free_port
+from odoo_stack_ops.sandbox.tls import make_ca_and_cert
 
 BINDIR = Path("/usr/lib/postgresql/15/bin")
 RUN_AS = "postgres"
@@ -40,46 +41,6 @@ def _demote() -> Any:
         os.setuid(pw.pw_uid)
 
     return fn
-
-
-def make_ca_and_cert(directory: Path, hostname: str = "127.0.0.1",
-                     ca_common_name: str = "odoo-stack-ops test CA") -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate for `hostname` (and localhost) signed by it: (ca.crt, server.crt,
-    server.key). Generated at run time: no key is ever stored in the repository."""
-    import datetime as dt  # noqa: PLC0415
-    import ipaddress  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(hostname))]
-    except ValueError:
-        san = [x509.DNSName(hostname)]
-    san.append(x509.DNSName("localhost"))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(san), critical=False).sign(ca_key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = directory / "ca.crt", directory / "server.crt", directory / "server.key"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_file.chmod(0o600)
-    return ca_file, cert_file, key_file
 
 
 class PgCluster:
