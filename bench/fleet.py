@@ -31,9 +31,11 @@ Figures (definitions also in the JSON's `definitions`):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import statistics
@@ -186,6 +188,31 @@ def cpu_snapshot(workers: list[int], server: int) -> dict[str, float]:
 def session_of(pid: int) -> int:
     f = stat_fields(pid)
     return int(f[3]) if f else -1
+
+
+ACCESS_LINE = re.compile(r'^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| INFO +\| uvicorn\.access - \S+ - "(\w+) (\S+) HTTP')
+ID_IN_PATH = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?<=/name/)[^/]+(/[^/]+)?|"
+                        r"(?<=/v2/concurrency_limits/)(?!increment|decrement|leases|filter)[^/]+")
+
+
+def server_requests(log: Path, window: tuple[float, float], runs: int, top: int = 10) -> dict[str, Any]:
+    """The API requests the server answered in a phase (its access log, server time of day, to the millisecond),
+    per run and by endpoint (ids and names replaced by {id}): where its per-run CPU goes."""
+    def day_s(t: float) -> float:
+        lt = time.localtime(t)
+        return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + t % 1
+
+    start, end = (day_s(t) for t in window)
+    counts: collections.Counter[str] = collections.Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        m = ACCESS_LINE.match(line)
+        if not m:
+            continue
+        at = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000
+        if (start <= at <= end) if start <= end else (at >= start or at <= end):  # a phase across midnight
+            counts[f"{m[5]} {ID_IN_PATH.sub(lambda x: '/{id}' if x[0].startswith('/') else '{id}', m[6].split('?')[0])}"] += 1
+    return {"per_run": round(sum(counts.values()) / runs, 1),
+            "by_endpoint_per_run": {k: round(v / runs, 2) for k, v in counts.most_common(top)}}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
@@ -352,7 +379,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             env = {"STACK_OPS_FILE": inv, **{inventory.env_prefix(n) + "DB_PASSWORD": password for n in names},
                    "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
                    "STACK_OPS_WARM_IDLE_S": "900"}  # one zygote through every phase, as on a worker host
-            prefect = LocalPrefect(tmp / "prefect", server_env=None if server_sqlite else pg.prefect_server_env())
+            prefect = LocalPrefect(tmp / "prefect", server_env={  # its access log: the requests of each phase
+                "PREFECT_SERVER_LOGGING_LEVEL": "INFO", **({} if server_sqlite else pg.prefect_server_env())})
             prefect.start(timeout=180)
             prefect.python("-m", "deployments.setup", extra_env=env, timeout=600)
             nightly = [f"nightly-{n}" for n in names]
@@ -377,9 +405,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
 
             rounds = []  # the fleet `repeat` times (the first is every stack's first night): the median is reported
             for i in range(repeat):
-                load0, cpu0 = loadavg(), snap()
+                load0, cpu0, t0 = loadavg(), snap(), time.time()
                 fleet = wait_runs(prefect.api, create_runs(prefect.api, ids), timeout)
-                load1, cpu1 = loadavg(), snap()
+                load1, cpu1, t1 = loadavg(), snap(), time.time()
                 failed = {r["name"]: f"{r['state']['type']}: {r['state'].get('message')}"
                           for r in fleet.values() if r["state"]["type"] != "COMPLETED"}
                 if failed:
@@ -387,7 +415,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     raise RuntimeError(f"fleet runs not Completed: {failed}\nworker-0.log:\n{worker_log}")
                 lines = [timeline(prefect.api, r) for r in fleet.values()]
                 wall = max(x["end"] for x in lines) - min(x["created"] for x in lines)
-                rounds.append({"wall_s": wall, "lines": lines, "cpu": (cpu0, cpu1), "loadavg": (load0, load1)})
+                rounds.append({"wall_s": wall, "lines": lines, "cpu": (cpu0, cpu1), "loadavg": (load0, load1),
+                               "window": (t0, t1)})
                 print(f"fleet, round {i + 1}: {stacks} runs Completed in {wall:.1f} s")
             median_round = sorted(rounds, key=lambda r: r["wall_s"])[len(rounds) // 2]
             wall_s, lines = median_round["wall_s"], median_round["lines"]
@@ -417,16 +446,14 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             supervised_overhead = (ts(supervised["end_time"]) - ts(supervised["created"])
                                    - supervised["total_run_time"])
             # the same stacks again as subflows of one backup/fleet run, on the same pool
-            load_fleet_flow = loadavg()
-            cpu_flow0 = snap()
+            load_fleet_flow, cpu_flow0, flow_t0 = loadavg(), snap(), time.time()
             one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
-            load_fleet_flow_end = loadavg()
-            cpu_flow1 = snap()
+            load_fleet_flow_end, cpu_flow1, flow_t1 = loadavg(), snap(), time.time()
             print(f"fleet flow: {stacks} stacks Completed in one run, {one_run['end'] - one_run['created']:.1f} s")
 
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
-            load_serial = loadavg()
+            load_serial, serial_t0 = loadavg(), time.time()
             cpu_serial0 = {**snap(), "runs": children_cpu_s()}
             out = prefect.python("-c", SERIAL, inv, *names, extra_env=env, timeout=timeout)
             serial = json.loads(next(line for line in out.splitlines()
@@ -434,6 +461,10 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             serial_s = sum(serial.values())
             load_serial_end = loadavg()
             cpu_serial1 = {**snap(), "runs": children_cpu_s()}  # the serial loop's process, reaped by the bench
+            server_log = prefect.home / "server.log"
+            requests_per_phase = {"fleet": server_requests(server_log, median_round["window"], stacks),
+                                  "fleet_flow": server_requests(server_log, (flow_t0, flow_t1), stacks),
+                                  "serial": server_requests(server_log, (serial_t0, time.time()), stacks)}
             startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
             imports = import_cost(prefect.env(env))
@@ -494,6 +525,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "engine_command": "python -m odoo_stack_ops.warm_start (prefect.yaml, ops-process pool: runs forked from a zygote)",
         "zygote_rss_mb": zygote,
         "cpu_s": cpu_breakdown,
+        "server_requests": requests_per_phase,
         "cold_engine": {"command": COLD_COMMAND, "wall_s": round(cold_wall, 2), "efficiency": round(cold_efficiency, 3),
                         "per_run_overhead_s": cold_overhead, "wall_ratio_warm_to_cold": round(wall_s / cold_wall, 3),
                         "loadavg": {"start": load_cold, "end": load_cold_end}},
@@ -576,6 +608,10 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                      "workers = the worker processes themselves; server = the Prefect server's session; other = "
                      "the rest (PostgreSQL, S3, sshd, podman, the fleet's pg_dump...). efficiency_factors splits "
                      "efficiency = 1/serial_cores_busy x cpu_ratio_serial_to_phase x cores_filled",
+            "server_requests": "the API requests the Prefect server answered in each phase (its access log): per "
+                               "run (fleet: the median round; fleet_flow: per stack; serial: per backup) and the "
+                               "top endpoints per run; the bench's own wait (one filter request every 2 s) is in "
+                               "them",
             "zygote_rss_mb": "RSS and peak RSS of the warm-start zygote after the fleet (its forked runs share its "
                              "pages copy-on-write): what a warm start costs in memory",
             "fleet_flow": "the same stacks as subflows of ONE backup/fleet run (at most max_parallel at once, threads "
@@ -595,4 +631,5 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
           f"   (the same runs, python -m prefect.engine)")
     print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_s:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
           f"   (one backup/fleet run, max_parallel {fleet_parallel})")
+    print("server requests per run: " + ", ".join(f"{k} {v['per_run']}" for k, v in requests_per_phase.items()))
     return result
