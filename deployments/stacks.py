@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from typing import Any
 
 from odoo_stack_ops.config import StackConfig
@@ -25,13 +26,34 @@ def offset_minutes(stack: str, window_minutes: int) -> int:
     return int.from_bytes(hashlib.sha256(stack.encode()).digest()[:8], "big") % window_minutes
 
 
+DAYS_OF_WEEK = re.compile(r"^[0-7](-[0-7])?(,[0-7](-[0-7])?)*$")
+
+
 def spread_cron(cron: str, minutes: int) -> str:
-    """A daily `M H * * *` cron moved `minutes` later (wrapping past midnight); anything else unchanged."""
+    """A cron with a plain minute and hour (`M H dom mon dow`) moved `minutes` later. Past midnight its days move
+    too: a day-of-week list (digits, ranges) one day later; a cron restricted by day of month or month, or naming
+    its days, that would cross midnight is returned unchanged, as is any other form (setup warns)."""
     fields = cron.split()
-    if len(fields) != 5 or not (fields[0].isdigit() and fields[1].isdigit()) or fields[2:] != ["*", "*", "*"]:
+    if len(fields) != 5 or not (fields[0].isdigit() and fields[1].isdigit()):
         return cron
-    total = (int(fields[1]) * 60 + int(fields[0]) + minutes) % (24 * 60)
-    return f"{total % 60} {total // 60} * * *"
+    total = int(fields[1]) * 60 + int(fields[0]) + minutes
+    dom, month, dow = fields[2:]
+    if total >= 24 * 60:
+        if dom != "*" or month != "*" or not (dow == "*" or DAYS_OF_WEEK.match(dow)):
+            return cron
+        if dow != "*":
+            days = {d % 7 for part in dow.split(",") for a, _, b in [part.partition("-")]
+                    for d in range(int(a), int(b or a) + 1)}
+            dow = ",".join(str(d) for d in sorted((d + 1) % 7 for d in days))
+        total -= 24 * 60
+    return f"{total % 60} {total // 60} {dom} {month} {dow}"
+
+
+def unspread(stacks: dict[str, StackConfig]) -> list[str]:
+    """The stacks whose nightly cron `spread_cron` leaves as it is although their offset is not zero."""
+    return sorted(name for name, cfg in stacks.items()
+                  if (off := offset_minutes(name, cfg.backup.window_minutes))
+                  and spread_cron(cfg.backup.schedule_cron, off) == cfg.backup.schedule_cron)
 
 
 def per_stack(doc: dict[str, Any], stacks: dict[str, StackConfig]) -> dict[str, Any]:

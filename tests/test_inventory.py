@@ -81,8 +81,37 @@ def test_per_stack_deployments_spread_the_backup_window():
         starts[name] = hour * 60 + minute - 120
         assert starts[name] == stacks.offset_minutes(name, 90) and 0 <= starts[name] < 90  # stable, in the window
     assert len(set(starts.values())) >= 15  # twenty stacks do not start at the same minute
-    assert stacks.spread_cron("50 23 * * *", 15) == "5 0 * * *" and stacks.spread_cron("0 2 * * 1", 5) == "0 2 * * 1"
+    assert stacks.spread_cron("50 23 * * *", 15) == "5 0 * * *" and stacks.spread_cron("0 2 * * 1", 5) == "5 2 * * 1"
     assert stacks.cluster_limits(cfgs) == {"db-dumps-127-0-0-1-25060": 2}
+
+
+@pytest.mark.parametrize("cron", ["50 23 * * *", "50 23 * * 1-5", "50 23 * * 5-7", "50 23 * * 0,6", "0 2 * * 1",
+                                  "0 2 1 * *", "30 23 * * 3"])
+def test_a_spread_nightly_fires_exactly_its_offset_later_across_midnight_too(cron):
+    """Every fire time over two months moves by the offset and no more, its days too when it crosses midnight
+    (read with the cron library Prefect's server schedules with)."""
+    from datetime import datetime, timedelta
+
+    from prefect._vendor.croniter import croniter
+
+    for minutes in (5, 15, 40):
+        spread = stacks.spread_cron(cron, minutes)
+        assert spread != cron
+        start = datetime(2026, 11, 30, 12, 0)
+        base, moved = croniter(cron, start), croniter(spread, start)
+        expected = [base.get_next(datetime) + timedelta(minutes=minutes) for _ in range(60)]
+        assert [moved.get_next(datetime) for _ in range(60)] == expected, (cron, spread)
+
+
+def test_a_nightly_that_cannot_be_spread_is_named_by_setup():
+    from odoo_stack_ops.config import validate_tree
+
+    for cron in ("50 23 1 * *", "50 23 * * MON", "*/30 2 * * *", "50 23 * 6 *"):
+        assert stacks.spread_cron(cron, 15) == cron
+    names = [n for n in (f"s{i:02d}" for i in range(20)) if stacks.offset_minutes(n, 60) >= 10]
+    cfgs = {n: validate_tree({**BASE, "name": n, "backup": {"schedule_cron": "50 23 1 * *"}}) for n in names}
+    cfgs["ok"] = validate_tree({**BASE, "name": "ok"})
+    assert names and stacks.unspread(cfgs) == sorted(names)
 
 
 @pytest.mark.integration
