@@ -1,7 +1,7 @@
 """Deployments per stack, from the inventory: every deployment of prefect.yaml once per stack, named so the UI
 groups them (`backup/nightly-<stack>`), with the stack's own schedule and time zone, its nightly at a stable
-offset inside its backup window; the fleet backup (`backup/fleet`, over every stack) once. Pure: prefect.yaml's
-document in, the generated document out.
+offset inside its backup window; the fleet runs (`backup/fleet`, `health-sweep/fleet`: over every stack) once.
+Pure: prefect.yaml's document in, the generated document out.
 
     uv run python -m deployments.setup     # with STACK_OPS_FILE pointing at an inventory: writes prefect.stacks.yaml
     uv run prefect --no-prompt deploy --all --prefect-file prefect.stacks.yaml
@@ -17,7 +17,8 @@ from typing import Any
 from odoo_stack_ops.config import StackConfig
 
 NIGHTLY_ENTRYPOINT = "flows/backup.py:backup"
-FLEET_ENTRYPOINTS = ("flows/backup.py:backup_fleet",)  # over the whole inventory: deployed once, not per stack
+# over the whole inventory: deployed once, not per stack
+FLEET_ENTRYPOINTS = ("flows/backup.py:backup_fleet", "flows/health.py:health_fleet")
 GENERATED = "prefect.stacks.yaml"
 
 

@@ -10,24 +10,22 @@ a time, so a fleet of small stacks pays one process start instead of one per sta
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from odoo_stack_ops import inventory
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
-from odoo_stack_ops.config import STACK_FILE_VAR, StackConfig, load_config
-from odoo_stack_ops.errors import ConfigError, OpsError
+from odoo_stack_ops.config import StackConfig, load_config
+from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import cluster_dump_slot, stack_writer
-from odoo_stack_ops.notify import ALERTED, alerted, notify
+from odoo_stack_ops.notify import alerted, notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
 from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
+from tasks.fleet import over_stacks
 from tasks.retention import apply_retention
 
 
@@ -119,11 +117,9 @@ def backup(
 
 
 @task(name="backup-stack", **NO_RETRIES)  # the nightly's own tasks retry
-def backup_stack(stack_file: str | None, stack: str | None, run_verify: bool, prune: bool,
-                 retention_dry_run: bool) -> dict[str, Any]:
+def backup_stack(params: dict[str, Any]) -> dict[str, Any]:
     """One stack's nightly, as a subflow run of its own (its artifacts, its Mattermost post on failure)."""
-    return backup(stack_file=stack_file, stack=stack, run_verify=run_verify, prune=prune,
-                  retention_dry_run=retention_dry_run)
+    return backup(**params)
 
 
 @flow(name="backup", description="Every stack's nightly backup in one run: stacks as subflows, a few at once")
@@ -138,26 +134,5 @@ def backup_fleet(
     """The nightly of every stack of the inventory (or of `stacks`), at most `max_parallel` at once; each stack
     still takes its writer lock and a slot of its cluster's dump limit. Returns {stack: its backup's result};
     one stack failing does not stop the others, and the run fails at the end naming every failed stack."""
-    log = logger()
-    source = stack_file or os.environ.get(STACK_FILE_VAR)
-    if not source:
-        raise ConfigError(f"the fleet backup reads the inventory: point {STACK_FILE_VAR} at it (or pass stack_file)")
-    inv = inventory.read(source)
-    params = {"stack_file": stack_file, "run_verify": run_verify, "prune": prune,
-              "retention_dry_run": retention_dry_run}
-    with ThreadPoolTaskRunner(max_workers=max(1, max_parallel)) as runner:
-        # a single stack file's stack runs unnamed, so its unprefixed environment variables apply as in `nightly`
-        futures = {name: runner.submit(backup_stack.with_options(task_run_name=f"backup-{name}"),
-                                       {**params, "stack": None if inv.single else name})
-                   for name in inv.select(stacks)}
-        outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
-    failed = {name: out for name, out in outcomes.items() if isinstance(out, BaseException)}
-    for name, exc in failed.items():
-        log.error("stack %s: %s: %s", name, type(exc).__name__, exc)
-    log.info("fleet backup: %d of %d stacks backed up", len(outcomes) - len(failed), len(outcomes))
-    if failed:
-        # each failed stack is a run of its own that alerted (itself, or through the failure automation)
-        raise OpsError(f"fleet backup failed for {len(failed)} of {len(outcomes)} stacks: {', '.join(sorted(failed))} "
-                       "(each stack's own run says why; re-run one with `prefect deployment run backup/nightly-<stack>`) "
-                       + ALERTED)
-    return outcomes
+    return over_stacks(backup_stack, {"run_verify": run_verify, "prune": prune, "retention_dry_run": retention_dry_run},
+                       stack_file, stacks, max_parallel, "backup", "prefect deployment run backup/nightly-<stack>")

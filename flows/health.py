@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
 
 from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.health import runbooks
 from odoo_stack_ops.health.alerting import STATE_NAME, AlertPolicy, SweepState, parse_state
-from tasks.common import logger, publish_markdown, publish_table
+from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
+from tasks.fleet import over_stacks
 from tasks.health import (
     SweepOptions,
     container_runbook,
@@ -70,6 +71,35 @@ def health_sweep(
                   f"{len(notices)} message(s) {'sent' if delivered else 'NOT delivered'}")
     return {"results": rows, "notices": [{"check": n.check, "action": n.action, "delivered": delivered}
                                          for n in notices], "seconds": round(time.monotonic() - started, 3)}
+
+
+@task(name="health-sweep-stack", **NO_RETRIES)  # a sweep that fails is the next minute's to repeat
+def sweep_stack(params: dict[str, Any]) -> dict[str, Any]:
+    """One stack's sweep, as a subflow run of its own (its table, its alerts)."""
+    return health_sweep(**params)
+
+
+@flow(name="health-sweep", description="Every stack's health sweep in one run: stacks as subflows, a few at once")
+def health_fleet(
+    stack_file: str | None = None,
+    stacks: list[str] | None = None,
+    max_parallel: int = 4,
+    fail_after: int = 3,
+    ok_after: int = 2,
+    remind_minutes: float = 60,
+    disk_paths: list[str] | None = None,
+    check_timeout_s: float = 10,
+    slow_response_s: float = 2,
+    container_stats: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """The sweep of every stack of the inventory (or of `stacks`), at most `max_parallel` at once, for many stacks
+    every minute: one flow-run start a minute instead of one per stack. Each stack's alerts and table name it; a
+    stack whose sweep fails does not stop the others, and the run fails at the end naming it."""
+    params = {"fail_after": fail_after, "ok_after": ok_after, "remind_minutes": remind_minutes,
+              "disk_paths": disk_paths, "check_timeout_s": check_timeout_s, "slow_response_s": slow_response_s,
+              "container_stats": container_stats}
+    return over_stacks(sweep_stack, params, stack_file, stacks, max_parallel, "health-sweep",
+                       "prefect deployment run health-sweep/every-minute-<stack>")
 
 
 def apply_fix(cfg: StackConfig, conns: Connections, service: str, action: str) -> runbooks.Section:

@@ -103,3 +103,49 @@ def test_a_failing_stack_fails_the_fleet_run_by_name_while_the_others_complete(p
         with psycopg.connect(**pg_tls.conninfo("postgres"), autocommit=True) as conn:
             for name in good:  # other tests judge every database of the shared cluster
                 conn.execute(f"DROP DATABASE IF EXISTS {name.replace('-', '_')} WITH (FORCE)")
+
+
+@pytest.mark.integration
+def test_a_fleet_sweep_runs_each_stacks_sweep_as_its_own_named_run_and_names_a_broken_stack(prefect_harness, stack_tree,
+                                                                                          tmp_path):
+    """`health-sweep/fleet`: one run a minute for the whole inventory; each stack's alerts, table and subflow run
+    name it; a stack whose sweep cannot run fails the fleet run by name (marked: its own run was posted)."""
+    import copy
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    from flows.health import health_fleet
+    from odoo_stack_ops.sandbox.mattermost import MattermostStandIn
+
+    mm = MattermostStandIn()  # this test's alone: exactly these posts
+    tree = copy.deepcopy(stack_tree)
+    password = tree["database"].pop("password")
+    tree.pop("name")
+    tree |= {"containers": {}, "mattermost": {"webhook_url": mm.url},
+             "backup": {**tree.get("backup", {}), "databases": []}}  # the database and host checks only
+    good = ("hs-a", "hs-b")
+    entries = {n: {"state_dir": str(tmp_path / n)} for n in good}
+    entries["hs-broken"] = {"state_dir": str(tmp_path / "hs-broken"), "database": {"port": "five-four-three-two"}}
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(yaml.safe_dump({"defaults": tree, "stacks": entries}))
+    started = datetime.now().astimezone()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name in good:
+                mp.setenv(inventory.env_prefix(name) + "DB_PASSWORD", password)
+            with pytest.raises(OpsError, match=r"fleet health-sweep failed for 1 of 3 stacks: hs-broken \(") as failed:
+                health_fleet(stack_file=str(inv), fail_after=1, disk_paths=["/no/such/dir"], container_stats=False)
+    finally:
+        mm.stop()
+    assert str(failed.value).endswith(ALERTED)
+    titles = sorted(a["title"] for m in mm.messages for a in m["attachments"])
+    assert titles == [f"ALERT: host.disk:/no/such/dir on {n}" for n in good], titles
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            start_time=FlowRunFilterStartTime(after_=started))) if (r.parameters or {}).get("stack") in entries]
+        keys = {a.key for a in client.read_latest_artifacts()}
+    states = {r.parameters["stack"]: r.state.type.value for r in runs}
+    assert states == {"hs-a": "COMPLETED", "hs-b": "COMPLETED", "hs-broken": "FAILED"}, states
+    assert all(r.parent_task_run_id for r in runs)  # subflows of the one fleet run
+    assert {"health-sweep-hs-a", "health-sweep-hs-b"} <= keys

@@ -161,7 +161,7 @@ def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the
         base = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
         fleet = [d for d in base if d["entrypoint"] in stacks.FLEET_ENTRYPOINTS]
         listed = prefect.http.post(f"{prefect.api}/deployments/filter", json={}, timeout=10).json()
-        assert len(fleet) == 1 and len(listed) == 3 * (len(base) - 1) + 1  # backup/fleet once, over all stacks
+        assert len(fleet) == 2 and len(listed) == 3 * (len(base) - 2) + 2  # the fleet runs once, over all stacks
         for name in names:
             d = prefect.http.get(f"{prefect.api}/deployments/name/backup/nightly-{name}", timeout=10).json()
             assert d["parameters"] == {"stack": name}
