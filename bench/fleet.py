@@ -104,13 +104,14 @@ COMPOSE_PROJECT = "fleet"
 FILES_PER_STACK = 5
 
 SERIAL = r"""
-import json, sys, time
-from flows.backup import backup
-inventory, names = sys.argv[1], sys.argv[2:]
+import importlib, json, sys, time
+module, function = sys.argv[1].split(":")
+one = getattr(importlib.import_module(module), function)
+inventory, names = sys.argv[2], sys.argv[3:]
 seconds = {}
 for name in names:
     started = time.monotonic()
-    backup(stack_file=inventory, stack=name)
+    one(stack_file=inventory, stack=name)
     seconds[name] = time.monotonic() - started
 print("FLEET-SERIAL " + json.dumps(seconds))
 """
@@ -383,11 +384,20 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                 "PREFECT_SERVER_LOGGING_LEVEL": "INFO", **({} if server_sqlite else pg.prefect_server_env())})
             prefect.start(timeout=180)
             prefect.python("-m", "deployments.setup", extra_env=env, timeout=600)
-            nightly = [f"nightly-{n}" for n in names]
-            prefect.cli("--no-prompt", "deploy", "--prefect-file", deployed.GENERATED,
-                        *[a for n in [*nightly, "fleet"] for a in ("--name", n)], extra_env=env, timeout=1800)
+            nightly, sweeps = [f"nightly-{n}" for n in names], [f"every-minute-{n}" for n in names]
+            generated = PROJECT / deployed.GENERATED  # the sweeps' every-minute schedules off: the bench makes the runs
+            doc = yaml.safe_load(generated.read_text())
+            for d in doc["deployments"]:
+                d["schedules"] = [] if d["name"] in sweeps else d.get("schedules", [])
+            generated.write_text(yaml.safe_dump(doc, sort_keys=False))
+            prefect.cli("--no-prompt", "deploy", "--prefect-file", deployed.GENERATED,  # `fleet`: both fleet runs
+                        *[a for n in [*nightly, *sweeps, "fleet"] for a in ("--name", n)], extra_env=env, timeout=1800)
             ids = [prefect.http.get(f"{prefect.api}/deployments/name/backup/{n}", timeout=30).json()["id"] for n in nightly]
             fleet_id = prefect.http.get(f"{prefect.api}/deployments/name/backup/fleet", timeout=30).json()["id"]
+            sweep_ids = [prefect.http.get(f"{prefect.api}/deployments/name/health-sweep/{n}", timeout=30).json()["id"]
+                         for n in sweeps]
+            sweep_fleet_id = prefect.http.get(f"{prefect.api}/deployments/name/health-sweep/fleet",
+                                              timeout=30).json()["id"]
             setup_s = time.monotonic() - started
             print(f"{stacks} stacks set up and deployed in {setup_s:.0f} s; starting {workers} workers")
             for w in range(workers):
@@ -450,21 +460,44 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
             load_fleet_flow_end, cpu_flow1, flow_t1 = loadavg(), snap(), time.time()
             print(f"fleet flow: {stacks} stacks Completed in one run, {one_run['end'] - one_run['created']:.1f} s")
+            # one minute's health sweeps of every stack: a run per stack, then one health-sweep/fleet run
+            cpu_h0, health_t0 = snap(), time.time()
+            per_stack = wait_runs(prefect.api, create_runs(prefect.api, sweep_ids), timeout)
+            cpu_h1, health_t1 = snap(), time.time()
+            sweep_fleet = wait_runs(prefect.api, create_runs(prefect.api, [sweep_fleet_id],
+                                                             parameters={"max_parallel": fleet_parallel}), timeout)
+            cpu_h2, health_t2 = snap(), time.time()
+            if any(r["state"]["type"] != "COMPLETED" for r in [*per_stack.values(), *sweep_fleet.values()]):
+                raise RuntimeError("health sweep runs not Completed: "
+                                   f"{[r['state'].get('message') for r in [*per_stack.values(), *sweep_fleet.values()]]}")
+            sweep_lines = [timeline(prefect.api, r) for r in per_stack.values()]
+            (sweep_fleet_run,) = sweep_fleet.values()
+            print(f"health sweeps: {stacks} runs in {max(x['end'] for x in sweep_lines) - min(x['created'] for x in sweep_lines):.1f} s, "
+                  f"one fleet run in {ts(sweep_fleet_run['end_time']) - ts(sweep_fleet_run['created']):.1f} s")
 
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
             load_serial, serial_t0 = loadavg(), time.time()
             cpu_serial0 = {**snap(), "runs": children_cpu_s()}
-            out = prefect.python("-c", SERIAL, inv, *names, extra_env=env, timeout=timeout)
+            out = prefect.python("-c", SERIAL, "flows.backup:backup", inv, *names, extra_env=env, timeout=timeout)
             serial = json.loads(next(line for line in out.splitlines()
                                      if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
             serial_s = sum(serial.values())
             load_serial_end = loadavg()
             cpu_serial1 = {**snap(), "runs": children_cpu_s()}  # the serial loop's process, reaped by the bench
+            serial_h_t0 = time.time()
+            out = prefect.python("-c", SERIAL, "flows.health:health_sweep", inv, *names, extra_env=env, timeout=timeout)
+            serial_h = json.loads(next(line for line in out.splitlines()
+                                       if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
+            cpu_serial_h = {**snap(), "runs": children_cpu_s()}
+            serial_h_t1 = time.time()
             server_log = prefect.home / "server.log"
             requests_per_phase = {"fleet": server_requests(server_log, median_round["window"], stacks),
                                   "fleet_flow": server_requests(server_log, (flow_t0, flow_t1), stacks),
-                                  "serial": server_requests(server_log, (serial_t0, time.time()), stacks)}
+                                  "serial": server_requests(server_log, (serial_t0, serial_h_t0), stacks),
+                                  "health_per_stack_runs": server_requests(server_log, (health_t0, health_t1), stacks),
+                                  "health_fleet_run": server_requests(server_log, (health_t1, health_t2), stacks),
+                                  "health_serial": server_requests(server_log, (serial_h_t0, serial_h_t1), stacks)}
             startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
             imports = import_cost(prefect.env(env))
@@ -495,6 +528,20 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                 "cores_filled": round(cpu_breakdown[phase]["machine"] / (w * cores), 3)}
         for phase, w in (("fleet", wall_s), ("cold_engine", cold_wall))}
     cold_overhead = med([x["overhead_s"] for x in cold_lines])
+    health_cpu = {"per_stack_runs": cpu_delta(cpu_h0, cpu_h1, stacks), "fleet_run": cpu_delta(cpu_h1, cpu_h2, stacks),
+                  "serial": cpu_delta(cpu_serial1, cpu_serial_h, stacks)}
+    health = {
+        "what": "one minute's health sweeps of every stack: each stack's health-sweep/every-minute-<stack> run at "
+                "once; then ONE health-sweep/fleet run (max_parallel as fleet_flow); then the same sweeps in a loop "
+                "in one process (flows.health.health_sweep)",
+        "per_stack_runs": {"wall_s": round(max(x["end"] for x in sweep_lines) - min(x["created"] for x in sweep_lines), 2),
+                           "per_run_overhead_s": med([x["overhead_s"] for x in sweep_lines]),
+                           "sweep_running_median_s": med([x["running_s"] for x in sweep_lines])},
+        "fleet_run": {"wall_s": round(ts(sweep_fleet_run["end_time"]) - ts(sweep_fleet_run["created"]), 2)},
+        "serial": {"wall_s": round(sum(serial_h.values()), 2), "sweep_median_s": med(list(serial_h.values()))},
+        "cpu_s": health_cpu,
+        "machine_cpu_s_per_stack_sweep": {k: round(v["machine"] / stacks, 2) for k, v in health_cpu.items()},
+    }
     flow_wall = one_run["end"] - one_run["created"]
     flow_cores = min(os.cpu_count() or 1, fleet_parallel)
     flow_efficiency = serial_s / (flow_wall * flow_cores)
@@ -526,6 +573,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "zygote_rss_mb": zygote,
         "cpu_s": cpu_breakdown,
         "server_requests": requests_per_phase,
+        "health": health,
         "cold_engine": {"command": COLD_COMMAND, "wall_s": round(cold_wall, 2), "efficiency": round(cold_efficiency, 3),
                         "per_run_overhead_s": cold_overhead, "wall_ratio_warm_to_cold": round(wall_s / cold_wall, 3),
                         "loadavg": {"start": load_cold, "end": load_cold_end}},
@@ -612,6 +660,11 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                "run (fleet: the median round; fleet_flow: per stack; serial: per backup) and the "
                                "top endpoints per run; the bench's own wait (one filter request every 2 s) is in "
                                "them",
+            "health": "one minute's health sweeps of every stack, three ways: a health-sweep/every-minute-<stack> "
+                      "run per stack (all created at once, the pool's workers), ONE health-sweep/fleet run "
+                      "(max_parallel = fleet_flow's), and flows.health.health_sweep in a loop in one process; "
+                      "machine_cpu_s_per_stack_sweep = the machine's busy CPU seconds in the phase / stacks (what "
+                      "sweeping N stacks every minute costs: N x it per minute); cpu_s split as for the backups",
             "zygote_rss_mb": "RSS and peak RSS of the warm-start zygote after the fleet (its forked runs share its "
                              "pages copy-on-write): what a warm start costs in memory",
             "fleet_flow": "the same stacks as subflows of ONE backup/fleet run (at most max_parallel at once, threads "
@@ -631,5 +684,8 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
           f"   (the same runs, python -m prefect.engine)")
     print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_s:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
           f"   (one backup/fleet run, max_parallel {fleet_parallel})")
+    per = health["machine_cpu_s_per_stack_sweep"]
+    print(f"health sweeps, machine CPU-s per stack: {per['per_stack_runs']} as runs of their own, "
+          f"{per['fleet_run']} in one fleet run, {per['serial']} in one process")
     print("server requests per run: " + ", ".join(f"{k} {v['per_run']}" for k, v in requests_per_phase.items()))
     return result
