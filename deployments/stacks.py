@@ -43,8 +43,10 @@ def spread_cron(cron: str, minutes: int) -> str:
         if dom != "*" or month != "*" or not (dow == "*" or DAYS_OF_WEEK.match(dow)):
             return cron
         if dow != "*":
-            days = {d % 7 for part in dow.split(",") for a, _, b in [part.partition("-")]
-                    for d in range(int(a), int(b or a) + 1)}
+            ranges = [(int(a), int(b or a)) for a, _, b in (part.partition("-") for part in dow.split(","))]
+            if any(a > b for a, b in ranges):  # a range that wraps (5-1): left to the cron library
+                return cron
+            days = {d % 7 for a, b in ranges for d in range(a, b + 1)}
             dow = ",".join(str(d) for d in sorted((d + 1) % 7 for d in days))
         total -= 24 * 60
     return f"{total % 60} {total // 60} {dom} {month} {dow}"

@@ -106,7 +106,7 @@ def test_a_spread_nightly_fires_exactly_its_offset_later_across_midnight_too(cro
 def test_a_nightly_that_cannot_be_spread_is_named_by_setup():
     from odoo_stack_ops.config import validate_tree
 
-    for cron in ("50 23 1 * *", "50 23 * * MON", "*/30 2 * * *", "50 23 * 6 *"):
+    for cron in ("50 23 1 * *", "50 23 * * MON", "*/30 2 * * *", "50 23 * 6 *", "50 23 * * 5-1"):
         assert stacks.spread_cron(cron, 15) == cron
     names = [n for n in (f"s{i:02d}" for i in range(20)) if stacks.offset_minutes(n, 60) >= 10]
     cfgs = {n: validate_tree({**BASE, "name": n, "backup": {"schedule_cron": "50 23 1 * *"}}) for n in names}
