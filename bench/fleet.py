@@ -196,22 +196,28 @@ ID_IN_PATH = re.compile(r"/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
                         r"(?<=/v2/concurrency_limits/)(?!increment|decrement|leases|filter)[^/]+")
 
 
-def server_requests(log: Path, window: tuple[float, float], runs: int, top: int = 10) -> dict[str, Any]:
-    """The API requests the server answered in a phase (its access log, server time of day, to the millisecond),
-    per run and by endpoint (ids and names replaced by {id}): where its per-run CPU goes."""
+def access_log(log: Path) -> list[tuple[float, str]]:
+    """The server's access log as (second of its day, to the millisecond; "METHOD /path" with ids and names as
+    {id}) pairs."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if m := ACCESS_LINE.match(line):
+            at = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000
+            path = ID_IN_PATH.sub(lambda x: "/{id}" if x[0].startswith("/") else "{id}", m[6].split("?")[0])
+            out.append((at, f"{m[5]} {path}"))
+    return out
+
+
+def server_requests(requests: list[tuple[float, str]], window: tuple[float, float], runs: int,
+                    top: int = 10) -> dict[str, Any]:
+    """The API requests the server answered in a phase, per run and by endpoint: where its per-run CPU goes."""
     def day_s(t: float) -> float:
         lt = time.localtime(t)
         return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + t % 1
 
     start, end = (day_s(t) for t in window)
-    counts: collections.Counter[str] = collections.Counter()
-    for line in log.read_text(errors="replace").splitlines():
-        m = ACCESS_LINE.match(line)
-        if not m:
-            continue
-        at = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000
-        if (start <= at <= end) if start <= end else (at >= start or at <= end):  # a phase across midnight
-            counts[f"{m[5]} {ID_IN_PATH.sub(lambda x: '/{id}' if x[0].startswith('/') else '{id}', m[6].split('?')[0])}"] += 1
+    counts = collections.Counter(key for at, key in requests  # a phase may cross midnight
+                                 if ((start <= at <= end) if start <= end else (at >= start or at <= end)))
     return {"per_run": round(sum(counts.values()) / runs, 1),
             "by_endpoint_per_run": {k: round(v / runs, 2) for k, v in counts.most_common(top)}}
 
@@ -334,6 +340,18 @@ def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, An
     return runs
 
 
+def serial_loop(prefect: LocalPrefect, flow: str, inv: str, names: list[str], env: dict[str, str],
+                timeout: float) -> dict[str, float]:
+    """`flow` ("module:function") for each stack, one after another in one process: {stack: seconds}."""
+    out = prefect.python("-c", SERIAL, flow, inv, *names, extra_env=env, timeout=timeout)
+    return json.loads(next(line for line in out.splitlines() if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
+
+
+def span(lines: list[dict[str, float]]) -> float:
+    """First run created → last run ended (server timestamps)."""
+    return max(x["end"] for x in lines) - min(x["created"] for x in lines)
+
+
 def med(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
@@ -424,7 +442,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     worker_log = (tmp / "worker-0.log").read_text(errors="replace")[-4000:]
                     raise RuntimeError(f"fleet runs not Completed: {failed}\nworker-0.log:\n{worker_log}")
                 lines = [timeline(prefect.api, r) for r in fleet.values()]
-                wall = max(x["end"] for x in lines) - min(x["created"] for x in lines)
+                wall = span(lines)
                 rounds.append({"wall_s": wall, "lines": lines, "cpu": (cpu0, cpu1), "loadavg": (load0, load1),
                                "window": (t0, t1)})
                 print(f"fleet, round {i + 1}: {stacks} runs Completed in {wall:.1f} s")
@@ -440,7 +458,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             if any(r["state"]["type"] != "COMPLETED" for r in cold.values()):
                 raise RuntimeError("cold fleet runs not Completed")
             cold_lines = [timeline(prefect.api, r) for r in cold.values()]
-            cold_wall = max(x["end"] for x in cold_lines) - min(x["created"] for x in cold_lines)
+            cold_wall = span(cold_lines)
             print(f"fleet, cold engine: {stacks} runs Completed in {cold_wall:.1f} s")
 
             (single_id,) = create_runs(prefect.api, ids[:1])  # the idle pool: polling included
@@ -472,32 +490,26 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                    f"{[r['state'].get('message') for r in [*per_stack.values(), *sweep_fleet.values()]]}")
             sweep_lines = [timeline(prefect.api, r) for r in per_stack.values()]
             (sweep_fleet_run,) = sweep_fleet.values()
-            print(f"health sweeps: {stacks} runs in {max(x['end'] for x in sweep_lines) - min(x['created'] for x in sweep_lines):.1f} s, "
+            print(f"health sweeps: {stacks} runs in {span(sweep_lines):.1f} s, "
                   f"one fleet run in {ts(sweep_fleet_run['end_time']) - ts(sweep_fleet_run['created']):.1f} s")
 
             for proc in procs:
                 stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
             load_serial, serial_t0 = loadavg(), time.time()
             cpu_serial0 = {**snap(), "runs": children_cpu_s()}
-            out = prefect.python("-c", SERIAL, "flows.backup:backup", inv, *names, extra_env=env, timeout=timeout)
-            serial = json.loads(next(line for line in out.splitlines()
-                                     if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
+            serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
             serial_s = sum(serial.values())
             load_serial_end = loadavg()
             cpu_serial1 = {**snap(), "runs": children_cpu_s()}  # the serial loop's process, reaped by the bench
             serial_h_t0 = time.time()
-            out = prefect.python("-c", SERIAL, "flows.health:health_sweep", inv, *names, extra_env=env, timeout=timeout)
-            serial_h = json.loads(next(line for line in out.splitlines()
-                                       if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
+            serial_h = serial_loop(prefect, "flows.health:health_sweep", inv, names, env, timeout)
             cpu_serial_h = {**snap(), "runs": children_cpu_s()}
             serial_h_t1 = time.time()
-            server_log = prefect.home / "server.log"
-            requests_per_phase = {"fleet": server_requests(server_log, median_round["window"], stacks),
-                                  "fleet_flow": server_requests(server_log, (flow_t0, flow_t1), stacks),
-                                  "serial": server_requests(server_log, (serial_t0, serial_h_t0), stacks),
-                                  "health_per_stack_runs": server_requests(server_log, (health_t0, health_t1), stacks),
-                                  "health_fleet_run": server_requests(server_log, (health_t1, health_t2), stacks),
-                                  "health_serial": server_requests(server_log, (serial_h_t0, serial_h_t1), stacks)}
+            log = access_log(prefect.home / "server.log")
+            requests_per_phase = {phase: server_requests(log, window, stacks) for phase, window in (
+                ("fleet", median_round["window"]), ("fleet_flow", (flow_t0, flow_t1)),
+                ("serial", (serial_t0, serial_h_t0)), ("health_per_stack_runs", (health_t0, health_t1)),
+                ("health_fleet_run", (health_t1, health_t2)), ("health_serial", (serial_h_t0, serial_h_t1)))}
             startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
             imports = import_cost(prefect.env(env))
@@ -534,7 +546,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "what": "one minute's health sweeps of every stack: each stack's health-sweep/every-minute-<stack> run at "
                 "once; then ONE health-sweep/fleet run (max_parallel as fleet_flow); then the same sweeps in a loop "
                 "in one process (flows.health.health_sweep)",
-        "per_stack_runs": {"wall_s": round(max(x["end"] for x in sweep_lines) - min(x["created"] for x in sweep_lines), 2),
+        "per_stack_runs": {"wall_s": round(span(sweep_lines), 2),
                            "per_run_overhead_s": med([x["overhead_s"] for x in sweep_lines]),
                            "sweep_running_median_s": med([x["running_s"] for x in sweep_lines])},
         "fleet_run": {"wall_s": round(ts(sweep_fleet_run["end_time"]) - ts(sweep_fleet_run["created"]), 2)},

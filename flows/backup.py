@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest, Verification, summary_rows
@@ -24,7 +24,7 @@ from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import cluster_dump_slot, stack_writer
 from odoo_stack_ops.notify import alerted, notify
 from tasks.backup import assemble, backup_filestore, check_databases, dump_database, prepare_bucket, publish, verify
-from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
+from tasks.common import logger, publish_markdown, publish_table
 from tasks.fleet import over_stacks
 from tasks.retention import apply_retention
 
@@ -116,12 +116,6 @@ def backup(
     return {db: layout.manifest_key(cfg.spaces.prefix, db, st) for db in manifests}
 
 
-@task(name="backup-stack", **NO_RETRIES)  # the nightly's own tasks retry
-def backup_stack(params: dict[str, Any]) -> dict[str, Any]:
-    """One stack's nightly, as a subflow run of its own (its artifacts, its Mattermost post on failure)."""
-    return backup(**params)
-
-
 @flow(name="backup", description="Every stack's nightly backup in one run: stacks as subflows, a few at once")
 def backup_fleet(
     stack_file: str | None = None,
@@ -134,5 +128,5 @@ def backup_fleet(
     """The nightly of every stack of the inventory (or of `stacks`), at most `max_parallel` at once; each stack
     still takes its writer lock and a slot of its cluster's dump limit. Returns {stack: its backup's result};
     one stack failing does not stop the others, and the run fails at the end naming every failed stack."""
-    return over_stacks(backup_stack, {"run_verify": run_verify, "prune": prune, "retention_dry_run": retention_dry_run},
+    return over_stacks(backup, {"run_verify": run_verify, "prune": prune, "retention_dry_run": retention_dry_run},
                        stack_file, stacks, max_parallel, "backup", "prefect deployment run backup/nightly-<stack>")

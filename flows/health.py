@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 
 from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.health import runbooks
 from odoo_stack_ops.health.alerting import STATE_NAME, AlertPolicy, SweepState, parse_state
-from tasks.common import NO_RETRIES, logger, publish_markdown, publish_table
+from tasks.common import logger, publish_markdown, publish_table
 from tasks.fleet import over_stacks
 from tasks.health import (
     SweepOptions,
@@ -73,12 +73,6 @@ def health_sweep(
                                          for n in notices], "seconds": round(time.monotonic() - started, 3)}
 
 
-@task(name="health-sweep-stack", **NO_RETRIES)  # a sweep that fails is the next minute's to repeat
-def sweep_stack(params: dict[str, Any]) -> dict[str, Any]:
-    """One stack's sweep, as a subflow run of its own (its table, its alerts)."""
-    return health_sweep(**params)
-
-
 @flow(name="health-sweep", description="Every stack's health sweep in one run: stacks as subflows, a few at once")
 def health_fleet(
     stack_file: str | None = None,
@@ -98,7 +92,7 @@ def health_fleet(
     params = {"fail_after": fail_after, "ok_after": ok_after, "remind_minutes": remind_minutes,
               "disk_paths": disk_paths, "check_timeout_s": check_timeout_s, "slow_response_s": slow_response_s,
               "container_stats": container_stats}
-    return over_stacks(sweep_stack, params, stack_file, stacks, max_parallel, "health-sweep",
+    return over_stacks(health_sweep, params, stack_file, stacks, max_parallel, "health-sweep",
                        "prefect deployment run health-sweep/every-minute-<stack>")
 
 

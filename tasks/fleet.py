@@ -7,17 +7,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect import Task
+from prefect import Flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from odoo_stack_ops import inventory
 from odoo_stack_ops.config import STACK_FILE_VAR
 from odoo_stack_ops.errors import ConfigError, OpsError
 from odoo_stack_ops.notify import ALERTED
-from tasks.common import logger
+from tasks.common import NO_RETRIES, logger
 
 
-def over_stacks(one: Task, params: dict[str, Any], stack_file: str | None, stacks: list[str] | None,
+@task(name="fleet-stack", **NO_RETRIES)  # the stack's flow retries its own tasks; a failed stack is named below
+def stack_run(one: Flow, params: dict[str, Any]) -> Any:
+    """One stack's flow, as a subflow run of its own (its artifacts, its alerts)."""
+    return one(**params)
+
+
+def over_stacks(one: Flow, params: dict[str, Any], stack_file: str | None, stacks: list[str] | None,
                 max_parallel: int, what: str, rerun: str) -> dict[str, Any]:
     """`one(params | stack=name)` for every stack of the inventory (or of `stacks`); {stack: its result}. One stack
     failing does not stop the others; the run fails at the end naming every failed stack (`rerun`: how to run one
@@ -29,9 +35,9 @@ def over_stacks(one: Task, params: dict[str, Any], stack_file: str | None, stack
     inv = inventory.read(source)
     with ThreadPoolTaskRunner(max_workers=max(1, max_parallel)) as runner:
         # a single stack file's stack runs unnamed, so its unprefixed environment variables apply as for one stack
-        futures = {name: runner.submit(one.with_options(task_run_name=f"{what}-{name}"),
-                                       {"params": {**params, "stack_file": stack_file,
-                                                   "stack": None if inv.single else name}})
+        futures = {name: runner.submit(stack_run.with_options(task_run_name=f"{what}-{name}"),
+                                       {"one": one, "params": {**params, "stack_file": stack_file,
+                                                               "stack": None if inv.single else name}})
                    for name in inv.select(stacks)}
         outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
     failed = {name: out for name, out in outcomes.items() if isinstance(out, BaseException)}
