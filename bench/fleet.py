@@ -12,9 +12,10 @@ operator's; each `backup/nightly-<stack>` gets one run, all created at once.
 Figures (definitions also in the JSON's `definitions`):
 - wall_s: the first run's creation to the last run's end, both as the server records them; the fleet is run
   `repeat` times (the first round is each stack's first night, the later ones are later nights, as the serial loop's
-  are) and the median round is reported, every round in `rounds`;
+  are), each round followed by its serial loop; the round of median efficiency is reported, every round in `rounds`;
 - serial_s: the same backups, `flows.backup.backup(stack_file=inv, stack=name)` in a loop in one process
-  against the same server (imports excluded: done once before the loop);
+  against the same server (imports excluded: done once before the loop; a run's environment from prefect.yaml;
+  the workers stopped), measured right after the round's fleet, since this shared machine's speed drifts;
 - efficiency: serial_s / (wall_s x cores used), cores used = min(os.cpu_count(), workers x limit);
 - per_run_overhead_s: median over the fleet's runs of (end - Pending) - Running time: what the process worker
   adds to a flow (a process per run, its imports, the engine loading the flow, reporting the end);
@@ -96,6 +97,15 @@ QUERY_1S_2026_12_01 = {"worker_query_seconds": 1, "wall_s": 35.4, "serial_s": 43
                        "rounds_wall_s": [41.8, 35.4, 33.38], "per_run_overhead_s": 1.78, "cores_filled": 0.931,
                        "cpu_ratio_serial_to_phase": 0.615,
                        "idle_polling_cpu_s_per_min": {"machine": 6.24, "server": 4.32, "workers": 0.33}}
+# Before each round had its own serial loop (one serial loop after all rounds, every round compared with it) and
+# before runs skipped the version check and CSRF-token requests: the seventh session's committed figures, load
+# 0.9-2.9. Kept beside: the baseline's measurement changed (and this machine's speed moved 2x between runs since).
+SERIAL_ONCE_2026_12_01 = {"wall_s": 39.63, "serial_s": 47.97, "efficiency": 0.605, "per_run_overhead_s": 1.57,
+                          "rounds_wall_s": [41.91, 39.63, 34.33], "rounds_efficiency": [0.572, 0.605, 0.699],
+                          "cpu_ratio_serial_to_phase": 0.718, "cores_filled": 0.91,
+                          "server_requests_per_run": {"fleet": 46.4, "serial": 22.4},
+                          "fleet_flow": {"wall_s": 29.1, "efficiency": 0.824},
+                          "cold_engine": {"wall_s": 65.2, "efficiency": 0.368}}
 COLD_COMMAND = "python -m prefect.engine"
 IDLE_WINDOW_S = 20.0
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -340,10 +350,17 @@ def create_runs(api: str, deployment_ids: list[str], job_variables: dict[str, An
     return runs
 
 
+def run_env() -> dict[str, str]:
+    """The environment prefect.yaml gives each run of the ops-process pool: the serial loop runs with it too."""
+    doc = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    return {k: str(v) for k, v in doc["definitions"]["work_pool"]["job_variables"]["env"].items()}
+
+
 def serial_loop(prefect: LocalPrefect, flow: str, inv: str, names: list[str], env: dict[str, str],
                 timeout: float) -> dict[str, float]:
-    """`flow` ("module:function") for each stack, one after another in one process: {stack: seconds}."""
-    out = prefect.python("-c", SERIAL, flow, inv, *names, extra_env=env, timeout=timeout)
+    """`flow` ("module:function") for each stack, one after another in one process (with a run's environment):
+    {stack: seconds}."""
+    out = prefect.python("-c", SERIAL, flow, inv, *names, extra_env={**env, **run_env()}, timeout=timeout)
     return json.loads(next(line for line in out.splitlines() if line.startswith("FLEET-SERIAL "))[len("FLEET-SERIAL "):])
 
 
@@ -376,6 +393,7 @@ def fleet_flow_run(api: str, deployment_id: str, stacks: int, parallel: int, tim
 def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float = 2, max_parallel_dumps: int = 2,
         fleet_parallel: int = 4, server_sqlite: int = 0, repeat: int = 3, timeout: float = 3600) -> dict[str, Any]:
     names = [f"fleet-{i:02d}" for i in range(stacks)]
+    cores = min(os.cpu_count() or 1, workers * limit)
     load_before = loadavg()
     pg = sshd = podman = s3 = None
     prefect: LocalPrefect | None = None
@@ -418,21 +436,35 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                               timeout=30).json()["id"]
             setup_s = time.monotonic() - started
             print(f"{stacks} stacks set up and deployed in {setup_s:.0f} s; starting {workers} workers")
-            for w in range(workers):
-                log = (tmp / f"worker-{w}.log").open("ab")
-                procs.append(subprocess.Popen(
-                    [prefect_bin(), "worker", "start", "--pool", "ops-process", "--name", f"bench-{w}",
-                     "--limit", str(limit)], env=prefect.env(env), cwd=PROJECT, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True))
-            time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
+
+            def start_workers() -> None:
+                for w in range(workers):
+                    log = (tmp / f"worker-{w}.log").open("ab")
+                    procs.append(subprocess.Popen(
+                        [prefect_bin(), "worker", "start", "--pool", "ops-process", "--name", f"bench-{w}",
+                         "--limit", str(limit)], env=prefect.env(env), cwd=PROJECT, stdout=log,
+                        stderr=subprocess.STDOUT, start_new_session=True))
+                time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
+
+            def stop_workers() -> None:  # the serial loops run without them, as a single process would
+                while procs:
+                    stop_group(procs.pop(), (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+
+            # a phase's CPU is a difference of two snapshots with the same workers (their reaped runs included)
             snap = lambda: cpu_snapshot([w.pid for w in procs], prefect.server.pid)  # noqa: E731
+            start_workers()
             idle0, idle_t0 = snap(), time.monotonic()
             time.sleep(IDLE_WINDOW_S)  # what the workers' polling alone costs the server (and the workers)
             idle1, idle_s = snap(), time.monotonic() - idle_t0
             idle_polling = {k: round((idle1[k] - idle0[k]) / idle_s * 60, 2) for k in ("server", "workers", "machine")}
 
-            rounds = []  # the fleet `repeat` times (the first is every stack's first night): the median is reported
+            # the fleet `repeat` times (the first is every stack's first night), each followed by the same backups in
+            # the serial loop: the machine's speed drifts (2x within an hour on this shared one), so each round's
+            # efficiency compares the two measured minutes apart. The median round is reported.
+            rounds = []
             for i in range(repeat):
+                if not procs:
+                    start_workers()
                 load0, cpu0, t0 = loadavg(), snap(), time.time()
                 fleet = wait_runs(prefect.api, create_runs(prefect.api, ids), timeout)
                 load1, cpu1, t1 = loadavg(), snap(), time.time()
@@ -443,12 +475,26 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     raise RuntimeError(f"fleet runs not Completed: {failed}\nworker-0.log:\n{worker_log}")
                 lines = [timeline(prefect.api, r) for r in fleet.values()]
                 wall = span(lines)
+                stop_workers()
+                load_s0, serial_t0, cpu_s0 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
+                serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
+                # the serial loop's process, reaped by the bench
+                load_s1, serial_t1, cpu_s1 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
                 rounds.append({"wall_s": wall, "lines": lines, "cpu": (cpu0, cpu1), "loadavg": (load0, load1),
-                               "window": (t0, t1)})
-                print(f"fleet, round {i + 1}: {stacks} runs Completed in {wall:.1f} s")
-            median_round = sorted(rounds, key=lambda r: r["wall_s"])[len(rounds) // 2]
-            wall_s, lines = median_round["wall_s"], median_round["lines"]
+                               "window": (t0, t1), "serial": serial, "serial_s": sum(serial.values()),
+                               "serial_cpu": (cpu_s0, cpu_s1), "serial_loadavg": (load_s0, load_s1),
+                               "serial_window": (serial_t0, serial_t1),
+                               "efficiency": sum(serial.values()) / (wall * cores)})
+                print(f"round {i + 1}: {stacks} runs Completed in {wall:.1f} s; serial loop {sum(serial.values()):.1f} s;"
+                      f" efficiency {rounds[-1]['efficiency']:.2f}")
+            median_round = sorted(rounds, key=lambda r: r["efficiency"])[len(rounds) // 2]
+            wall_s, lines, serial_s = median_round["wall_s"], median_round["lines"], median_round["serial_s"]
+            serial = median_round["serial"]
+            serial_med = med([r["serial_s"] for r in rounds])  # the baseline for the phases after the rounds
             (cpu_fleet0, cpu_fleet1), (load_fleet, load_fleet_end) = median_round["cpu"], median_round["loadavg"]
+            (cpu_serial0, cpu_serial1), (load_serial, load_serial_end) = (median_round["serial_cpu"],
+                                                                         median_round["serial_loadavg"])
+            start_workers()
             zygote = zygote_rss_mb()
             # the same fleet again, each run a cold `python -m prefect.engine`: the baseline, in the same run
             load_cold, cpu_cold0 = loadavg(), snap()
@@ -493,22 +539,15 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             print(f"health sweeps: {stacks} runs in {span(sweep_lines):.1f} s, "
                   f"one fleet run in {ts(sweep_fleet_run['end_time']) - ts(sweep_fleet_run['created']):.1f} s")
 
-            for proc in procs:
-                stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
-            load_serial, serial_t0 = loadavg(), time.time()
-            cpu_serial0 = {**snap(), "runs": children_cpu_s()}
-            serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
-            serial_s = sum(serial.values())
-            load_serial_end = loadavg()
-            cpu_serial1 = {**snap(), "runs": children_cpu_s()}  # the serial loop's process, reaped by the bench
-            serial_h_t0 = time.time()
+            stop_workers()
+            cpu_serial_h0, serial_h_t0 = {**snap(), "runs": children_cpu_s()}, time.time()
             serial_h = serial_loop(prefect, "flows.health:health_sweep", inv, names, env, timeout)
             cpu_serial_h = {**snap(), "runs": children_cpu_s()}
             serial_h_t1 = time.time()
             log = access_log(prefect.home / "server.log")
             requests_per_phase = {phase: server_requests(log, window, stacks) for phase, window in (
                 ("fleet", median_round["window"]), ("fleet_flow", (flow_t0, flow_t1)),
-                ("serial", (serial_t0, serial_h_t0)), ("health_per_stack_runs", (health_t0, health_t1)),
+                ("serial", median_round["serial_window"]), ("health_per_stack_runs", (health_t0, health_t1)),
                 ("health_fleet_run", (health_t1, health_t2)), ("health_serial", (serial_h_t0, serial_h_t1)))}
             startup_log = start_up_logs(prefect.api, single_id)
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
@@ -526,10 +565,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     with contextlib.suppress(Exception):
                         part.stop()
 
-    cores = min(os.cpu_count() or 1, workers * limit)
     efficiency = serial_s / (wall_s * cores)
     overhead = med([x["overhead_s"] for x in lines])
-    cold_efficiency = serial_s / (cold_wall * cores)
+    cold_efficiency = serial_med / (cold_wall * cores)
     cpu_breakdown = {"fleet": cpu_delta(cpu_fleet0, cpu_fleet1, stacks), "cold_engine": cpu_delta(cpu_cold0, cpu_cold1, stacks),
                      "fleet_flow": cpu_delta(cpu_flow0, cpu_flow1, stacks),
                      "serial": cpu_delta(cpu_serial0, cpu_serial1, stacks)}
@@ -541,7 +579,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         for phase, w in (("fleet", wall_s), ("cold_engine", cold_wall))}
     cold_overhead = med([x["overhead_s"] for x in cold_lines])
     health_cpu = {"per_stack_runs": cpu_delta(cpu_h0, cpu_h1, stacks), "fleet_run": cpu_delta(cpu_h1, cpu_h2, stacks),
-                  "serial": cpu_delta(cpu_serial1, cpu_serial_h, stacks)}
+                  "serial": cpu_delta(cpu_serial_h0, cpu_serial_h, stacks)}
     health = {
         "what": "one minute's health sweeps of every stack: each stack's health-sweep/every-minute-<stack> run at "
                 "once; then ONE health-sweep/fleet run (max_parallel as fleet_flow); then the same sweeps in a loop "
@@ -556,7 +594,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
     }
     flow_wall = one_run["end"] - one_run["created"]
     flow_cores = min(os.cpu_count() or 1, fleet_parallel)
-    flow_efficiency = serial_s / (flow_wall * flow_cores)
+    flow_efficiency = serial_med / (flow_wall * flow_cores)
     # the run's one process start is shared by its stacks; each subflow adds its own orchestration
     flow_overhead = one_run["overhead_s"] / stacks + one_run["subflow_overhead_s"]
     result = {
@@ -571,11 +609,14 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "cores_used": cores,
         "wall_s": round(wall_s, 2),
         "idle_polling_cpu_s_per_min": idle_polling,
-        "rounds": [{"wall_s": round(r["wall_s"], 2), "efficiency": round(serial_s / (r["wall_s"] * cores), 3),
+        "rounds": [{"wall_s": round(r["wall_s"], 2), "serial_s": round(r["serial_s"], 2),
+                    "efficiency": round(r["efficiency"], 3),
+                    "serial_loadavg": {"start": r["serial_loadavg"][0], "end": r["serial_loadavg"][1]},
                     "per_run_overhead_s": med([x["overhead_s"] for x in r["lines"]]),
                     "cpu_s_machine": round(r["cpu"][1]["machine"] - r["cpu"][0]["machine"], 1),
                     "loadavg": {"start": r["loadavg"][0], "end": r["loadavg"][1]}} for r in rounds],
         "serial_s": round(serial_s, 2),
+        "serial_median_s": round(serial_med, 2),
         "efficiency": round(efficiency, 3),
         "per_run_overhead_s": overhead,
         "single_run_overhead_s": round(single_wall - single["total_run_time"], 2),
@@ -593,6 +634,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "before_one_session_2026_12_01": BEFORE_ONE_SESSION_2026_12_01,
         "before_one_poll_2026_12_01": BEFORE_ONE_POLL_2026_12_01,
         "query_1s_2026_12_01": QUERY_1S_2026_12_01,
+        "serial_once_2026_12_01": SERIAL_ONCE_2026_12_01,
         "server_rss_mb": round(sum(server_rss.values()), 1),
         "fleet_flow": {
             "deployment": "backup/fleet", "max_parallel": fleet_parallel, "cores_used": flow_cores,
@@ -624,8 +666,13 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "wall_s": "first fleet run's creation to the last one's end, server timestamps; all runs created at "
                       "once through the ops-process pool, each Completed",
             "serial_s": "sum of flows.backup.backup(stack_file=inventory, stack=name) durations, one after another "
-                        "in one process against the same server (imports done once, before the loop)",
-            "efficiency": "serial_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), workers x worker_limit)",
+                        "in one process against the same server (imports done once, before the loop; the "
+                        "environment prefect.yaml gives a run; workers stopped), right after the median round's "
+                        "fleet; serial_median_s: the median over the rounds' serial loops",
+            "efficiency": "serial_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), workers x worker_limit), "
+                          "per round with that round's serial loop; the median round's",
+            "serial_once_2026_12_01": "the figures before each round had its own serial loop and before runs "
+                                      "skipped the version check and CSRF-token requests: kept beside",
             "per_run_overhead_s": "median over the fleet's runs of (end - Pending) - Running time: the process "
                                   "worker's own cost per run (process start, imports, loading the flow, reporting "
                                   "the end); queueing for a free worker slot is not in it",
@@ -647,15 +694,17 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "loadavg": "os.getloadavg() at each phase: the machine is shared, read the figures with it",
             "cold_engine": "the same per-deployment fleet right after, each run created with the job variable "
                            "command = `python -m prefect.engine` (the pool's command before warm starts): wall_s, "
-                           "efficiency and per_run_overhead_s defined as above; the baseline, measured in the same run",
+                           "efficiency (against serial_median_s) and per_run_overhead_s defined as above; the "
+                           "baseline, measured in the same run",
             "idle_polling_cpu_s_per_min": "CPU seconds per minute of the server, the workers and the whole machine "
                                           "while the workers only poll (no run), measured over IDLE_WINDOW_S before "
                                           "the fleet: what worker_query_seconds costs",
             "query_1s_2026_12_01": "the same bench with the workers polling every second instead of every 2 s: "
                                    "kept beside, with why it is not the setting",
-            "rounds": "each round of the per-deployment fleet (the top-level figures are the median round's; round "
-                      "1 is every stack's first night, which uploads its files): wall_s, efficiency, "
-                      "per_run_overhead_s, the machine's CPU seconds and the load",
+            "rounds": "each round: the per-deployment fleet, then the same backups in the serial loop (the top-level "
+                      "figures are the round of median efficiency; round 1's fleet is every stack's first night, "
+                      "which uploads its files): wall_s, serial_s, efficiency, per_run_overhead_s, the machine's "
+                      "CPU seconds and the load",
             "before_one_poll_2026_12_01": "the same bench while its wait for the runs read each run once a second "
                                           "(20 requests a second on the server under test, which the serial phase "
                                           "did not have): kept beside",
@@ -682,7 +731,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "fleet_flow": "the same stacks as subflows of ONE backup/fleet run (at most max_parallel at once, threads "
                           "of one flow-run process; each stack's writer lock and the cluster's dump limit hold) on "
                           "the same pool and workers, after the per-deployment figures: wall_s its creation -> end; "
-                          "efficiency serial_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), "
+                          "efficiency serial_median_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), "
                           "max_parallel); per_run_overhead_s what each stack pays beyond its flow's own time = the "
                           "run's overhead ((end - Pending) - Running: its one process start) / stacks + the median "
                           "subflow's (created -> end) - Running",
@@ -692,9 +741,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
           f"{'server MB':>11}")
     print(f"{stacks:>7}{workers:>8}{limit:>6}{wall_s:>9.1f}{serial_s:>10.1f}{efficiency:>7.2f}{overhead:>12.2f}"
           f"{result['server_rss_mb']:>11.0f}")
-    print(f"{'cold engine':>21}{cold_wall:>9.1f}{serial_s:>10.1f}{cold_efficiency:>7.2f}{cold_overhead:>12.2f}"
+    print(f"{'cold engine':>21}{cold_wall:>9.1f}{serial_med:>10.1f}{cold_efficiency:>7.2f}{cold_overhead:>12.2f}"
           f"   (the same runs, python -m prefect.engine)")
-    print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_s:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
+    print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_med:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
           f"   (one backup/fleet run, max_parallel {fleet_parallel})")
     per = health["machine_cpu_s_per_stack_sweep"]
     print(f"health sweeps, machine CPU-s per stack: {per['per_stack_runs']} as runs of their own, "
