@@ -26,8 +26,8 @@ Figures (definitions also in the JSON's `definitions`):
 - the pool's runs start warm (forked from a zygote, odoo_stack_ops/warm_start.py); cold_engine: the same fleet
   again with each run a cold `python -m prefect.engine` (the pool's command before), in the same bench run;
 - fleet_flow: the same stacks through one run of `backup/fleet` (every stack's nightly as a subflow, at most
-  `fleet_parallel` at once, in one process on the same pool): its wall_s, efficiency and per_run_overhead_s,
-  defined as above with the run's one process start shared by all its stacks.
+  `fleet_parallel` at once, in one process on the same pool), in each round before its serial loop: its wall_s,
+  efficiency and per_run_overhead_s, defined as above with the run's one process start shared by all its stacks.
 """
 
 from __future__ import annotations
@@ -394,6 +394,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         fleet_parallel: int = 4, server_sqlite: int = 0, repeat: int = 3, timeout: float = 3600) -> dict[str, Any]:
     names = [f"fleet-{i:02d}" for i in range(stacks)]
     cores = min(os.cpu_count() or 1, workers * limit)
+    flow_cores = min(os.cpu_count() or 1, fleet_parallel)
     load_before = loadavg()
     pg = sshd = podman = s3 = None
     prefect: LocalPrefect | None = None
@@ -475,6 +476,11 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     raise RuntimeError(f"fleet runs not Completed: {failed}\nworker-0.log:\n{worker_log}")
                 lines = [timeline(prefect.api, r) for r in fleet.values()]
                 wall = span(lines)
+                # the same stacks again as subflows of one backup/fleet run, on the same pool
+                load_f0, cpu_f0, flow_t0 = loadavg(), snap(), time.time()
+                one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
+                load_f1, cpu_f1, flow_t1 = loadavg(), snap(), time.time()
+                flow_wall = one_run["end"] - one_run["created"]
                 stop_workers()
                 load_s0, serial_t0, cpu_s0 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
                 serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
@@ -484,9 +490,14 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                "window": (t0, t1), "serial": serial, "serial_s": sum(serial.values()),
                                "serial_cpu": (cpu_s0, cpu_s1), "serial_loadavg": (load_s0, load_s1),
                                "serial_window": (serial_t0, serial_t1),
-                               "efficiency": sum(serial.values()) / (wall * cores)})
-                print(f"round {i + 1}: {stacks} runs Completed in {wall:.1f} s; serial loop {sum(serial.values()):.1f} s;"
-                      f" efficiency {rounds[-1]['efficiency']:.2f}")
+                               "efficiency": sum(serial.values()) / (wall * cores),
+                               "flow": {"run": one_run, "wall_s": flow_wall, "cpu": (cpu_f0, cpu_f1),
+                                        "loadavg": (load_f0, load_f1), "window": (flow_t0, flow_t1),
+                                        "serial_s": sum(serial.values()),
+                                        "efficiency": sum(serial.values()) / (flow_wall * flow_cores)}})
+                print(f"round {i + 1}: {stacks} runs Completed in {wall:.1f} s; one backup/fleet run {flow_wall:.1f} s; "
+                      f"serial loop {sum(serial.values()):.1f} s; efficiency {rounds[-1]['efficiency']:.2f} and "
+                      f"{rounds[-1]['flow']['efficiency']:.2f}")
             median_round = sorted(rounds, key=lambda r: r["efficiency"])[len(rounds) // 2]
             wall_s, lines, serial_s = median_round["wall_s"], median_round["lines"], median_round["serial_s"]
             serial = median_round["serial"]
@@ -494,6 +505,10 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             (cpu_fleet0, cpu_fleet1), (load_fleet, load_fleet_end) = median_round["cpu"], median_round["loadavg"]
             (cpu_serial0, cpu_serial1), (load_serial, load_serial_end) = (median_round["serial_cpu"],
                                                                          median_round["serial_loadavg"])
+            median_flow = sorted((r["flow"] for r in rounds), key=lambda f: f["efficiency"])[len(rounds) // 2]
+            one_run, flow_wall, flow_efficiency = median_flow["run"], median_flow["wall_s"], median_flow["efficiency"]
+            (cpu_flow0, cpu_flow1), (load_fleet_flow, load_fleet_flow_end) = median_flow["cpu"], median_flow["loadavg"]
+            flow_t0, flow_t1 = median_flow["window"]
             start_workers()
             zygote = zygote_rss_mb()
             # the same fleet again, each run a cold `python -m prefect.engine`: the baseline, in the same run
@@ -519,11 +534,6 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                 raise RuntimeError(f"supervised run ended {supervised['state']['type']}")
             supervised_overhead = (ts(supervised["end_time"]) - ts(supervised["created"])
                                    - supervised["total_run_time"])
-            # the same stacks again as subflows of one backup/fleet run, on the same pool
-            load_fleet_flow, cpu_flow0, flow_t0 = loadavg(), snap(), time.time()
-            one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
-            load_fleet_flow_end, cpu_flow1, flow_t1 = loadavg(), snap(), time.time()
-            print(f"fleet flow: {stacks} stacks Completed in one run, {one_run['end'] - one_run['created']:.1f} s")
             # one minute's health sweeps of every stack: a run per stack, then one health-sweep/fleet run
             cpu_h0, health_t0 = snap(), time.time()
             per_stack = wait_runs(prefect.api, create_runs(prefect.api, sweep_ids), timeout)
@@ -592,9 +602,6 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "cpu_s": health_cpu,
         "machine_cpu_s_per_stack_sweep": {k: round(v["machine"] / stacks, 2) for k, v in health_cpu.items()},
     }
-    flow_wall = one_run["end"] - one_run["created"]
-    flow_cores = min(os.cpu_count() or 1, fleet_parallel)
-    flow_efficiency = serial_med / (flow_wall * flow_cores)
     # the run's one process start is shared by its stacks; each subflow adds its own orchestration
     flow_overhead = one_run["overhead_s"] / stacks + one_run["subflow_overhead_s"]
     result = {
@@ -640,6 +647,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "deployment": "backup/fleet", "max_parallel": fleet_parallel, "cores_used": flow_cores,
             "wall_s": round(flow_wall, 2),
             "efficiency": round(flow_efficiency, 3),
+            "serial_s": round(median_flow["serial_s"], 2),
+            "rounds": [{"wall_s": round(r["flow"]["wall_s"], 2), "efficiency": round(r["flow"]["efficiency"], 3)}
+                       for r in rounds],
             "per_run_overhead_s": round(flow_overhead, 2),
             "run_overhead_s": round(one_run["overhead_s"], 2),
             "run_startup_s": round(one_run["startup_s"], 2),
@@ -730,8 +740,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                              "pages copy-on-write): what a warm start costs in memory",
             "fleet_flow": "the same stacks as subflows of ONE backup/fleet run (at most max_parallel at once, threads "
                           "of one flow-run process; each stack's writer lock and the cluster's dump limit hold) on "
-                          "the same pool and workers, after the per-deployment figures: wall_s its creation -> end; "
-                          "efficiency serial_median_s / (wall_s x cores_used), cores_used = min(os.cpu_count(), "
+                          "the same pool and workers, in each round between the per-deployment fleet and the serial "
+                          "loop: wall_s its creation -> end; efficiency the round's serial_s / (wall_s x cores_used) "
+                          "(the round of median efficiency reported, every round in rounds), cores_used = min(os.cpu_count(), "
                           "max_parallel); per_run_overhead_s what each stack pays beyond its flow's own time = the "
                           "run's overhead ((end - Pending) - Running: its one process start) / stacks + the median "
                           "subflow's (created -> end) - Running",
@@ -743,7 +754,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
           f"{result['server_rss_mb']:>11.0f}")
     print(f"{'cold engine':>21}{cold_wall:>9.1f}{serial_med:>10.1f}{cold_efficiency:>7.2f}{cold_overhead:>12.2f}"
           f"   (the same runs, python -m prefect.engine)")
-    print(f"{'fleet flow':>21}{flow_wall:>9.1f}{serial_med:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
+    print(f"{'fleet flow':>21}{flow_wall:>9.1f}{median_flow['serial_s']:>10.1f}{flow_efficiency:>7.2f}{flow_overhead:>12.2f}"
           f"   (one backup/fleet run, max_parallel {fleet_parallel})")
     per = health["machine_cpu_s_per_stack_sweep"]
     print(f"health sweeps, machine CPU-s per stack: {per['per_stack_runs']} as runs of their own, "
