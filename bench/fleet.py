@@ -157,6 +157,18 @@ def machine_busy_s() -> float:
     return (sum(v) - v[3] - v[4]) / TICK  # minus idle and iowait
 
 
+def settle(max_s: float = 60.0, below: float = 0.25) -> float:
+    """Wait until the machine is quiet (busy under `below` cores over 2 s), so that a phase's tail (the server's
+    event backlog, PostgreSQL's writes) is not measured in the next phase; the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < max_s:
+        busy = machine_busy_s()
+        time.sleep(2.0)
+        if (machine_busy_s() - busy) / 2.0 < below:
+            break
+    return round(time.monotonic() - started, 1)
+
+
 def stat_fields(pid: int) -> list[str]:
     """/proc/<pid>/stat after the command name: state ppid pgrp session ... utime stime cutime cstime ...; [] once
     the process is gone."""
@@ -466,6 +478,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             for i in range(repeat):
                 if not procs:
                     start_workers()
+                settled = [settle()]
                 load0, cpu0, t0 = loadavg(), snap(), time.time()
                 fleet = wait_runs(prefect.api, create_runs(prefect.api, ids), timeout)
                 load1, cpu1, t1 = loadavg(), snap(), time.time()
@@ -477,11 +490,13 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                 lines = [timeline(prefect.api, r) for r in fleet.values()]
                 wall = span(lines)
                 # the same stacks again as subflows of one backup/fleet run, on the same pool
+                settled.append(settle())
                 load_f0, cpu_f0, flow_t0 = loadavg(), snap(), time.time()
                 one_run = fleet_flow_run(prefect.api, fleet_id, stacks, fleet_parallel, timeout)
                 load_f1, cpu_f1, flow_t1 = loadavg(), snap(), time.time()
                 flow_wall = one_run["end"] - one_run["created"]
                 stop_workers()
+                settled.append(settle())
                 load_s0, serial_t0, cpu_s0 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
                 serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
                 # the serial loop's process, reaped by the bench
@@ -490,7 +505,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                                "window": (t0, t1), "serial": serial, "serial_s": sum(serial.values()),
                                "serial_cpu": (cpu_s0, cpu_s1), "serial_loadavg": (load_s0, load_s1),
                                "serial_window": (serial_t0, serial_t1),
-                               "efficiency": sum(serial.values()) / (wall * cores),
+                               "efficiency": sum(serial.values()) / (wall * cores), "settled_s": settled,
                                "flow": {"run": one_run, "wall_s": flow_wall, "cpu": (cpu_f0, cpu_f1),
                                         "loadavg": (load_f0, load_f1), "window": (flow_t0, flow_t1),
                                         "serial_s": sum(serial.values()),
@@ -619,6 +634,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
         "rounds": [{"wall_s": round(r["wall_s"], 2), "serial_s": round(r["serial_s"], 2),
                     "efficiency": round(r["efficiency"], 3),
                     "serial_loadavg": {"start": r["serial_loadavg"][0], "end": r["serial_loadavg"][1]},
+                    "settled_s": r["settled_s"],
                     "per_run_overhead_s": med([x["overhead_s"] for x in r["lines"]]),
                     "cpu_s_machine": round(r["cpu"][1]["machine"] - r["cpu"][0]["machine"], 1),
                     "loadavg": {"start": r["loadavg"][0], "end": r["loadavg"][1]}} for r in rounds],
@@ -714,7 +730,9 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             "rounds": "each round: the per-deployment fleet, then the same backups in the serial loop (the top-level "
                       "figures are the round of median efficiency; round 1's fleet is every stack's first night, "
                       "which uploads its files): wall_s, serial_s, efficiency, per_run_overhead_s, the machine's "
-                      "CPU seconds and the load",
+                      "CPU seconds and the load; settled_s: the wait before the fleet, the backup/fleet run and "
+                      "the serial loop until the machine was quiet (under 0.25 cores busy over 2 s, 60 s at most), "
+                      "so that no phase pays the previous one's tail",
             "before_one_poll_2026_12_01": "the same bench while its wait for the runs read each run once a second "
                                           "(20 requests a second on the server under test, which the serial phase "
                                           "did not have): kept beside",
