@@ -80,8 +80,8 @@ def read(path: str | Path) -> Inventory:
         raise ConfigError(f"stack file {p} does not exist; copy stack.example.yaml and point STACK_OPS_FILE at it")
     doc = _mapping(p)
     if "stacks" not in doc:
-        name = str(doc.get("name", DEFAULT_NAME))  # one stack's name reaches the same limits and blocks
-        return Inventory(p, {name: _checked(name, doc, str(p))}, single=True)
+        name = str(doc.get("name", DEFAULT_NAME))
+        return Inventory(p, {name: doc}, single=True)
     entries, defaults = doc.get("stacks") or {}, doc.get("defaults") or {}
     if not isinstance(entries, dict) or not entries or not isinstance(defaults, dict):
         raise ConfigError(f"{p}: `stacks:` must map each stack's name to its stack file or tree")
