@@ -381,6 +381,11 @@ def span(lines: list[dict[str, float]]) -> float:
     return max(x["end"] for x in lines) - min(x["created"] for x in lines)
 
 
+def median_of(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """The phase of median efficiency (the upper one of an even count)."""
+    return sorted(phases, key=lambda p: p["efficiency"])[len(phases) // 2]
+
+
 def med(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
@@ -411,6 +416,11 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
     pg = sshd = podman = s3 = None
     prefect: LocalPrefect | None = None
     procs: list[subprocess.Popen[bytes]] = []
+
+    def stop_workers() -> None:  # the serial loops run without them, as a single process would
+        while procs:
+            stop_group(procs.pop(), (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+
     with TemporaryDirectory(prefix="bench-fleet-") as tmp_dir:
         tmp = Path(tmp_dir)
         try:
@@ -459,10 +469,6 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                         stderr=subprocess.STDOUT, start_new_session=True))
                 time.sleep(max(5.0, 2 * query_seconds))  # the workers registered and polling: not part of wall_s
 
-            def stop_workers() -> None:  # the serial loops run without them, as a single process would
-                while procs:
-                    stop_group(procs.pop(), (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
-
             # a phase's CPU is a difference of two snapshots with the same workers (their reaped runs included)
             snap = lambda: cpu_snapshot([w.pid for w in procs], prefect.server.pid)  # noqa: E731
             start_workers()
@@ -499,28 +505,29 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                 settled.append(settle())
                 load_s0, serial_t0, cpu_s0 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
                 serial = serial_loop(prefect, "flows.backup:backup", inv, names, env, timeout)
+                serial_sum = sum(serial.values())
                 # the serial loop's process, reaped by the bench
                 load_s1, serial_t1, cpu_s1 = loadavg(), time.time(), {**snap(), "runs": children_cpu_s()}
                 rounds.append({"wall_s": wall, "lines": lines, "cpu": (cpu0, cpu1), "loadavg": (load0, load1),
-                               "window": (t0, t1), "serial": serial, "serial_s": sum(serial.values()),
+                               "window": (t0, t1), "serial": serial, "serial_s": serial_sum,
                                "serial_cpu": (cpu_s0, cpu_s1), "serial_loadavg": (load_s0, load_s1),
                                "serial_window": (serial_t0, serial_t1),
-                               "efficiency": sum(serial.values()) / (wall * cores), "settled_s": settled,
+                               "efficiency": serial_sum / (wall * cores), "settled_s": settled,
                                "flow": {"run": one_run, "wall_s": flow_wall, "cpu": (cpu_f0, cpu_f1),
                                         "loadavg": (load_f0, load_f1), "window": (flow_t0, flow_t1),
-                                        "serial_s": sum(serial.values()),
-                                        "efficiency": sum(serial.values()) / (flow_wall * flow_cores)}})
+                                        "serial_s": serial_sum,
+                                        "efficiency": serial_sum / (flow_wall * flow_cores)}})
                 print(f"round {i + 1}: {stacks} runs Completed in {wall:.1f} s; one backup/fleet run {flow_wall:.1f} s; "
-                      f"serial loop {sum(serial.values()):.1f} s; efficiency {rounds[-1]['efficiency']:.2f} and "
+                      f"serial loop {serial_sum:.1f} s; efficiency {rounds[-1]['efficiency']:.2f} and "
                       f"{rounds[-1]['flow']['efficiency']:.2f}")
-            median_round = sorted(rounds, key=lambda r: r["efficiency"])[len(rounds) // 2]
+            median_round = median_of(rounds)
             wall_s, lines, serial_s = median_round["wall_s"], median_round["lines"], median_round["serial_s"]
             serial = median_round["serial"]
             serial_med = med([r["serial_s"] for r in rounds])  # the baseline for the phases after the rounds
             (cpu_fleet0, cpu_fleet1), (load_fleet, load_fleet_end) = median_round["cpu"], median_round["loadavg"]
             (cpu_serial0, cpu_serial1), (load_serial, load_serial_end) = (median_round["serial_cpu"],
                                                                          median_round["serial_loadavg"])
-            median_flow = sorted((r["flow"] for r in rounds), key=lambda f: f["efficiency"])[len(rounds) // 2]
+            median_flow = median_of([r["flow"] for r in rounds])
             one_run, flow_wall, flow_efficiency = median_flow["run"], median_flow["wall_s"], median_flow["efficiency"]
             (cpu_flow0, cpu_flow1), (load_fleet_flow, load_fleet_flow_end) = median_flow["cpu"], median_flow["loadavg"]
             flow_t0, flow_t1 = median_flow["window"]
@@ -578,8 +585,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
             server_rss = session_hwm_mb(prefect.server.pid) if prefect.server else {}
             imports = import_cost(prefect.env(env))
         finally:
-            for proc in procs:
-                stop_group(proc, (signal.SIGINT, signal.SIGINT, signal.SIGTERM), waits=(1.5, 10, 10))
+            stop_workers()
             if prefect is not None:
                 prefect.stop()  # and this server's warm-start zygote
             if podman is not None and podman.proc is not None:
@@ -590,7 +596,7 @@ def run(stacks: int = 20, workers: int = 2, limit: int = 2, query_seconds: float
                     with contextlib.suppress(Exception):
                         part.stop()
 
-    efficiency = serial_s / (wall_s * cores)
+    efficiency = median_round["efficiency"]
     overhead = med([x["overhead_s"] for x in lines])
     cold_efficiency = serial_med / (cold_wall * cores)
     cpu_breakdown = {"fleet": cpu_delta(cpu_fleet0, cpu_fleet1, stacks), "cold_engine": cpu_delta(cpu_cold0, cpu_cold1, stacks),
