@@ -65,8 +65,13 @@ def prefect_bin() -> str:
 
 def api_session() -> requests.Session:
     """HTTP to the server's API, retried as Prefect's own client does: the server answers 503 for errors a client
-    may retry (a busy SQLite database says "locked"), and such a request changed nothing."""
+    may retry (a busy SQLite database says "locked"), and such a request changed nothing.
+
+    One connection per request: the server closes a connection idle for its keep-alive time (5 s), and a request
+    sent on it as it does so is reset with the server's read buffer unread: a POST so reset may have been applied or
+    not, so it cannot be retried (a CI run's create_flow_run failed so after a 5 s wait between runs)."""
     session = requests.Session()
+    session.headers["Connection"] = "close"
     retry = Retry(total=6, connect=3, read=0, status_forcelist=(429, 502, 503), allowed_methods=None,
                   backoff_factor=0.5, backoff_jitter=0.5, respect_retry_after_header=True, raise_on_status=False)
     session.mount("http://", HTTPAdapter(max_retries=retry))

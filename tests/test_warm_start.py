@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -71,6 +74,40 @@ def test_api_calls_retry_the_servers_service_unavailable_as_prefects_client_does
         assert seen == [b"{}"] * 3  # the same request, sent again
         assert api_session().post(url, json={}, timeout=10).status_code == 500  # a real error is not retried
         assert len(seen) == 4
+
+
+def test_api_calls_never_reuse_a_connection_the_server_may_be_closing():
+    """A server closes a connection idle for its keep-alive time; a request it receives on it as it does so is reset
+    unread (a CI run's create_flow_run failed so), and a POST so reset cannot be retried: it may have been applied.
+    This server resets every request sent on a connection it has already answered on, as uvicorn does in that
+    window; it honours `Connection: close` by saying so and closing, as uvicorn does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[bytes] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(65536)
+                close = b"connection: close" in head.lower()
+                answered.append(head.split(b"\r\n", 1)[0])
+                conn.sendall(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n"
+                             + (b"connection: close\r\n" if close else b"") + b"\r\n{}")
+                if not close and conn.recv(1, socket.MSG_PEEK):  # the next request, on this connection: reset
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        session, url = api_session(), f"http://127.0.0.1:{listener.getsockname()[1]}/api/deployments/x/create_flow_run"
+        assert [session.post(url, json={}, timeout=10).status_code for _ in range(3)] == [201] * 3
+        assert answered == [b"POST /api/deployments/x/create_flow_run HTTP/1.1"] * 3
+    finally:
+        listener.close()
 
 
 def alive(pid: int) -> bool:
