@@ -189,10 +189,20 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def runs_exited(parents: set[str], max_s: float = 30.0) -> None:
+    """Wait until no run process is left (a child of a worker or zygote): a run is Completed before its process has
+    flushed its last logs and events and exited, and the CPU of a process not yet reaped would fall in `other`."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline and any(
+            (f := stat_fields(int(p.name))) and f[1] in parents for p in Path("/proc").iterdir() if p.name.isdigit()):
+        time.sleep(0.1)
+
+
 def cpu_snapshot(workers: list[int], server: int) -> dict[str, float]:
-    """Where the machine's CPU went so far: the flow-run processes reaped by a worker or by the warm-start zygote
-    (a run still exiting adds only what its own children used: its own CPU falls in `other` until it is reaped),
-    the workers themselves, the Prefect server (and its children), and the machine as a whole."""
+    """Where the machine's CPU went so far, once the runs' processes have exited: the flow-run processes reaped by a
+    worker or by the warm-start zygote, the workers themselves, the Prefect server (and its children), and the
+    machine as a whole."""
+    runs_exited({*map(str, workers), *map(str, warm_start.zygote_pids())})
     own = [proc_cpu_s(pid) for pid in workers]
     zygotes = warm_start.zygote_pids()
     parents = {*map(str, workers), *map(str, zygotes)}
