@@ -65,13 +65,15 @@ def debian_rootfs() -> Path:
     """The cached minbase rootfs tar, made by mmdebstrap when missing (minutes, once per machine)."""
     key = hashlib.sha256(" ".join(BASE_PACKAGES).encode()).hexdigest()[:10]
     tar = CACHE / f"debian-bookworm-{key}.tar"
-    if tar.exists():
+    if tar.is_file():
         return tar
+    if tar.is_dir():  # left by a version that let mmdebstrap guess the format from a name without `.tar`
+        shutil.rmtree(tar)
     if not shutil.which("mmdebstrap"):
         raise OpsError("mmdebstrap missing: apt-get install mmdebstrap")
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = tar.with_suffix(f".{os.getpid()}.partial")
-    proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES), "bookworm",
+    proc = subprocess.run(["mmdebstrap", "--variant=minbase", "--format=tar", "--include=" + ",".join(BASE_PACKAGES), "bookworm",
                            str(partial), debian_mirror(_apt_sources())], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
