@@ -1,5 +1,5 @@
 """What an operator runs once per Prefect server (idempotent): work pools, concurrency limits, Secret
-blocks from the environment, and the automation that posts Failed/Crashed runs to Mattermost.
+blocks from the environment, and the automations that post Failed/Crashed runs to Mattermost.
 
     uv run python -m deployments.setup            # then: prefect --no-prompt deploy --all
 """
@@ -11,6 +11,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -44,6 +45,9 @@ CONCURRENCY_LIMITS = {"backup-nightly": 1}
 FLOWS = ("backup", "restore", "restore-drill", "n8n-export", "n8n-import", "config-backup", "log-shipping",
          "health-sweep", "diagnose", "module-upgrade", "report", "stack-update", "stack-restart")
 AUTOMATION = "odoo-stack-ops: failed run to Mattermost"
+REPEATING = ("health-sweep", "log-shipping")  # every minute, every 5 minutes: a failure repeats until fixed
+REPEAT_AUTOMATION = "odoo-stack-ops: failing frequent run to Mattermost, once per window"
+REPEAT_AFTER_S = 3600
 ZOMBIE_AUTOMATION = "odoo-stack-ops: crash runs whose heartbeat stopped"
 ZOMBIE_AFTER_S = 90  # three missed heartbeats at PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 (prefect.yaml)
 NOTIFY_BLOCK = "ops-mattermost"
@@ -137,33 +141,52 @@ def mattermost_block(url: str) -> MattermostWebhook:
                              botname="odoo-stack-ops", notify_type="failure")
 
 
-def ensure_failure_automation(client: object, block_id: object) -> bool:
-    """Failed or Crashed runs of any of our flows post to Mattermost through the notification block. An existing
-    automation is brought up to date (its message template included); returns True when it was created."""
-    automation = AutomationCore(
-        name=AUTOMATION,
-        description="Posts every Failed or Crashed run of the odoo-stack-ops flows to Mattermost",
-        trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-            # a run that posted its own alert (with what to do) says so in its state message: not posted twice
-            match={"prefect.resource.id": "prefect.flow-run.*", "prefect.state-message": f"!*{ALERTED}*"},
-            match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(FLOWS)},
-            posture=Posture.Reactive, threshold=1,
-        ),
-        actions=[SendNotification(
-            block_document_id=block_id,
-            subject="{{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}",
-            # the run's page (server-side PREFECT_UI_URL, else derived from the API URL) is where logs and retries are
-            body="Flow {{ flow.name }}, run {{ flow_run.name }}: {{ flow_run.state.name }}\n"
-                 "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}",
-        )],
-    )
-    existing = client.read_automations_by_name(AUTOMATION)  # type: ignore[attr-defined]
-    if existing:
-        client.update_automation(existing[0].id, automation)  # type: ignore[attr-defined]
-        return False
-    client.create_automation(automation)  # type: ignore[attr-defined]
-    return True
+def failure_automations(block_id: object, repeat_after_s: float) -> list[AutomationCore]:
+    """Failed or Crashed runs of our flows, posted to Mattermost through the notification block: every run of the
+    flows an operator starts or that run daily or weekly; the flows that run every few minutes (REPEATING) once per
+    run name (`health-sweep-<stack>`: tasks.common.stack_run_name) and `repeat_after_s`, else a sweep that cannot
+    start (its stack file gone) would post every minute. Prefect's reactive trigger fires at the first event, then
+    lets the window pass before counting again."""
+    def automation(name: str, flows: list[str], note: str, **bucket: Any) -> AutomationCore:
+        return AutomationCore(
+            name=name,
+            description=f"Posts Failed or Crashed runs of the odoo-stack-ops flows {', '.join(flows)} to Mattermost",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                # a run that posted its own alert (with what to do) says so in its state message: not posted twice
+                match={"prefect.resource.id": "prefect.flow-run.*", "prefect.state-message": f"!*{ALERTED}*"},
+                match_related={"prefect.resource.role": "flow", "prefect.resource.name": flows},
+                posture=Posture.Reactive, threshold=1, **bucket,
+            ),
+            actions=[SendNotification(
+                block_document_id=block_id,
+                subject="{{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}",
+                # the run's page (server-side PREFECT_UI_URL, else derived from the API URL) has its logs and retries
+                body="Flow {{ flow.name }}, run {{ flow_run.name }}: {{ flow_run.state.name }}\n"
+                     "{{ flow_run.state.message }}\n{{ flow_run|ui_url }}" + note,
+            )],
+        )
+
+    window = f"{repeat_after_s / 3600:g} h" if repeat_after_s >= 3600 else f"{repeat_after_s:g} s"
+    return [automation(AUTOMATION, [f for f in FLOWS if f not in REPEATING], ""),
+            automation(REPEAT_AUTOMATION, list(REPEATING),
+                       f"\n(further failures of {{{{ flow_run.name }}}} in the next {window} are not posted: "
+                       "see its runs in the Prefect UI)",
+                       for_each={"prefect.resource.name"}, within=timedelta(seconds=repeat_after_s))]
+
+
+def ensure_failure_automations(client: object, block_id: object, repeat_after_s: float) -> bool:
+    """Creates the failure automations or brings existing ones up to date (an upgrade of this project may change
+    their filters or text); returns True when the first was created."""
+    created = []
+    for automation in failure_automations(block_id, repeat_after_s):
+        existing = client.read_automations_by_name(automation.name)  # type: ignore[attr-defined]
+        if existing:
+            client.update_automation(existing[0].id, automation)  # type: ignore[attr-defined]
+        else:
+            client.create_automation(automation)  # type: ignore[attr-defined]
+        created.append(not existing)
+    return created[0]
 
 
 def ensure_zombie_automation(client: object, after_s: float) -> bool:
@@ -213,7 +236,8 @@ def main(env: dict[str, str] | None = None) -> int:
         log.info("crashed-run detection (no heartbeat): %s", "created" if zombie else "already there")
         if env.get("MATTERMOST_WEBHOOK_URL"):
             block_id = mattermost_block(env["MATTERMOST_WEBHOOK_URL"]).save(NOTIFY_BLOCK, overwrite=True)
-            created = ensure_failure_automation(client, block_id)
+            created = ensure_failure_automations(client, block_id,
+                                                 float(env.get("ALERT_REPEAT_AFTER_S", REPEAT_AFTER_S)))
             log.info("failure automation: %s", "created" if created else "updated")
         else:
             log.info("MATTERMOST_WEBHOOK_URL not set: no failure automation")

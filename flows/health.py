@@ -17,7 +17,7 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.health import runbooks
 from odoo_stack_ops.health.alerting import STATE_NAME, AlertPolicy, SweepState, parse_state
-from tasks.common import logger, publish_markdown, publish_table
+from tasks.common import logger, publish_markdown, publish_table, stack_run_name
 from tasks.fleet import over_stacks
 from tasks.health import (
     SweepOptions,
@@ -34,7 +34,8 @@ from tasks.health import (
 from tasks.stack import health_gate, restart_service, up_service
 
 
-@flow(name="health-sweep", description="HTTP, database, containers, CPU/memory/disk/network; alerts that do not spam")
+@flow(name="health-sweep", flow_run_name=stack_run_name("health-sweep"),
+      description="HTTP, database, containers, CPU/memory/disk/network; alerts that do not spam")
 def health_sweep(
     stack_file: str | None = None,
     fail_after: int = 3,
@@ -73,7 +74,8 @@ def health_sweep(
                                          for n in notices], "seconds": round(time.monotonic() - started, 3)}
 
 
-@flow(name="health-sweep", description="Every stack's health sweep in one run: stacks as subflows, a few at once")
+@flow(name="health-sweep", flow_run_name="health-sweep-fleet",
+      description="Every stack's health sweep in one run: stacks as subflows, a few at once")
 def health_fleet(
     stack_file: str | None = None,
     stacks: list[str] | None = None,

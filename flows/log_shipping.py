@@ -9,11 +9,12 @@ from prefect import flow
 
 from odoo_stack_ops.config import load_config
 from odoo_stack_ops.logs.options import LogShippingOptions
-from tasks.common import publish_markdown
+from tasks.common import publish_markdown, stack_run_name
 from tasks.logs import post_critical, ship_logs
 
 
-@flow(name="log-shipping", description="Docker logs to Supabase ops.logs, nothing lost or doubled; critical to Mattermost")
+@flow(name="log-shipping", flow_run_name=stack_run_name("log-shipping"),
+      description="Docker logs to Supabase ops.logs, nothing lost or doubled; critical to Mattermost")
 def log_shipping(stack_file: str | None = None, options: LogShippingOptions | None = None,
                  stack: str | None = None) -> dict[str, Any]:
     cfg = load_config(stack_file, stack=stack)

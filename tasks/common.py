@@ -14,6 +14,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from odoo_stack_ops.errors import is_transient
@@ -38,6 +39,16 @@ TRANSIENT_RETRIES: dict[str, Any] = {
     "cache_policy": NO_CACHE,
 }
 NO_RETRIES: dict[str, Any] = {"cache_policy": NO_CACHE}
+
+
+def stack_run_name(flow_name: str) -> Callable[[], str]:
+    """`flow_run_name` for a flow that runs every few minutes: `<flow>-<stack>` (the flow's name for a single stack
+    file), the same for every run of it, so that the failure automation posts a schedule that keeps failing once
+    an hour, not every run (deployments/setup.py), and the run list says which stack."""
+    def name() -> str:
+        stack = flow_run.parameters.get("stack")
+        return f"{flow_name}-{stack}" if stack else flow_name
+    return name
 
 
 def _masking_state(make: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,51 +24,105 @@ def _wait(predicate, timeout_s: float, what: str, seen=lambda: ""):
     raise AssertionError(f"no {what} within {timeout_s:g} s{seen()}")
 
 
-def test_failed_deployment_run_posts_to_mattermost_with_its_link(mattermost, tmp_path):
-    prefect = LocalPrefect(tmp_path / "prefect")
-    # the run fails the way a broken worker set-up does: its stack file is missing
-    env = {"STACK_OPS_FILE": str(tmp_path / "missing-stack.yaml"), "MATTERMOST_WEBHOOK_URL": mattermost.url}
-    mattermost.clear()
+REPEAT_S = 20  # the frequent flows' repeat window in these tests (an hour by default)
+
+
+@pytest.fixture(scope="module")
+def alerting(mattermost, tmp_path_factory):
+    """A Prefect server with the automations deployments/setup.py makes (set up twice, as after an upgrade) and the
+    ids of the flows the tests fail runs of by hand."""
+    tmp = tmp_path_factory.mktemp("alerts")
+    prefect = LocalPrefect(tmp / "prefect")
+    # runs fail the way a broken worker set-up does: its stack file is missing
+    env = {"STACK_OPS_FILE": str(tmp / "missing-stack.yaml"), "MATTERMOST_WEBHOOK_URL": mattermost.url,
+           "ALERT_REPEAT_AFTER_S": str(REPEAT_S)}
     try:
         prefect.start(timeout=240)  # a loaded 2-core CI machine has been seen to need more than 90 s
-        assert "failure automation: created" in prefect.python("-m", "deployments.setup", extra_env=env)
-        # run again (as after an upgrade of this project): the one automation is brought up to date, not doubled
-        assert "failure automation: updated" in prefect.python("-m", "deployments.setup", extra_env=env)
-        autos = prefect.http.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
-        assert sorted(a["name"] for a in autos) == ["odoo-stack-ops: crash runs whose heartbeat stopped",
-                                                     "odoo-stack-ops: failed run to Mattermost"]
-        prefect.cli("--no-prompt", "deploy", "--name", "n8n-import/on-demand", extra_env=env)
-        prefect.start_worker("ops-process", env)
-        out = prefect.cli("deployment", "run", "n8n-import/on-demand", extra_env=env)
-        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
-
-        def state() -> str | None:
-            kind = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
-            return kind if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-        assert _wait(state, 180, "final state of the run") == "FAILED"
-
-        message = _wait(lambda: next((m for m in mattermost.messages if run_id in str(m)), None), 90,
-                        f"Mattermost post naming run {run_id}", lambda: f"; received: {mattermost.messages}")
-        text = message["text"]
-        assert f"{prefect.url}/runs/flow-run/{run_id}" in text  # the run's page in the Prefect UI
-        assert "n8n-import" in text and "Failed" in text and "does not exist" in text  # what failed, and why
-        assert mattermost.key not in str(message) and mattermost.url not in str(message)
-        assert message.get("username") == "odoo-stack-ops"
-
-        # a run that posted its own alert (a nightly whose database failed) is not posted again; one that did not is
-        flow_id = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["flow_id"]
-        texts = {"posted-itself": f"nightly backup failed for ['odoo_core']: boom {ALERTED}",
-                 "did-not-post": "lock wait timed out"}
-        runs = {name: prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name},
-                                        timeout=10).json()["id"] for name in texts}
-        for name, text in texts.items():
-            failed = {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: OpsError: {text}"}
-            assert prefect.http.post(f"{prefect.api}/flow_runs/{runs[name]}/set_state",
-                                     json={"state": failed, "force": True}, timeout=10).json()["status"] == "ACCEPT"
-        _wait(lambda: any(runs["did-not-post"] in str(m) for m in mattermost.messages), 90,
-              "the post for the run that did not post itself", lambda: f"; received: {mattermost.messages}")
-        time.sleep(3)  # the events are evaluated in order: the first one's post would be there by now
-        assert not any(runs["posted-itself"] in str(m) for m in mattermost.messages)
+        setups = [prefect.python("-m", "deployments.setup", extra_env=env) for _ in range(2)]
+        flows = {name: prefect.http.post(f"{prefect.api}/flows/", json={"name": name}, timeout=10).json()["id"]
+                 for name in ("backup", "health-sweep", "log-shipping")}
+        yield prefect, env, setups, flows
     finally:
         prefect.stop()
+
+
+def fail(prefect: LocalPrefect, flow_id: str, name: str, message: str) -> str:
+    """A run of the flow, named `name`, set Failed with `message` (as its engine would): its id."""
+    run = prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name}, timeout=10).json()["id"]
+    failed = {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: {message}"}
+    assert prefect.http.post(f"{prefect.api}/flow_runs/{run}/set_state", json={"state": failed, "force": True},
+                             timeout=10).json()["status"] == "ACCEPT"
+    return run
+
+
+def test_failed_deployment_run_posts_to_mattermost_with_its_link(alerting, mattermost):
+    prefect, env, (first, again), _flows = alerting
+    assert "failure automation: created" in first
+    # run again (as after an upgrade of this project): the automations are brought up to date, not doubled
+    assert "failure automation: updated" in again
+    autos = prefect.http.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
+    assert sorted(a["name"] for a in autos) == ["odoo-stack-ops: crash runs whose heartbeat stopped",
+                                                 "odoo-stack-ops: failed run to Mattermost",
+                                                 "odoo-stack-ops: failing frequent run to Mattermost, once per window"]
+    mattermost.clear()
+    prefect.cli("--no-prompt", "deploy", "--name", "n8n-import/on-demand", extra_env=env)
+    prefect.start_worker("ops-process", env)
+    out = prefect.cli("deployment", "run", "n8n-import/on-demand", extra_env=env)
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1)
+
+    def state() -> str | None:
+        kind = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+        return kind if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    assert _wait(state, 180, "final state of the run") == "FAILED"
+
+    message = _wait(lambda: next((m for m in mattermost.messages if run_id in str(m)), None), 90,
+                    f"Mattermost post naming run {run_id}", lambda: f"; received: {mattermost.messages}")
+    text = message["text"]
+    assert f"{prefect.url}/runs/flow-run/{run_id}" in text  # the run's page in the Prefect UI
+    assert "n8n-import" in text and "Failed" in text and "does not exist" in text  # what failed, and why
+    assert mattermost.key not in str(message) and mattermost.url not in str(message)
+    assert message.get("username") == "odoo-stack-ops"
+
+    # a run that posted its own alert (a nightly whose database failed) is not posted again; one that did not is
+    flow_id = prefect.http.get(f"{prefect.api}/flow_runs/{run_id}", timeout=10).json()["flow_id"]
+    texts = {"posted-itself": f"nightly backup failed for ['odoo_core']: boom {ALERTED}",
+             "did-not-post": "lock wait timed out"}
+    runs = {name: fail(prefect, flow_id, name, f"OpsError: {text}") for name, text in texts.items()}
+    _wait(lambda: any(runs["did-not-post"] in str(m) for m in mattermost.messages), 90,
+          "the post for the run that did not post itself", lambda: f"; received: {mattermost.messages}")
+    time.sleep(3)  # the events are evaluated in order: the first one's post would be there by now
+    assert not any(runs["posted-itself"] in str(m) for m in mattermost.messages)
+
+
+def test_a_frequent_run_that_keeps_failing_posts_once_per_window_each_stack_and_other_flows_every_time(
+        alerting, mattermost):
+    """A health sweep that cannot start (its stack file gone) fails every minute: posted once per run name (one
+    stack's sweep) and window, not every minute; another stack's sweep and a backup's every failure still are."""
+    prefect, _env, _setups, flows = alerting
+    mattermost.clear()
+
+    def posted(run: str) -> bool:
+        return any(run in str(m) for m in mattermost.messages)
+
+    def wait_posted(run: str, what: str) -> None:
+        _wait(lambda: posted(run), 90, f"the post for {what}", lambda: f"; received: {mattermost.messages}")
+
+    gone = "ConfigError: stack file /etc/odoo-stack-ops/stacks.yaml does not exist"
+    started = time.monotonic()
+    minutes = [fail(prefect, flows["health-sweep"], "health-sweep-prod", gone) for _ in range(2)]  # two minutes' runs
+    assert time.monotonic() - started < REPEAT_S / 2  # both in one window (else the test proves nothing)
+    shipping = fail(prefect, flows["log-shipping"], "log-shipping-prod", gone)
+    other = fail(prefect, flows["health-sweep"], "health-sweep-staging", gone)
+    nightly = [fail(prefect, flows["backup"], "nightly-prod", "OpsError: lock wait timed out") for _ in range(2)]
+    for run, what in [(shipping, "prod's log shipping"), (other, "staging's sweep"), *((n, "a nightly") for n in nightly)]:
+        wait_posted(run, what)
+    _wait(lambda: any(map(posted, minutes)), 90, "the post for prod's failing sweep")
+    time.sleep(3)  # the events are evaluated as they come: a second post would be there by now
+    assert sum(map(posted, minutes)) == 1
+    text = next(m["text"] for m in mattermost.messages if any(run in str(m) for run in minutes))
+    assert "health-sweep-prod" in text and "does not exist" in text and f"next {REPEAT_S} s are not posted" in text
+
+    time.sleep(max(0.0, REPEAT_S + 2 - (time.monotonic() - started)))
+    later = fail(prefect, flows["health-sweep"], "health-sweep-prod", gone)  # still failing after the window
+    wait_posted(later, "prod's sweep still failing after the window")

@@ -148,4 +148,29 @@ def test_a_fleet_sweep_runs_each_stacks_sweep_as_its_own_named_run_and_names_a_b
     states = {r.parameters["stack"]: r.state.type.value for r in runs}
     assert states == {"hs-a": "COMPLETED", "hs-b": "COMPLETED", "hs-broken": "FAILED"}, states
     assert all(r.parent_task_run_id for r in runs)  # subflows of the one fleet run
+    # the same name every minute for a stack: the failure automation posts a failing one once an hour
+    assert {r.parameters["stack"]: r.name for r in runs} == {n: f"health-sweep-{n}" for n in entries}
+    with get_client(sync_client=True) as client:
+        fleet_run = client.read_task_run(runs[0].parent_task_run_id).flow_run_id
+        assert client.read_flow_run(fleet_run).name == "health-sweep-fleet"
     assert {"health-sweep-hs-a", "health-sweep-hs-b"} <= keys
+
+
+@pytest.mark.integration
+def test_the_frequent_flows_name_their_runs_after_the_stack_even_when_they_cannot_start(prefect_harness, tmp_path):
+    """Log shipping and the health sweep run every few minutes: their runs are named `<flow>-<stack>` (the flow's
+    name for a single stack file) before anything can fail, so a failing schedule is posted once an hour
+    (deployments/setup.py)."""
+    from prefect.client.orchestration import get_client
+
+    from flows.health import health_sweep
+    from flows.log_shipping import log_shipping
+
+    missing = str(tmp_path / "missing.yaml")
+    states = {"log-shipping-prod": log_shipping(stack_file=missing, stack="prod", return_state=True),
+              "health-sweep-prod": health_sweep(stack_file=missing, stack="prod", return_state=True),
+              "health-sweep": health_sweep(stack_file=missing, return_state=True)}
+    with get_client(sync_client=True) as client:
+        for name, state in states.items():
+            assert state.is_failed() and "does not exist" in state.message
+            assert client.read_flow_run(state.state_details.flow_run_id).name == name
