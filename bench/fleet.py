@@ -202,10 +202,10 @@ def cpu_snapshot(workers: list[int], server: int) -> dict[str, float]:
     """Where the machine's CPU went so far, once the runs' processes have exited: the flow-run processes reaped by a
     worker or by the warm-start zygote, the workers themselves, the Prefect server (and its children), and the
     machine as a whole."""
-    runs_exited({*map(str, workers), *map(str, warm_start.zygote_pids())})
-    own = [proc_cpu_s(pid) for pid in workers]
     zygotes = warm_start.zygote_pids()
     parents = {*map(str, workers), *map(str, zygotes)}
+    runs_exited(parents)
+    own = [proc_cpu_s(pid) for pid in workers]
     runs = [proc_cpu_s(pid)[1] for pid in zygotes]
     server_cpu = 0.0
     for p in Path("/proc").iterdir():  # one pass: runs still exiting (a worker's or zygote's live children), server
