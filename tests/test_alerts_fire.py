@@ -46,10 +46,12 @@ def alerting(mattermost, tmp_path_factory):
         prefect.stop()
 
 
-def fail(prefect: LocalPrefect, flow_id: str, name: str, message: str) -> str:
-    """A run of the flow, named `name`, set Failed with `message` (as its engine would): its id."""
+def fail(prefect: LocalPrefect, flow_id: str, name: str, message: str, crashed: bool = False) -> str:
+    """A run of the flow, named `name`, set Failed with `message` (as its engine would), or Crashed (as a worker
+    does when the run's process dies): its id."""
     run = prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name}, timeout=10).json()["id"]
-    failed = {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: {message}"}
+    failed = ({"type": "CRASHED", "name": "Crashed", "message": f"Flow run infrastructure exited: {message}"} if crashed
+              else {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: {message}"})
     assert prefect.http.post(f"{prefect.api}/flow_runs/{run}/set_state", json={"state": failed, "force": True},
                              timeout=10).json()["status"] == "ACCEPT"
     return run
@@ -98,7 +100,8 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(alerting, matte
 def test_a_frequent_run_that_keeps_failing_posts_once_per_window_each_stack_and_other_flows_every_time(
         alerting, mattermost):
     """A health sweep that cannot start (its stack file gone) fails every minute: posted once per run name (one
-    stack's sweep) and window, not every minute; another stack's sweep and a backup's every failure still are."""
+    stack's sweep) and window, not every minute; another stack's sweep and a backup's every failure still are.
+    Crashed counts as Failed does (a sweep's process killed)."""
     prefect, _env, _setups, flows = alerting
     mattermost.clear()
 
@@ -113,7 +116,7 @@ def test_a_frequent_run_that_keeps_failing_posts_once_per_window_each_stack_and_
     minutes = [fail(prefect, flows["health-sweep"], "health-sweep-prod", gone) for _ in range(2)]  # two minutes' runs
     assert time.monotonic() - started < REPEAT_S / 2  # both in one window (else the test proves nothing)
     shipping = fail(prefect, flows["log-shipping"], "log-shipping-prod", gone)
-    other = fail(prefect, flows["health-sweep"], "health-sweep-staging", gone)
+    other = fail(prefect, flows["health-sweep"], "health-sweep-staging", "exit code -9", crashed=True)  # OOM-killed
     nightly = [fail(prefect, flows["backup"], "nightly-prod", "OpsError: lock wait timed out") for _ in range(2)]
     for run, what in [(shipping, "prod's log shipping"), (other, "staging's sweep"), *((n, "a nightly") for n in nightly)]:
         wait_posted(run, what)
@@ -124,5 +127,5 @@ def test_a_frequent_run_that_keeps_failing_posts_once_per_window_each_stack_and_
     assert "health-sweep-prod" in text and "does not exist" in text and f"next {REPEAT_S} s are not posted" in text
 
     time.sleep(max(0.0, REPEAT_S + 2 - (time.monotonic() - started)))
-    later = fail(prefect, flows["health-sweep"], "health-sweep-prod", gone)  # still failing after the window
+    later = fail(prefect, flows["health-sweep"], "health-sweep-prod", "exit code 1", crashed=True)  # after the window
     wait_posted(later, "prod's sweep still failing after the window")
