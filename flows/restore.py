@@ -20,7 +20,7 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from tasks.common import logger, publish_markdown
-from tasks.restore import Swapped, drop_copy, gate, pick_backup, restore_as, swap_back, write_zip
+from tasks.restore import Swapped, gate, pick_backup, restore_as, settle_replaced, swap_back, write_zip
 
 
 @flow(name="restore", description="Restore a backup into a database and filestore; staging refresh; Odoo zip")
@@ -74,9 +74,5 @@ def _restore_into(cfg: StackConfig, manifest: Manifest, target: str, *, overwrit
             failed = swap_back(cfg, swapped)
             raise OpsError(f"the restored {target} failed its gate ({exc}); the previous database is back in place, "
                            f"the restored copy is kept as {failed} for a look") from exc
-        if swapped.before and cfg.backup.keep_previous_h == 0:
-            drop_copy(cfg, swapped.before, swapped.filestore)
-            outcome["replaced_copy"] = f"{swapped.before} (dropped after the gate passed)"
-        elif swapped.before:
-            outcome["replaced_copy"] = f"{swapped.before} (kept {cfg.backup.keep_previous_h:g} h)"
+        outcome["replaced_copy"] = settle_replaced(cfg, swapped)
     return outcome

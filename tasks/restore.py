@@ -153,12 +153,25 @@ def swap_back(cfg: StackConfig, swapped: Swapped) -> str:
 
 @task(name="drop-copy", **NO_RETRIES)
 def drop_copy(cfg: StackConfig, name: str, filestore: bool) -> None:
-    """Drop a restore's leftover copy (database and filestore directory)."""
-    drop_database(cfg.database, name)
+    """Drop a restore's leftover copy: its filestore directory first, so that a copy half dropped is a database
+    the next sweep still finds."""
     if filestore:
         with Connections(cfg) as conns:
             restore.drop_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, name)
+    drop_database(cfg.database, name)
     logger().info("dropped %s", name)
+
+
+def settle_replaced(cfg: StackConfig, swapped: Swapped) -> str:
+    """After the gate passed: the copy the restore replaced is confirmed (a later writer may drop it once older
+    than keep_previous_h) and, with keep_previous_h 0, dropped now. Says what became of it."""
+    if not swapped.before:
+        return "none (new database)"
+    restore.confirm_copy(cfg.database, swapped.before)
+    if cfg.backup.keep_previous_h == 0:
+        drop_copy(cfg, swapped.before, swapped.filestore)
+        return f"{swapped.before} (dropped after the gate passed)"
+    return f"{swapped.before} (kept {cfg.backup.keep_previous_h:g} h)"
 
 
 @task(name="restore-gate", **NO_RETRIES)
@@ -210,7 +223,7 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
     if filestore:  # the dropped copies' directories, and those of restores killed before their database existed
         with Connections(cfg) as conns:
             dirs = restore.drop_stale_filestores(conns.container("odoo-core"), cfg.odoo.data_dir, cfg.database,
-                                                 target, cfg.backup.keep_previous_h)
+                                                 target, cfg.backup.keep_previous_h, stale)
         if dirs:
             logger().warning("dropped filestore directories earlier restores of %s left behind: %s", target, dirs)
     work = restore.scratch_dir()

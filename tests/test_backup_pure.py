@@ -285,8 +285,26 @@ def test_copy_names_fit_postgres_and_stale_copies_spare_live_and_recent_ones():
              "odoo_core__before_20261130t010000z", "odoo_core__before_20261201t013000z", "odoo_core__notes",
              "odoo_core_x__restoring_20261101t010000z"]
     now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
-    doomed = stale_copies(names, {"odoo_core__restoring_20261201t020000z"}, "odoo_core", now, keep_before_h=12)
-    # a killed restore's copy goes, the one in use stays; a before-copy goes only past keep_before_h;
+    confirmed = {"odoo_core__before_20261130t010000z", "odoo_core__before_20261201t013000z"}
+    doomed = stale_copies(names, {"odoo_core__restoring_20261201t020000z"}, "odoo_core", now, 12, confirmed)
+    # a killed restore's copy goes, the one in use stays; a confirmed before-copy goes only past keep_before_h;
     # the live database, unknown names and another target's copies are never touched
     assert doomed == ["odoo_core__before_20261130t010000z", "odoo_core__restoring_20261201t010000z"]
-    assert stale_copies(names, set(), "odoo_core", now, keep_before_h=0)[-1] == "odoo_core__restoring_20261201t020000z"
+    assert stale_copies(names, set(), "odoo_core", now, 0, confirmed) == [
+        "odoo_core__before_20261130t010000z", "odoo_core__before_20261201t013000z",
+        "odoo_core__restoring_20261201t010000z", "odoo_core__restoring_20261201t020000z"]
+
+
+def test_a_before_copy_no_passed_gate_confirmed_is_never_dropped_however_old():
+    """A restore killed in its gate (or between its renames) leaves the database it replaced as a `__before_`
+    copy nothing confirmed: maybe the only copy of production. No age and no keep_previous_h dooms it."""
+    from odoo_stack_ops.backup.restore import stale_copies, unconfirmed_copies
+
+    names = ["odoo_core__before_20251201t010000z", "odoo_core__before_20261130t010000z",
+             "odoo_core__restoring_20261130t010000z"]
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    assert stale_copies(names, set(), "odoo_core", now, 0) == ["odoo_core__restoring_20261130t010000z"]
+    confirmed = {"odoo_core__before_20261130t010000z"}
+    assert stale_copies(names, set(), "odoo_core", now, 0, confirmed) == [
+        "odoo_core__before_20261130t010000z", "odoo_core__restoring_20261130t010000z"]
+    assert unconfirmed_copies(names, "odoo_core", confirmed) == ["odoo_core__before_20251201t010000z"]

@@ -205,6 +205,55 @@ def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
     assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_in_victim'", victim) == [(0,)]
 
 
+KILLS = {  # the restore's process SIGKILLed at a point after the live database was renamed away
+    "in-its-gate": "import flows.restore as r; r.gate = lambda *a, **k: os.kill(os.getpid(), 9)",
+    "between-its-renames": "import odoo_stack_ops.backup.restore as rs; real = rs._rename; "
+                           "rs._rename = lambda c, old, new, *a: os.kill(os.getpid(), 9) if new == 'victim' "
+                           "else real(c, old, new, *a)",
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_a_restore_killed_after_its_swap_leaves_the_replaced_database_and_the_next_restore_keeps_it(
+        victim, stack_file, stack_config, pg_tls, kill, caplog):
+    """Killed in its gate, the restore leaves the restored copy live and the database it replaced as
+    `victim__before_<stamp>`; killed between its renames, no `victim` at all. Either way that copy may be the only
+    one of production: the next restore (keep_previous_h 0) must keep it and say so, not sweep it as stale."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.restore import restore
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = (f"import os; {KILLS[kill]}\nfrom flows.restore import restore; restore(stack_file={stack_file!r}, "
+            "database='odoo_core', target_database='victim', overwrite=True, restore_filestore=False)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    (before,) = databases(pg_tls, "victim\\_\\_before\\_%")
+    assert bool(databases(pg_tls, "victim")) == (kill == "in-its-gate")
+
+    def holds_the_row(name: str) -> bool:
+        pg_tls.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        try:
+            return pg_tls.execute("SELECT x FROM only_in_victim", name) == [(42,)]
+        finally:
+            pg_tls.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+
+    assert holds_the_row(before)
+    try:
+        out = restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
+                      restore_filestore=False)
+        # the new restore's own replaced copy (if any) went after its gate; the killed one's is kept, and said
+        assert "dropped after the gate passed" in out["replaced_copy"] or out["replaced_copy"].startswith("none")
+        assert databases(pg_tls, "victim\\_\\_%") == [before]
+        assert holds_the_row(before)
+        assert any(before in r.getMessage() and "before its health gate passed" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        free_killed_writers(stack_config.name)
+        pg_tls.dropdb(before)
+
+
 def filestore_dirs(cfg, prefix: str) -> list[str]:
     """The odoo-core container's filestore directories whose names start with `prefix`."""
     from odoo_stack_ops.connect import Connections

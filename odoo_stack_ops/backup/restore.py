@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -150,10 +150,16 @@ def copy_name(target: str, kind: str, st: str) -> str:
     return ensure_identifier(target[: 63 - len(suffix)] + suffix, "database")
 
 
-def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime, keep_before_h: float) -> list[str]:
+CONFIRMED = "odoo-stack-ops: replaced by a restore that passed its health gate"
+
+
+def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime, keep_before_h: float,
+                 confirmed: Collection[str] = ()) -> list[str]:
     """Leftovers of earlier restores of `target` to drop (pure): every `__restoring_` copy no session uses (a
     killed restore; the caller holds the stack's writer lock, so none is in progress) and `__before_` copies
-    older than `keep_before_h`."""
+    older than `keep_before_h` that are `confirmed`: replaced by a restore whose gate passed. An unconfirmed one
+    is what a restore killed before its gate ended (or between its renames) replaced: maybe the only copy of
+    the live database, never dropped here."""
     doomed = []
     for name in sorted(names):
         for kind in ("restoring", "before"):
@@ -164,26 +170,46 @@ def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime,
                 taken = layout.parse_stamp(name[len(prefix):].upper())
             except ValueError:
                 continue
-            if kind == "restoring" or now - taken >= timedelta(hours=keep_before_h):
+            if kind == "restoring" or (name in confirmed and now - taken >= timedelta(hours=keep_before_h)):
                 doomed.append(name)
     return doomed
 
 
-def copy_databases(conn: psycopg.Connection, target: str) -> list[str]:
-    """The databases named like copies of `target` (`<target>__...`)."""
-    return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                                       (target + "__",))]
+def unconfirmed_copies(names: Iterable[str], target: str, confirmed: Collection[str]) -> list[str]:
+    """The `__before_` copies of `target` no passed gate confirmed (pure): kept, and named to the operator."""
+    prefix = copy_name(target, "before", "x")[:-1]
+    return sorted(n for n in names if n.startswith(prefix) and n not in confirmed)
+
+
+def copy_databases(conn: psycopg.Connection, target: str) -> dict[str, bool]:
+    """The databases named like copies of `target` (`<target>__...`), each with whether it is confirmed."""
+    return {r[0]: r[1] == CONFIRMED for r in conn.execute(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database WHERE starts_with(datname, %s)",
+        (target + "__",))}
+
+
+def confirm_copy(server: DatabaseConfig, name: str) -> None:
+    """Mark the copy a restore replaced as confirmed (its gate passed): from now on stale_copies may drop it.
+    A database comment: it lives and dies with the copy, and its owner (who renamed it) may set it."""
+    with connect(server, server.maintenance_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(CONFIRMED)))
 
 
 def drop_stale_copies(server: DatabaseConfig, target: str, keep_before_h: float) -> list[str]:
-    """Drop what stale_copies names; returns the names."""
+    """Drop what stale_copies names; returns the names. Unconfirmed `__before_` copies are kept, with a warning."""
     with connect(server, server.maintenance_db, autocommit=True) as conn:
-        names = copy_databases(conn, target)
+        copies = copy_databases(conn, target)
         in_use = {r[0] for r in conn.execute("SELECT DISTINCT datname FROM pg_stat_activity WHERE pid <> "
                                              "pg_backend_pid() AND datname IS NOT NULL")}
-    doomed = stale_copies(names, in_use, target, datetime.now(UTC), keep_before_h)
+    confirmed = {n for n, ok in copies.items() if ok}
+    doomed = stale_copies(list(copies), in_use, target, datetime.now(UTC), keep_before_h, confirmed)
     for name in doomed:
         drop_database(server, name)
+    kept = unconfirmed_copies(copies, target, confirmed)
+    if kept:
+        log.warning("kept %s: a restore of %s was stopped before its health gate passed (killed, or cut off between "
+                    "its renames), and this is the database it replaced, maybe the only copy of the live one. Check "
+                    "%s; drop the copy by hand once it is not needed (or rename it back)", kept, target, target)
     return doomed
 
 
@@ -194,19 +220,27 @@ def filestore_dirs(executor: Executor, data_dir: str, prefix: str) -> list[str]:
 
 
 def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseConfig, target: str,
-                          keep_before_h: float) -> list[str]:
+                          keep_before_h: float, dropped: Collection[str]) -> list[str]:
     """Drop the filestore directories of earlier restores of `target` that have no database and that
-    stale_copies would drop: those of the copies drop_stale_copies just dropped, and those of a restore killed
-    before its copy database existed (the filestore unpacks from the start, beside the dump's download). Returns
-    the names."""
+    stale_copies would drop: those of the confirmed copies drop_stale_copies just dropped (`dropped`), and those
+    of a restore killed before its copy database existed (the filestore unpacks from the start, beside the dump's
+    download). A `__before_` directory with no database otherwise is kept: a restore killed between its filestore
+    swap and its database swap left the live filestore there. Returns the names."""
     names = filestore_dirs(executor, data_dir, target + "__")
     if not names:
         return []
     with connect(server, server.maintenance_db, autocommit=True) as conn:
-        databases = set(copy_databases(conn, target))
-    doomed = stale_copies([n for n in names if n not in databases], set(), target, datetime.now(UTC), keep_before_h)
+        databases = copy_databases(conn, target)
+    orphans = [n for n in names if n not in databases]
+    doomed = stale_copies(orphans, set(), target, datetime.now(UTC), keep_before_h, dropped)
     for name in doomed:
         drop_filestore(executor, data_dir, name)
+    kept = unconfirmed_copies(orphans, target, dropped)
+    if kept:
+        log.warning("kept the filestore director%s %s: a restore of %s was stopped between its filestore swap and "
+                    "its database swap, so %s's filestore may be the restored one and its own files are there. "
+                    "Check, then move them back or drop them by hand", "y" if len(kept) == 1 else "ies", kept,
+                    target, target)
     return doomed
 
 
