@@ -32,10 +32,11 @@ from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import alerted, notify
 from odoo_stack_ops.upgrade import plan as pl
+from odoo_stack_ops.upgrade import steps
 from tasks.backup import publish, verify
 from tasks.common import logger, publish_markdown
 from tasks.digitalocean import snapshot_before
-from tasks.restore import drop_copy, restore_as
+from tasks.restore import restore_as, settle_replaced
 from tasks.upgrade import (
     deploy_code,
     end_stale_maintenance,
@@ -67,9 +68,13 @@ def verify_point(cfg: StackConfig, point: Manifest, plain_copy: Path) -> str:
     """With Odoo back up, the pre-upgrade backup is restore-verified like a nightly one (from its plaintext copy,
     no key needed) and its manifest re-published with the verdict; a failed check is reported, not raised: the
     upgrade itself succeeded."""
-    files = restore.filestore_files(Bucket.open(cfg.spaces), point)
-    verification = verify(cfg, point, files, plain_copy)
-    publish(cfg, point.with_verification(verification))
+    try:
+        files = restore.filestore_files(Bucket.open(cfg.spaces), point)
+        verification = verify(cfg, point, files, plain_copy)
+        publish(cfg, point.with_verification(verification))
+    except Exception as exc:  # noqa: BLE001 - a Spaces or database hiccup here must not undo a good upgrade
+        logger().warning("the rollback point %s could not be verified: %s: %s", point.stamp, type(exc).__name__, exc)
+        return f"NO: could not verify: {type(exc).__name__}: {exc}"
     return "yes" if verification.ok else f"NO: {verification.error}"
 
 
@@ -78,17 +83,18 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
     """Code back to the recorded commits, the pre-upgrade database restored and swapped in, odoo-core started,
     health confirmed."""
     notes = []
+    if not steps.in_maintenance(conns, "odoo-core"):  # it failed after odoo-core started on the new code
+        stop_odoo(conns)
+        notes.append("odoo-core stopped (it ran the new code)")
     if commits:
         notes.append("code back at " + ", ".join(put_code_back(conns, commits)))
     swapped = restore_as(cfg, point, database, layout.stamp(datetime.now(UTC)), overwrite=True, filestore=False,
                          plain_copy=plain_copy)
     reset = reset_module_states(cfg, database)
     took = start_odoo(cfg, conns, timeout_s)
-    if swapped.before and cfg.backup.keep_previous_h == 0:
-        drop_copy(cfg, swapped.before, False)
-    kept = f"; the failed database is kept as {swapped.before}" if swapped.before and cfg.backup.keep_previous_h else ""
+    replaced = settle_replaced(cfg, swapped)
     notes.append(f"database restored from {point.stamp} and swapped in, reset {reset} module state(s), healthy "
-                 f"after {took:.0f} s{kept}")
+                 f"after {took:.0f} s; the failed database: {replaced}")
     return "; ".join(notes)
 
 
@@ -135,7 +141,6 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
             outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-            outcome["rollback_point_verified"] = verify_point(cfg, point, plain)
         except Exception as exc:
             log.error("upgrade failed (%s): rolling back to %s", exc, point.stamp)
             outcome["result"] = f"FAILED and rolled back: {exc}"
@@ -151,6 +156,8 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
             sent = _post(cfg, outcome, started, failed=True)
             raise OpsError(alerted(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}", sent)) from exc
+        else:  # the upgrade stands: what happens to its rollback point is reported, never undoes it
+            outcome["rollback_point_verified"] = verify_point(cfg, point, plain)
         finally:
             if plain is not None:
                 shutil.rmtree(plain.parent, ignore_errors=True)

@@ -69,6 +69,49 @@ def test_failing_upgrade_rolls_back_and_is_healthy(run, addons, pg_tls, mattermo
     assert state(pg_tls, "ipai_finance_ppm") == before  # 'to upgrade' was rolled back
 
 
+def test_a_failure_after_odoo_started_on_the_new_code_restarts_it_in_the_rollback(run, pg_tls, stack_containers,
+                                                                                  docker_client, monkeypatch):
+    """The health gate fails once odoo-core runs again, on the upgraded code: the rollback must stop it before
+    putting code and database back, so that the odoo-core it starts runs the old code (it used to leave the
+    process that loaded the new code running, and report it healthy)."""
+    import flows.module_upgrade as mu
+
+    def started_at() -> str:
+        return docker_client.containers.get(stack_containers["odoo-core"]["container"]).attrs["State"]["StartedAt"]
+
+    real, starts = mu.start_odoo, []
+
+    def start_then_fail_the_first_gate(cfg, conns, timeout_s):
+        took = real(cfg, conns, timeout_s)
+        starts.append(started_at())
+        if len(starts) == 1:
+            raise OpsError(f"odoo-core did not answer /web/health within {timeout_s:g} s")
+        return took
+
+    before = state(pg_tls, "ipai_finance_ppm")
+    monkeypatch.setattr(mu, "start_odoo", start_then_fail_the_first_gate)
+    with pytest.raises(OpsError, match="rolled back") as err:
+        run(upgrade=["ipai_finance_ppm"])
+    assert "did not answer /web/health" in str(err.value)
+    assert len(starts) == 2 and starts[1] != starts[0]  # the rollback's start is a real restart
+    assert state(pg_tls, "ipai_finance_ppm") == before
+
+
+def test_a_rollback_point_that_cannot_be_verified_is_reported_and_the_good_upgrade_stands(run, pg_tls, monkeypatch):
+    """Verifying the rollback point runs once Odoo is back on the new code: a Spaces or database hiccup there is
+    reported, and must not roll back an upgrade that succeeded (users have written since)."""
+    import flows.module_upgrade as mu
+
+    def spaces_down(*_a, **_k):
+        raise ConnectionError("Spaces unreachable")
+
+    monkeypatch.setattr(mu, "verify", spaces_down)
+    out = run(install=["ipai_new"])
+    assert out["result"] == "upgraded"
+    assert out["rollback_point_verified"].startswith("NO: could not verify: ConnectionError")
+    assert state(pg_tls, "ipai_new") == ("installed", "18.0.1.0.0")
+
+
 def test_hung_upgrade_times_out_and_rolls_back(run, addons, pg_tls):
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
     with pytest.raises(OpsError, match="did not finish within 3 s"):

@@ -221,6 +221,12 @@ def stop_for_maintenance(conns: Any, service: str) -> tuple[str, str]:
     return real.id, standby.id
 
 
+def in_maintenance(conns: Any, service: str) -> bool:
+    """Whether a stand-by container of `service` runs (stop_for_maintenance did, end_maintenance not yet)."""
+    return any(c.labels.get("com.docker.compose.service") == service
+               for c in conns.docker().containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]}))
+
+
 def end_maintenance(conns: Any, service: str) -> list[str]:
     """Remove the stand-by container(s) of `service` (also one a crashed run left) and start the real one."""
     client = conns.docker()
