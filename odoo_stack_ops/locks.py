@@ -77,13 +77,11 @@ def stack_writer(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
     """Hold the stack's writer lock for the block: the advisory lock first (it dies with its holder's session,
     so it says who is alive), then the Prefect limit (visible in the UI). A slot still taken once the advisory
     lock is ours belongs to a run that died before its lease ran out: it is named and the run goes on."""
-    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
-
     name = limit_name(cfg.name)
     ensure_limit(name)
     log.info("%s: waiting for the writer lock of stack %s (up to %.0f s)", what, cfg.name, wait_s)
     with advisory_lock(cfg, wait_s, what):
-        slot = concurrency(name, occupy=1, timeout_seconds=SLOT_WAIT_S, strict=True, lease_duration=LEASE_S)
+        slot = _slot(name, SLOT_WAIT_S)
         try:
             slot.__enter__()
         except TimeoutError:
@@ -96,15 +94,38 @@ def stack_writer(cfg: StackConfig, wait_s: float, what: str) -> Iterator[None]:
             yield
         finally:
             if slot is not None:
-                slot.__exit__(None, None, None)
+                _release(slot, name)
 
 
 @contextlib.contextmanager
 def cluster_dump_slot(cfg: StackConfig) -> Iterator[None]:
     """One of the cluster's `max_parallel_dumps` slots for the block (stacks sharing a cluster queue here)."""
-    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
-
     name = cluster_limit_name(cfg.database.host, cfg.database.port)
     ensure_limit(name, cfg.database.max_parallel_dumps)
-    with concurrency(name, occupy=1, timeout_seconds=cfg.backup.lock_wait_s, strict=True, lease_duration=LEASE_S):
+    slot = _slot(name, cfg.backup.lock_wait_s)
+    slot.__enter__()
+    try:
         yield
+    finally:
+        _release(slot, name)
+
+
+def _slot(name: str, wait_s: float) -> contextlib.AbstractContextManager[None]:
+    """A slot of the Prefect limit `name`, its lease renewed while held. A renewal that fails (the Prefect server
+    restarting, its database stalling) only warns: Prefect's default under strict=True cancels the holder at an
+    arbitrary instruction, which would cut an hours-long dump or restore for a blip; the advisory lock still
+    keeps one writer per stack."""
+    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
+
+    return concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, lease_duration=LEASE_S,
+                       raise_on_lease_renewal_failure=False)
+
+
+def _release(slot: contextlib.AbstractContextManager[None], name: str) -> None:
+    """Give the slot back; a Prefect API that cannot be reached then only warns: the work is done, and the lease
+    ends by itself within LEASE_S."""
+    try:
+        slot.__exit__(None, None, None)
+    except Exception as exc:  # noqa: BLE001 - the block succeeded; the slot comes back when its lease ends
+        log.warning("could not give back the slot of the Prefect limit %s (%s: %s); it comes back by itself within "
+                    "%d s", name, type(exc).__name__, exc, LEASE_S)

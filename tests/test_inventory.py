@@ -131,6 +131,43 @@ def test_two_stacks_never_share_a_writer_lock_one_stacks_writers_always_do(prefe
 
 
 @pytest.mark.integration
+def test_a_prefect_server_gone_while_a_writer_holds_its_slots_does_not_cut_the_writer(stack_tree, tmp_path):
+    """The Prefect server restarting (or its database stalling) while a dump or restore holds its writer and dump
+    slots: the lease renewals fail, and the writer must go on to the end of its work (Prefect's default under
+    strict=True cancelled it at an arbitrary instruction, 45 s in), then give the slots back as best it can."""
+    import subprocess
+    import sys
+
+    from odoo_stack_ops.locks import LEASE_S
+    from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect
+
+    stack_file = write(tmp_path / "stack.yaml", stack_tree)
+    code = ("import time\nfrom odoo_stack_ops.config import load_config\n"
+            "from odoo_stack_ops.locks import cluster_dump_slot, stack_writer\n"
+            f"cfg = load_config({str(stack_file)!r})\n"
+            "with stack_writer(cfg, 5, 'a long dump'), cluster_dump_slot(cfg):\n"
+            "    print('held', flush=True)\n"
+            f"    time.sleep({LEASE_S * 0.75 + 15:.0f})  # past the first renewal and its retries\n"
+            "    print('finished', flush=True)\n")
+    prefect = LocalPrefect(tmp_path / "prefect")
+    prefect.start(timeout=240)
+    errors = (tmp_path / "writer.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, stdout=subprocess.PIPE, stderr=errors, text=True,
+                            env=prefect.env({"PREFECT_CLIENT_MAX_RETRIES": "0"}))
+    try:
+        assert proc.stdout.readline().strip() == "held", (tmp_path / "writer.log").read_text()[-3000:]
+        prefect.stop()  # the server goes away while the slots are held
+        out, _ = proc.communicate(timeout=LEASE_S * 3)
+    finally:
+        proc.kill()
+        prefect.stop()
+    log = (tmp_path / "writer.log").read_text()
+    assert "lease renewal failed" in log, log[-3000:]  # the renewals did fail while the work went on
+    assert out.strip() == "finished" and proc.returncode == 0, log[-3000:]
+    assert "could not give back the slot" in log
+
+
+@pytest.mark.integration
 def test_an_inventory_of_three_sandbox_stacks_deployed_and_backed_up_through_the_pool(pg_tls, stack_tree, s3, bucket,
                                                                                        mattermost, tmp_path):
     from odoo_stack_ops.prefect_local import PROJECT, LocalPrefect
