@@ -36,12 +36,15 @@ from odoo_stack_ops.upgrade import steps
 from tasks.backup import publish, verify
 from tasks.common import logger, publish_markdown
 from tasks.digitalocean import snapshot_before
-from tasks.restore import restore_as, settle_replaced
+from tasks.restore import pick_backup, restore_as, settle_replaced
 from tasks.upgrade import (
     deploy_code,
     end_stale_maintenance,
+    interrupted_upgrade,
+    mark_changing,
     plan_upgrade,
     put_code_back,
+    record_code,
     reset_module_states,
     start_odoo,
     stop_odoo,
@@ -58,7 +61,8 @@ class UpgradeRequest(BaseModel):
     upgrade: list[str] = Field(default_factory=list, description="Modules to upgrade (-u)")
     changed: bool = Field(False, description="Also upgrade every installed addon whose files changed since the last success")
     addons_ref: str | None = Field(None, description="Git ref to check out in ./addons/* on the droplet first")
-    dry_run: bool = Field(False, description="Plan only: show what would run, change nothing")
+    dry_run: bool = Field(False, description="Plan only: show what would run, change nothing (an upgrade found "
+                          "interrupted mid-change is still rolled back first)")
     upgrade_timeout_s: float = Field(1800, description="Give up on odoo after this long (hung upgrade)")
     health_timeout_s: float = Field(120, description="Wait this long for /web/health after the restart")
     lock_wait_s: float = Field(600, description="Wait this long for another upgrade to finish")
@@ -85,6 +89,7 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
     notes = []
     if not steps.in_maintenance(conns, "odoo-core"):  # it failed after odoo-core started on the new code
         stop_odoo(conns)
+        mark_changing(conns, database, point.stamp, commits)  # a kill from here is still rolled back next run
         notes.append("odoo-core stopped (it ran the new code)")
     if commits:
         notes.append("code back at " + ", ".join(put_code_back(conns, commits)))
@@ -96,6 +101,25 @@ def rollback(cfg: StackConfig, conns: Connections, database: str, point: Manifes
     notes.append(f"database restored from {point.stamp} and swapped in, reset {reset} module state(s), healthy "
                  f"after {took:.0f} s; the failed database: {replaced}")
     return "; ".join(notes)
+
+
+def _roll_back_interrupted(cfg: StackConfig, conns: Connections, mark: dict[str, Any], timeout_s: float) -> str:
+    """An upgrade killed or cancelled while it changed the stack left odoo-core stopped, its stand-by marked: its
+    database may be half-upgraded and its code checked out, so odoo-core is not simply started again. Its
+    rollback runs now (the backup it took while Odoo was already stopped: nothing users wrote is lost); when
+    that fails too, the error says what to do by hand."""
+    db, stamp, commits = mark["database"], mark["rollback_point"], mark.get("commits") or {}
+    logger().warning("an upgrade of %s was interrupted while it changed the stack (stand-by %s): rolling it back "
+                     "to its backup %s", db, mark["standby"], stamp)
+    try:
+        point = pick_backup(cfg, db, manifest_key=stamp)
+        return f"of {db}, rolled back: " + rollback(cfg, conns, db, point, None, commits, timeout_s)
+    except Exception as exc:
+        code = f", check the addons out at {commits}" if commits else ""
+        raise OpsError(f"an upgrade of {db} was interrupted while it changed the stack, and rolling it back failed "
+                       f"({exc}); odoo-core stays stopped (it may hold a half-upgraded database). By hand: restore "
+                       f"backup {stamp} of {db} over {db} with the restore flow (overwrite=True){code}, then remove "
+                       f"the stand-by container {mark['standby']} and start odoo-core") from exc
 
 
 @flow(name="module-upgrade", description="Deploy and install/upgrade Odoo modules with backup, health gate, rollback")
@@ -110,6 +134,9 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
     outcome: dict[str, Any] = {"database": db, "dry_run": request.dry_run}
     started = time.monotonic()
     with stack_writer(cfg, request.lock_wait_s, f"the module upgrade of {db}"), Connections(cfg) as conns:
+        left = interrupted_upgrade(conns)
+        if left:
+            outcome["interrupted_upgrade"] = _roll_back_interrupted(cfg, conns, left, request.health_timeout_s)
         end_stale_maintenance(conns)
         plan = plan_upgrade(cfg, conns, db, install=request.install, upgrade=request.upgrade,
                             changed=request.changed, addons_ref=request.addons_ref)
@@ -135,8 +162,12 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
         commits: dict[str, str] = {}
         try:
             if request.addons_ref:
-                commits = deploy_code(cfg, conns, request.addons_ref)
+                commits = record_code(cfg, conns)
                 outcome["previous_commits"] = {r.rstrip("/"): c[:12] for r, c in commits.items()}
+            # from here a killed or cancelled run leaves this mark in the stand-by: the next run rolls it back
+            mark_changing(conns, db, point.stamp, commits)
+            if request.addons_ref:
+                deploy_code(cfg, conns, request.addons_ref)
                 outcome["deployed"] = request.addons_ref
             upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
             outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)

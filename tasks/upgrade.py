@@ -57,22 +57,38 @@ def start_odoo(cfg: StackConfig, conns: Connections, timeout_s: float) -> float:
 
 @task(name="end-stale-maintenance", **NO_RETRIES)
 def end_stale_maintenance(conns: Connections) -> list[str]:
-    """A stand-by container an interrupted upgrade left: removed, odoo-core started again."""
+    """A stand-by container an upgrade interrupted before it changed anything left (no mark in it): removed,
+    odoo-core started again."""
     done = steps.end_maintenance(conns, "odoo-core")
     if done:
         logger().warning("a stand-by container left by an interrupted upgrade was removed and odoo-core started")
     return done
 
 
+@task(name="find-interrupted-upgrade", **NO_RETRIES)
+def interrupted_upgrade(conns: Connections) -> dict[str, Any] | None:
+    """The mark of an upgrade killed or cancelled while it changed the stack (its stand-by still there), if any."""
+    marks = steps.changing_marks(conns, "odoo-core")
+    return marks[0] if marks else None
+
+
+@task(name="mark-upgrade-changing", **NO_RETRIES)
+def mark_changing(conns: Connections, database: str, rollback_point: str, commits: dict[str, str]) -> None:
+    steps.mark_changing(conns, "odoo-core", {"database": database, "rollback_point": rollback_point,
+                                             "commits": commits})
+
+
+@task(name="record-code", **NO_RETRIES)
+def record_code(cfg: StackConfig, conns: Connections) -> dict[str, str]:
+    """Each addons repository's commit: what a rollback checks out again."""
+    return steps.record_commits(conns.host(), steps.addons_repos(conns.host(), cfg.odoo.compose_dir))
+
+
 @task(name="deploy-code", **NO_RETRIES)
-def deploy_code(cfg: StackConfig, conns: Connections, ref: str) -> dict[str, str]:
-    """Record each addons repository's commit, then check `ref` out; returns the recorded commits (what a
-    rollback checks out again)."""
-    repos = steps.addons_repos(conns.host(), cfg.odoo.compose_dir)
-    commits = steps.record_commits(conns.host(), repos)
+def deploy_code(cfg: StackConfig, conns: Connections, ref: str) -> None:
+    """Check `ref` out in every addons repository."""
     steps.deploy_code(conns.host(), cfg.odoo.compose_dir, ref)
-    logger().info("deployed %s in %s (previous: %s)", ref, repos, {r: c[:12] for r, c in commits.items()})
-    return commits
+    logger().info("deployed %s", ref)
 
 
 @task(name="put-code-back", **NO_RETRIES)

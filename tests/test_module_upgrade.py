@@ -112,6 +112,65 @@ def test_a_rollback_point_that_cannot_be_verified_is_reported_and_the_good_upgra
     assert state(pg_tls, "ipai_new") == ("installed", "18.0.1.0.0")
 
 
+def test_an_upgrade_killed_mid_change_is_rolled_back_by_the_next_run_not_started_half_upgraded(
+        run, addons, pg_tls, stack_tree, docker_client, tmp_path):
+    """A worker killed (or a run cancelled) while odoo upgrades leaves odoo-core stopped on a database that may be
+    half-upgraded. The next run must roll it back to the killed run's own backup before anything else; it used to
+    remove the stand-by and start odoo-core on whatever the upgrade had left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL, UPGRADE_MARK
+    from tests.fixtures.stack import free_killed_writers
+
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
+    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+            f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def marked() -> str | None:
+        for standby in docker_client.containers.list(filters={"label": [MAINTENANCE_LABEL]}):
+            exit_code, out = standby.exec_run(["cat", UPGRADE_MARK])
+            if exit_code == 0:
+                return out.decode()
+        return None
+
+    try:
+        deadline = time.monotonic() + 180
+        while not (mark := marked()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never began changing the stack"
+            time.sleep(0.5)
+        time.sleep(3)  # odoo -i runs (and hangs) in the stand-by
+        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")  # what the upgrade wrote so far
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    standbys = lambda: docker_client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})  # noqa: E731
+    (standby,) = standbys()
+    standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])  # odoo-core is stopped: its volume is here
+    free_killed_writers(validate_tree(stack_tree).name)
+    stamp = yaml.safe_load(mark)["rollback_point"]
+    try:
+        out = run(upgrade=["ipai_finance_ppm"], dry_run=True)
+        assert out["interrupted_upgrade"].startswith(f"of odoo_core, rolled back: database restored from {stamp}")
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'half_upgraded'", "odoo_core") == [(0,)]
+        assert state(pg_tls, "ipai_new") is None
+        assert standbys() == []
+        assert run(dry_run=True, upgrade=["ipai_finance_ppm"]).get("interrupted_upgrade") is None  # done once
+    finally:  # whatever happened, later tests find odoo-core as they expect it
+        pg_tls.execute("DROP TABLE IF EXISTS half_upgraded", "odoo_core")
+        for left in standbys():
+            left.remove(force=True)
+            docker_client.containers.get(left.labels[MAINTENANCE_LABEL]).start()
+
+
 def test_hung_upgrade_times_out_and_rolls_back(run, addons, pg_tls):
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
     with pytest.raises(OpsError, match="did not finish within 3 s"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ import requests
 from odoo_stack_ops import pgtls
 from odoo_stack_ops.backup.database import connect
 from odoo_stack_ops.config import DatabaseConfig, StackConfig
-from odoo_stack_ops.errors import CommandFailed, CommandTimeout, VerificationFailed
+from odoo_stack_ops.errors import CommandFailed, CommandTimeout, OpsError, VerificationFailed
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.upgrade.plan import addon_hash, check_modules, check_ref, parse_manifest
 
@@ -221,19 +222,46 @@ def stop_for_maintenance(conns: Any, service: str) -> tuple[str, str]:
     return real.id, standby.id
 
 
+UPGRADE_MARK = "/tmp/odoo-stack-ops-upgrade.json"  # noqa: S108 - inside the stand-by container, gone with it
+
+
+def _standbys(conns: Any, service: str) -> list[Any]:
+    return [c for c in conns.docker().containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})
+            if c.labels.get("com.docker.compose.service") == service]
+
+
 def in_maintenance(conns: Any, service: str) -> bool:
-    """Whether a stand-by container of `service` runs (stop_for_maintenance did, end_maintenance not yet)."""
-    return any(c.labels.get("com.docker.compose.service") == service
-               for c in conns.docker().containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]}))
+    """Whether a stand-by container of `service` exists (stop_for_maintenance made it, end_maintenance not yet)."""
+    return bool(_standbys(conns, service))
+
+
+def mark_changing(conns: Any, service: str, mark: dict[str, Any]) -> None:
+    """Write what an upgrade is about to change (database, rollback point, recorded commits) into the stand-by
+    container: a run killed from here on leaves it there, and the mark goes when the stand-by does (Odoo back up,
+    by success or rollback)."""
+    (standby,) = _standbys(conns, service)
+    code, out = standby.exec_run(["sh", "-c", 'printf %s "$1" > "$2"', "sh", json.dumps(mark), UPGRADE_MARK])
+    if code != 0:
+        raise OpsError(f"could not mark the upgrade in stand-by container {standby.name}: {out!r}")
+
+
+def changing_marks(conns: Any, service: str) -> list[dict[str, Any]]:
+    """The marks of upgrades that were changing the stack when they stopped (their stand-by still there)."""
+    marks = []
+    for standby in _standbys(conns, service):
+        if standby.status != "running":
+            standby.start()  # a droplet rebooted since: the stand-by's own file system still holds the mark
+        code, out = standby.exec_run(["cat", UPGRADE_MARK])
+        if code == 0:
+            marks.append({**json.loads(out), "standby": standby.name})
+    return marks
 
 
 def end_maintenance(conns: Any, service: str) -> list[str]:
     """Remove the stand-by container(s) of `service` (also one a crashed run left) and start the real one."""
     client = conns.docker()
     done = []
-    for standby in client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]}):
-        if standby.labels.get("com.docker.compose.service") != service:
-            continue
+    for standby in _standbys(conns, service):
         real_id = standby.labels[MAINTENANCE_LABEL]
         standby.remove(force=True)
         client.containers.get(real_id).start()
