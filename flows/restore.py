@@ -20,7 +20,16 @@ from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from tasks.common import logger, publish_markdown
-from tasks.restore import Swapped, gate, pick_backup, restore_as, settle_replaced, swap_back, write_zip
+from tasks.restore import (
+    Swapped,
+    gate,
+    pick_backup,
+    restart_on_previous,
+    restore_as,
+    settle_replaced,
+    swap_back,
+    write_zip,
+)
 
 
 @flow(name="restore", description="Restore a backup into a database and filestore; staging refresh; Odoo zip")
@@ -72,7 +81,9 @@ def _restore_into(cfg: StackConfig, manifest: Manifest, target: str, *, overwrit
             if swapped.before is None:
                 raise
             failed = swap_back(cfg, swapped)
-            raise OpsError(f"the restored {target} failed its gate ({exc}); the previous database is back in place, "
-                           f"the restored copy is kept as {failed} for a look") from exc
+            odoo = f" ({restart_on_previous(cfg, health_timeout_s)})" if target == cfg.database.name else ""
+            raise OpsError(f"the restored {target} failed its gate ({exc}); the previous database is back in "
+                           f"place{odoo}, the restored copy is kept as {failed} for a look until the next restore "
+                           f"of {target}") from exc
         outcome["replaced_copy"] = settle_replaced(cfg, swapped)
     return outcome

@@ -17,7 +17,7 @@ import yaml
 
 from odoo_stack_ops.errors import ConfigError
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")  # Prefect block, limit and deployment names accept these
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}\Z")  # Prefect block, limit and deployment names accept these
 DEFAULT_NAME = "odoo-erp-prod"
 
 

@@ -27,7 +27,7 @@ VOLATILE = frozenset({
     "parentFolderId", "checksum",
 })
 KEPT = ("id", "name", "active", "isArchived", "description", "nodes", "connections", "settings", "tags")
-WORKFLOW_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+WORKFLOW_ID = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
 WORKFLOWS_DIR = "workflows/"
 CREDENTIALS_FILE = "credentials.json"
 

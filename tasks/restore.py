@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import task
 
 from odoo_stack_ops import pgtls
-from odoo_stack_ops.backup import restore
+from odoo_stack_ops.backup import layout, restore
 from odoo_stack_ops.backup.database import connect, database_exists, drop_database, read_facts
 from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.backup.spaces import Bucket
@@ -129,7 +129,7 @@ def swap_in(cfg: StackConfig, target: str, new: str, st: str, filestore: bool) -
     except BaseException:
         if filestore:
             with Connections(cfg) as conns:
-                restore.swap_back_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, target, before)
+                restore.swap_back_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, target, before, new)
         raise
     logger().info("%s is now the restored copy%s", target, f"; the previous one is kept as {replaced}" if replaced
                   else "")
@@ -138,16 +138,17 @@ def swap_in(cfg: StackConfig, target: str, new: str, st: str, filestore: bool) -
 
 @task(name="swap-back", **NO_RETRIES)
 def swap_back(cfg: StackConfig, swapped: Swapped) -> str:
-    """Undo swap_in: the replaced database (and filestore) is the target again."""
+    """Undo swap_in: the replaced database (and filestore) is the target again; the restored ones are set aside
+    as `<target>__failed_<stamp>`, which the next restore of the target drops (once keep_previous_h old)."""
     if swapped.before is None:
         raise OpsError(f"{swapped.target} had no previous copy to go back to")
     failed = restore.swap_back(cfg.database, swapped.target, swapped.before, swapped.stamp)
     if swapped.filestore:
         with Connections(cfg) as conns:
             restore.swap_back_filestore(conns.container("odoo-core"), cfg.odoo.data_dir, swapped.target,
-                                        swapped.before)
-    logger().warning("swapped back: %s is the previous database again; the restored one is kept as %s",
-                     swapped.target, failed)
+                                        swapped.before, failed)
+    logger().warning("swapped back: %s is the previous database again; the restored one is kept as %s until the "
+                     "next restore of %s", swapped.target, failed, swapped.target)
     return failed
 
 
@@ -183,10 +184,25 @@ def gate(cfg: StackConfig, manifest: Manifest, target: str, health_timeout_s: fl
         raise VerificationFailed(f"restored {target} differs from the backup: {'; '.join(problems[:5])}")
     if target != cfg.database.name:
         return "tables, rows and modules match the manifest"
+    return f"matches the manifest; odoo-core restarted, healthy after {_restart_odoo(cfg, health_timeout_s):.0f} s"
+
+
+def _restart_odoo(cfg: StackConfig, health_timeout_s: float) -> float:
     with Connections(cfg) as conns:
         steps.restart_service(conns, "odoo-core")
-    took = steps.wait_healthy(cfg.odoo.health_url, health_timeout_s)
-    return f"matches the manifest; odoo-core restarted, healthy after {took:.0f} s"
+    return steps.wait_healthy(cfg.odoo.health_url, health_timeout_s)
+
+
+@task(name="restart-odoo-on-the-previous-database", **NO_RETRIES)
+def restart_on_previous(cfg: StackConfig, health_timeout_s: float) -> str:
+    """After a production swap back: odoo-core loaded the restored database in the gate (its registry, its
+    modules), so it is restarted on the one put back. Says how that went; never raises."""
+    try:
+        return f"odoo-core restarted on it, healthy after {_restart_odoo(cfg, health_timeout_s):.0f} s"
+    except Exception as exc:  # noqa: BLE001 - the gate's failure is the error to raise; this one is told with it
+        logger().error("odoo-core did not come back healthy on the previous database: %s", exc)
+        return (f"but odoo-core did NOT come back healthy after its restart ({exc}): check its log "
+                f"(docker logs of odoo-core) and restart it")
 
 
 @task(name="odoo-zip", **NO_RETRIES)
@@ -194,7 +210,9 @@ def write_zip(cfg: StackConfig, manifest: Manifest) -> str:
     """A zip Odoo's database manager restores, written under restore.export_dir (never another path)."""
     export_dir = Path(cfg.restore.export_dir).expanduser()
     export_dir.mkdir(parents=True, exist_ok=True)
-    dest = export_dir / f"{manifest.database}-{manifest.stamp}.zip"
+    # the name comes from the manifest, which whoever can write the bucket wrote: checked before it is a path
+    layout.parse_stamp(manifest.stamp)
+    dest = export_dir / f"{ensure_identifier(manifest.database, 'database')}-{manifest.stamp}.zip"
     bucket = Bucket.open(cfg.spaces)
     work = restore.scratch_dir()
     try:

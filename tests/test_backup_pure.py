@@ -308,3 +308,51 @@ def test_a_before_copy_no_passed_gate_confirmed_is_never_dropped_however_old():
     assert stale_copies(names, set(), "odoo_core", now, 0, confirmed) == [
         "odoo_core__before_20261130t010000z", "odoo_core__restoring_20261130t010000z"]
     assert unconfirmed_copies(names, "odoo_core", confirmed) == ["odoo_core__before_20251201t010000z"]
+
+
+def test_a_failed_copy_goes_by_age_alone_once_its_gate_failed():
+    """A gate that fails swaps the previous database back and sets the restored one aside as `__failed_`: a copy
+    of a backup still in Spaces, so the next restore drops it once keep_previous_h old (nothing did before)."""
+    from odoo_stack_ops.backup.restore import stale_copies
+
+    names = ["odoo_core__failed_20261130t010000z", "odoo_core__failed_20261201t013000z",
+             "odoo_core__failed_20261201t014500z"]
+    now = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    assert stale_copies(names, set(), "odoo_core", now, 0) == names
+    assert stale_copies(names, {"odoo_core__failed_20261201t014500z"}, "odoo_core", now, 0.5) == [
+        "odoo_core__failed_20261130t010000z", "odoo_core__failed_20261201t013000z"]
+
+
+def test_swapping_a_filestore_back_sets_the_restored_one_aside_under_its_copy_name(tmp_path):
+    """With the copy's own name the next restore's sweep finds it (it was `<target>.failed`, swept by nothing);
+    a swap whose second move fails puts the live directory back."""
+    from odoo_stack_ops.backup.restore import swap_back_filestore, swap_filestore
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    root = tmp_path / "filestore"
+    for name, content in {"db": "live", "db__restoring_s": "restored"}.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "f").write_text(content)
+    ex = LocalExecutor()
+    swap_filestore(ex, str(tmp_path), "db__restoring_s", "db", "db__before_s")
+    assert (root / "db" / "f").read_text() == "restored" and (root / "db__before_s" / "f").read_text() == "live"
+    swap_back_filestore(ex, str(tmp_path), "db", "db__before_s", "db__failed_s")
+    assert sorted(p.name for p in root.iterdir()) == ["db", "db__failed_s"]
+    assert (root / "db" / "f").read_text() == "live" and (root / "db__failed_s" / "f").read_text() == "restored"
+    with pytest.raises(Exception, match="exit"):  # the restored directory is not there: the live one stays
+        swap_filestore(ex, str(tmp_path), "db__restoring_t", "db", "db__before_t")
+    assert sorted(p.name for p in root.iterdir()) == ["db", "db__failed_s"]
+
+
+@pytest.mark.parametrize("check", ["identifier", "stamp", "module", "ref"])
+def test_validators_refuse_a_trailing_newline(check):
+    """`$` matches before a final newline: a name from a bucket or a request ending in one passed every check."""
+    from odoo_stack_ops.command import ensure_identifier
+    from odoo_stack_ops.upgrade import plan
+
+    calls = {"identifier": lambda v: ensure_identifier(v, "database"), "stamp": layout.parse_stamp,
+             "module": lambda v: plan.check_modules([v]), "ref": plan.check_ref}
+    good = {"identifier": "odoo_core", "stamp": "20261201T010000Z", "module": "sale", "ref": "v1"}
+    assert calls[check](good[check])
+    with pytest.raises((ValueError, OpsError)):
+        calls[check](good[check] + "\n")

@@ -263,6 +263,53 @@ def filestore_dirs(cfg, prefix: str) -> list[str]:
         return rs.filestore_dirs(conns.container("odoo-core"), cfg.odoo.data_dir, prefix)
 
 
+def test_a_production_restore_whose_gate_fails_restarts_odoo_on_the_previous_database_and_the_next_sweeps_it(
+        prefect_harness, stack_file, stack_config, pg_tls, stack_containers, docker_client, monkeypatch):
+    """The gate restarts odoo-core on the restored database; when /web/health then fails, the previous database is
+    swapped back, and odoo-core (which loaded the restored one) must be restarted on it (it was left running).
+    The restored database and filestore are set aside as `odoo_core__failed_<stamp>`; the next restore drops
+    both (the filestore used to be `odoo_core.failed` and the database kept, swept by nothing)."""
+    from flows.backup import backup
+    from flows.restore import restore
+    from odoo_stack_ops.connect import Connections
+    from odoo_stack_ops.upgrade import steps
+
+    def started_at() -> str:
+        return docker_client.containers.get(stack_containers["odoo-core"]["container"]).attrs["State"]["StartedAt"]
+
+    real, starts = steps.wait_healthy, []
+
+    def unhealthy_once(url, timeout_s):
+        starts.append(started_at())
+        if len(starts) == 1:
+            raise VerificationFailed(f"{url} did not answer 200 within {timeout_s:.0f} s")
+        return real(url, timeout_s)
+
+    backup(stack_file=stack_file)
+    pg_tls.execute("CREATE TABLE only_live (x int)", "odoo_core")
+    monkeypatch.setattr(steps, "wait_healthy", unhealthy_once)
+    try:
+        with pytest.raises(OpsError, match="failed its gate") as err:
+            restore(stack_file=stack_file, database="odoo_core", target_database="odoo_core", overwrite=True)
+        assert "odoo-core restarted on it, healthy" in str(err.value)
+        assert len(starts) == 2 and starts[1] != starts[0]  # a real restart after the swap back
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_live'", "odoo_core") == [(1,)]
+        (failed,) = databases(pg_tls, "odoo\\_core\\_\\_failed\\_%")
+        assert failed in str(err.value)
+        assert filestore_dirs(stack_config, "odoo_core") == ["odoo_core", failed]
+        with Connections(stack_config) as conns:  # where versions before 2026-12-02 set a failed filestore aside
+            conns.container("odoo-core").run(["mkdir", "-p", f"{stack_config.odoo.data_dir}/filestore/odoo_core.failed"])
+
+        out = restore(stack_file=stack_file, database="odoo_core", target_database="odoo_core", overwrite=True)
+        assert "healthy" in out["gate"]
+        assert databases(pg_tls, "odoo\\_core\\_\\_%") == []
+        assert filestore_dirs(stack_config, "odoo_core") == ["odoo_core"]
+    finally:
+        pg_tls.execute("DROP TABLE IF EXISTS only_live", "odoo_core")
+        for name in databases(pg_tls, "odoo\\_core\\_\\_failed\\_%"):
+            pg_tls.dropdb(name)
+
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database_exists_leaves_nothing(
         victim, stack_tree, stack_file, stack_config, pg_tls, s3, tmp_path, encrypted):

@@ -37,7 +37,7 @@ from odoo_stack_ops.executors.base import Executor
 log = logging.getLogger(__name__)
 
 _SHA1_NAME = re.compile(r"^[0-9a-f]{40}$")
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9._@+=,~/ -]+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._@+=,~/ -]+\Z")
 ARGV_BUDGET = 64 * 1024  # bytes of paths per tar invocation, far below ARG_MAX
 SPOOL_MAX = 8 * 1024 * 1024
 PACK_TARGET = 32 * 1024 * 1024  # a pack is closed once it holds this much: few requests, restores in parallel

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_STAMP = re.compile(r"^\d{8}T\d{6}Z$")
+_STAMP = re.compile(r"^\d{8}T\d{6}Z\Z")
 
 
 def stamp(when: datetime) -> str:

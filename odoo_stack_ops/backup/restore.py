@@ -145,7 +145,7 @@ def pg_restore_into(executor: Executor, server: DatabaseConfig, name: str, dump_
 
 
 def copy_name(target: str, kind: str, st: str) -> str:
-    """`<target>__restoring_<stamp>` / `<target>__before_<stamp>` (pure; at most 63 bytes, validated)."""
+    """`<target>__restoring_<stamp>` / `__before_` / `__failed_` (pure; at most 63 bytes, validated)."""
     suffix = f"__{kind}_{st.lower()}"
     return ensure_identifier(target[: 63 - len(suffix)] + suffix, "database")
 
@@ -156,13 +156,14 @@ CONFIRMED = "odoo-stack-ops: replaced by a restore that passed its health gate"
 def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime, keep_before_h: float,
                  confirmed: Collection[str] = ()) -> list[str]:
     """Leftovers of earlier restores of `target` to drop (pure): every `__restoring_` copy no session uses (a
-    killed restore; the caller holds the stack's writer lock, so none is in progress) and `__before_` copies
-    older than `keep_before_h` that are `confirmed`: replaced by a restore whose gate passed. An unconfirmed one
-    is what a restore killed before its gate ended (or between its renames) replaced: maybe the only copy of
-    the live database, never dropped here."""
+    killed restore; the caller holds the stack's writer lock, so none is in progress), `__failed_` copies (a
+    restored copy whose gate failed: the backup it came from is still in Spaces) older than `keep_before_h`, and
+    `__before_` copies older than that which are `confirmed`: replaced by a restore whose gate passed. An
+    unconfirmed one is what a restore killed before its gate ended (or between its renames) replaced: maybe the
+    only copy of the live database, never dropped here."""
     doomed = []
     for name in sorted(names):
-        for kind in ("restoring", "before"):
+        for kind in ("restoring", "before", "failed"):
             prefix = copy_name(target, kind, "x")[:-1]
             if not name.startswith(prefix) or name in in_use:
                 continue
@@ -170,7 +171,8 @@ def stale_copies(names: list[str], in_use: set[str], target: str, now: datetime,
                 taken = layout.parse_stamp(name[len(prefix):].upper())
             except ValueError:
                 continue
-            if kind == "restoring" or (name in confirmed and now - taken >= timedelta(hours=keep_before_h)):
+            old = now - taken >= timedelta(hours=keep_before_h)
+            if kind == "restoring" or (old and (kind == "failed" or name in confirmed)):
                 doomed.append(name)
     return doomed
 
@@ -222,25 +224,27 @@ def filestore_dirs(executor: Executor, data_dir: str, prefix: str) -> list[str]:
 def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseConfig, target: str,
                           keep_before_h: float, dropped: Collection[str]) -> list[str]:
     """Drop the filestore directories of earlier restores of `target` that have no database and that
-    stale_copies would drop: those of the confirmed copies drop_stale_copies just dropped (`dropped`), and those
-    of a restore killed before its copy database existed (the filestore unpacks from the start, beside the dump's
-    download). A `__before_` directory with no database otherwise is kept: a restore killed between its filestore
-    swap and its database swap left the live filestore there. Returns the names."""
-    names = filestore_dirs(executor, data_dir, target + "__")
-    if not names:
-        return []
-    with connect(server, server.maintenance_db, autocommit=True) as conn:
-        databases = copy_databases(conn, target)
-    orphans = [n for n in names if n not in databases]
-    doomed = stale_copies(orphans, set(), target, datetime.now(UTC), keep_before_h, dropped)
+    stale_copies would drop: those of the confirmed copies drop_stale_copies just dropped (`dropped`), those of
+    failed copies, and those of a restore killed before its copy database existed (the filestore unpacks from the
+    start, beside the dump's download); and `<target>.failed`, where versions before 2026-12-02 set a failed
+    restore's filestore aside. A `__before_` directory with no database otherwise is kept: a restore killed
+    between its filestore swap and its database swap left the live filestore there. Returns the names."""
+    names = filestore_dirs(executor, data_dir, ensure_identifier(target, "database"))
+    doomed = [n for n in names if n == f"{target}.failed"]
+    names = [n for n in names if n.startswith(target + "__")]
+    if names:
+        with connect(server, server.maintenance_db, autocommit=True) as conn:
+            databases = copy_databases(conn, target)
+        orphans = [n for n in names if n not in databases]
+        doomed += stale_copies(orphans, set(), target, datetime.now(UTC), keep_before_h, dropped)
+        kept = unconfirmed_copies(orphans, target, dropped)
+        if kept:
+            log.warning("kept the filestore director%s %s: a restore of %s was stopped between its filestore swap "
+                        "and its database swap, so %s's filestore may be the restored one and its own files are "
+                        "there. Check, then move them back or drop them by hand", "y" if len(kept) == 1 else "ies",
+                        kept, target, target)
     for name in doomed:
-        drop_filestore(executor, data_dir, name)
-    kept = unconfirmed_copies(orphans, target, dropped)
-    if kept:
-        log.warning("kept the filestore director%s %s: a restore of %s was stopped between its filestore swap and "
-                    "its database swap, so %s's filestore may be the restored one and its own files are there. "
-                    "Check, then move them back or drop them by hand", "y" if len(kept) == 1 else "ies", kept,
-                    target, target)
+        executor.run(["rm", "-rf", "--", f"{data_dir.rstrip('/')}/filestore/{name}"], timeout=3600)
     return doomed
 
 
@@ -429,8 +433,10 @@ def _hash_checked(chunks: Iterable[bytes], f: StoredFile) -> Iterator[bytes]:
 
 RESTORE_FILESTORE_SH = 'set -e; rm -rf "$1"; mkdir -p "$1"; exec tar -xf - -C "$1"'
 # Swap directories like databases: target -> before (if any), new -> target. `mv` of a directory is a rename.
-SWAP_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"'
-SWAP_BACK_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then rm -rf "$1.failed"; mv "$1" "$1.failed"; mv "$2" "$1"; fi'
+SWAP_FILESTORE_SH = 'set -e; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2" || { [ ! -e "$3" ] || mv "$3" "$2"; exit 1; }'
+# Undo it: the restored target is set aside under $3 (a name the next restore's sweep knows), before is target again.
+SWAP_BACK_FILESTORE_SH = ('set -e; rm -rf "$3"; if [ -e "$1" ]; then mv "$1" "$3"; fi; '
+                          'if [ -e "$2" ]; then mv "$2" "$1"; fi')
 
 
 def filestore_root(data_dir: str, database: str) -> str:
@@ -468,10 +474,11 @@ def swap_filestore(executor: Executor, data_dir: str, new: str, target: str, bef
                   filestore_root(data_dir, before)], timeout=600)
 
 
-def swap_back_filestore(executor: Executor, data_dir: str, target: str, before: str) -> None:
-    """Undo swap_filestore: the `before` filestore is the target's again (the restored one is set aside)."""
+def swap_back_filestore(executor: Executor, data_dir: str, target: str, before: str, aside: str) -> None:
+    """Undo swap_filestore: the `before` filestore is the target's again; the restored one is the `aside` copy's
+    (its `__restoring_` name again, or its `__failed_` one), so that it goes with its database."""
     executor.run(["sh", "-c", SWAP_BACK_FILESTORE_SH, "sh", filestore_root(data_dir, target),
-                  filestore_root(data_dir, before)], timeout=600)
+                  filestore_root(data_dir, before), filestore_root(data_dir, aside)], timeout=600)
 
 
 def drop_filestore(executor: Executor, data_dir: str, name: str) -> None:

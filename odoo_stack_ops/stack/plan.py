@@ -21,7 +21,7 @@ IMAGE_KEYS = ("Cmd", "Entrypoint", "WorkingDir", "User", "Healthcheck", "StopSig
 # Inspect keys that describe one container instance, never its configuration
 RUNTIME_KEYS = ("AttachStdin", "AttachStdout", "AttachStderr")
 DEFAULT_STOP_SIGNALS = ("", "15", "SIGTERM", "TERM")
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from odoo_stack_ops.errors import OpsError
 
-MODULE = re.compile(r"^[a-z0-9_]{1,64}$")
-GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+MODULE = re.compile(r"^[a-z0-9_]{1,64}\Z")
+GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
 
 
 def check_modules(names: list[str]) -> list[str]:
