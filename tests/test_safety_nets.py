@@ -205,6 +205,27 @@ def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
     assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_in_victim'", victim) == [(0,)]
 
 
+def test_a_connection_cut_between_the_renames_of_a_swap_puts_the_live_database_back(
+        victim, stack_file, pg_tls, monkeypatch):
+    """The swap's connection dies after the live database was renamed away: putting it back must not use that
+    connection (it did, so `victim` stayed missing until someone renamed it back by hand)."""
+    from flows.restore import restore
+
+    real = rs._rename
+
+    def cut_before_the_second(conn, old, new, *a):
+        if new == "victim" and "__restoring_" in old:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return real(conn, old, new, *a)
+
+    monkeypatch.setattr(rs, "_rename", cut_before_the_second)
+    with pytest.raises(Exception, match="terminat"):
+        restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
+                restore_filestore=False)
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    assert databases(pg_tls, "victim\\_\\_%") == []
+
+
 KILLS = {  # the restore's process SIGKILLed at a point after the live database was renamed away
     "in-its-gate": "import flows.restore as r; r.gate = lambda *a, **k: os.kill(os.getpid(), 9)",
     "between-its-renames": "import odoo_stack_ops.backup.restore as rs; real = rs._rename; "

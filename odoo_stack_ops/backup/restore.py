@@ -303,16 +303,30 @@ def swap_in(server: DatabaseConfig, target: str, new: str, st: str) -> str | Non
         try:
             _rename(conn, target, before)
         except Exception:
-            _allow_connections(conn, target, True)
+            _put_back(server, target, target)
             raise
         try:
             _rename(conn, new, target)
         except Exception:
-            _rename(conn, before, target)
-            _allow_connections(conn, target, True)
+            _put_back(server, before, target)
             raise
     log.info("swapped the restored copy in as %s; the previous database is kept as %s", target, before)
     return before
+
+
+def _put_back(server: DatabaseConfig, name: str, target: str) -> None:
+    """Rename `name` back to `target` (when not already) and allow connections again, on a NEW connection: the
+    swap's own one may be what failed (cut, or its server restarted). If that fails too, says what to run."""
+    try:
+        with connect(server, server.maintenance_db, autocommit=True) as conn:
+            if name != target:
+                _rename(conn, name, target)
+            _allow_connections(conn, target, True)
+    except Exception as exc:
+        fix = f'ALTER DATABASE "{name}" RENAME TO "{target}"; ' if name != target else ""
+        raise OpsError(f"a restore's swap failed and the live database could not be put back ({exc}): it is "
+                       f"{name} now, refusing connections. Run as {server.user}: {fix}ALTER DATABASE \"{target}\" "
+                       "WITH ALLOW_CONNECTIONS true") from exc
 
 
 def swap_back(server: DatabaseConfig, target: str, before: str, st: str) -> str:
