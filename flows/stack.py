@@ -4,8 +4,9 @@ and `docker compose restart SERVICE`, made safe.
 Update: lock → record each service's image digest and configuration → pull → the services whose image changed,
 one at a time, odoo-core last and only after a pre-update backup: recreate with the same configuration → health
 gate. A failed gate puts that service and every one already updated back on its recorded image and
-configuration, confirms their health, tells Mattermost and fails the run saying what to do. A dry run lists the
-digests that would change and changes nothing.
+configuration, confirms their health, tells Mattermost and fails the run saying what to do. A kill or a cancel
+skips that: the services an update may change are marked in shared state first, and the next run rolls them back
+before anything else. A dry run lists the digests that would change and changes nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from odoo_stack_ops.stack import plan as pl
 from tasks.common import logger, publish_markdown, publish_table
 from tasks.digitalocean import snapshot_before
 from tasks.stack import (
+    changing_services,
     health_gate,
+    interrupted_update,
+    mark_changing,
     pull_images,
     record_services,
     recreate_service,
@@ -67,10 +71,15 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             rows = pl.dry_run_rows(records, registry_digests(conns, records))
         publish_table("stack-update-dry-run", rows, f"stack update dry run on {cfg.name}: "
                       f"{sum(r['update'] == 'would change' for r in rows)} service(s) would change")
-        return {"dry_run": True, "rows": rows, "result": "dry run: nothing changed"}
+        pending = [m["service"] for m in changing_services(cfg)]
+        return {"dry_run": True, "rows": rows, "result": "dry run: nothing changed" + (
+            f"; an interrupted update of {', '.join(pending)} is rolled back by the next run" if pending else "")}
     wait = cfg.update.lock_wait_s if request.lock_wait_s is None else request.lock_wait_s
     outcome: dict[str, Any] = {"services": services, "method": cfg.update.method}
     with stack_writer(cfg, wait, "the stack update"), Connections(cfg) as conns:
+        if marks := changing_services(cfg):
+            outcome.update(_roll_back_interrupted(cfg, conns, marks, timeout, started))
+            return _report(cfg, outcome, started)
         records = record_services(cfg, conns, services)
         publish_markdown("stack-update-recorded", recorded_markdown(records), f"configuration of {services} "
                          f"before the update of {cfg.name}")
@@ -87,6 +96,7 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             outcome["pre_update_backup"] = point.stamp
         updated: list[str] = []
         outcome["updated"] = {}
+        mark_changing(cfg, [records[s] for s in plan.steps])  # a kill from here on is rolled back by the next run
         for service in plan.steps:
             rec = records[service]
             updated.append(service)
@@ -96,13 +106,46 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             except Exception as exc:
                 outcome["result"] = f"FAILED at {service}: {exc}"
                 outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
+                if not any(r.startswith("ROLLBACK FAILED") for r in outcome["rollback"].values()):
+                    mark_changing(cfg, [])
                 sent = _post(cfg, outcome, started, failed=True)
                 raise OpsError(alerted(failure_message(service, exc, [records[s] for s in updated],
                                                        outcome["rollback"]), sent)) from exc
             outcome["updated"][service] = {"from": rec.digest, "to": plan.new_images[service],
                                            "healthy_after_s": took}
+        mark_changing(cfg, [])
         outcome["result"] = f"updated {', '.join(plan.steps)}"
     return _report(cfg, outcome, started)
+
+
+def _roll_back_interrupted(cfg: StackConfig, conns: Connections, marks: list[dict[str, Any]], timeout: float,
+                           started: float) -> dict[str, Any]:
+    """An update killed or cancelled while it changed containers left some on a new image that never passed its
+    gate, stopped, or set aside: every service it marked goes back on the image it ran before (health confirmed)
+    before anything else is done. Fails saying what to do by hand when that is not possible."""
+    services = [m["service"] for m in marks]
+    logger().warning("an earlier stack update was interrupted while it changed %s: rolling them back to the images "
+                     "they ran before it", ", ".join(services))
+    outcome: dict[str, Any] = {}
+    try:
+        records = interrupted_update(cfg, conns, marks)
+        outcome["interrupted_update_rolled_back"] = roll_back(cfg, conns, list(reversed(records)), timeout)
+    except Exception as exc:  # noqa: BLE001 - told below with what to do
+        outcome["interrupted_update_rolled_back"] = {"all": f"ROLLBACK FAILED: {exc}"}
+    failed = {s: r for s, r in outcome["interrupted_update_rolled_back"].items() if r.startswith("ROLLBACK FAILED")}
+    if failed:
+        outcome["result"] = f"FAILED to roll back an interrupted update of {', '.join(services)}"
+        sent = _post(cfg, outcome, started, failed=True)
+        previous = "; ".join(f"{m['service']}: {m['image_ref']} = {m['image_id']}" for m in marks)
+        raise OpsError(alerted(f"an earlier stack update was interrupted while it changed {', '.join(services)}, and "
+                               f"rolling it back failed: {failed}\nwhat to do: put each service back on its "
+                               f"previous image by hand on the droplet (`docker tag <image id> <name:tag> && docker "
+                               f"compose up -d --no-deps --force-recreate <service>`; {previous}), then run "
+                               "stack-update again: it retries this rollback until it succeeds", sent))
+    mark_changing(cfg, [])
+    outcome["result"] = (f"rolled back an interrupted update of {', '.join(services)} to the images they ran before "
+                         "it; nothing else was changed: run stack-update again to update")
+    return outcome
 
 
 def roll_back(cfg: StackConfig, conns: Connections, records: list[pl.Record], timeout: float) -> dict[str, str]:

@@ -4,10 +4,12 @@ Prefect UI with its own logs."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import task
 
+from odoo_stack_ops import shared_state
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
@@ -103,6 +105,30 @@ def roll_back_service(cfg: StackConfig, conns: Connections, rec: pl.Record) -> s
     conns.forget(rec.service)
     logger().warning("%s rolled back to %s (%s)", rec.service, rec.digest, rec.image_id)
     return new_id
+
+
+UPDATE_MARK = "stack-update-changing"
+
+
+@task(name="mark-changing", **NO_RETRIES)
+def mark_changing(cfg: StackConfig, records: list[pl.Record]) -> None:
+    """Before an update changes a container: which services it may change and their images, where every worker
+    sees it (shared state), so that the next run rolls them back if this one is killed or cancelled half way;
+    no records: the update ended (updated, or rolled back) and the mark is cleared."""
+    with shared_state.held(cfg, UPDATE_MARK) as slot:
+        slot.save(json.dumps([engine.marked(r) for r in records]) if records else "null")
+
+
+def changing_services(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The marks an interrupted update left (none after an update that ended)."""
+    with shared_state.held(cfg, UPDATE_MARK) as slot:
+        return list(json.loads(slot.text) or []) if slot.text else []
+
+
+@task(name="interrupted-update", **NO_RETRIES)
+def interrupted_update(cfg: StackConfig, conns: Connections, marks: list[dict[str, Any]]) -> list[pl.Record]:
+    """The rollback targets of the services an interrupted update may have changed (their tags pointed back)."""
+    return [engine.record_from_mark(conns.docker(), m) for m in marks]
 
 
 # --- the seed's service-management commands, for runbooks and the restart flow -----------------------------------

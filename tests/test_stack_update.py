@@ -358,3 +358,52 @@ def test_diagnose_starts_a_stopped_service_when_asked(updtest, docker_client):
     assert fixed["verdicts"]["Fix: start odoo-core"] == "ok", fixed["summaries"]
     assert inspect(docker_client, "odoo-core")["State"]["Running"]
     assert requests.get(updtest["health"]["odoo-core"], timeout=2).status_code == 200
+
+
+KILLS = {  # the update's process SIGKILLed while it changes web
+    "in-its-gate": "e.gate = lambda *a, **k: os.kill(os.getpid(), 9)",  # web runs v2, v1's container is gone
+    "before-the-old-container-is-removed": "e.remove = lambda *a, **k: os.kill(os.getpid(), 9)",  # v1 set aside
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_an_update_killed_while_it_changes_a_service_is_rolled_back_by_the_next_run(
+        updtest, podman, registry, docker_client, builds, stack_tree, kill):
+    """A kill (or a cancel) skips the rollback: web was left on an image that never passed its gate, or stopped
+    and set aside. The next run used to record that as the starting point (nothing to do, or no running
+    container); it must put web back on the image it ran before, with its configuration, and only then update."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    from odoo_stack_ops.config import validate_tree
+    from tests.fixtures.stack import free_killed_writers
+
+    before = inspect(docker_client, "web")
+    publish(podman, registry, "web", "v2")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = (f"import os; import odoo_stack_ops.stack.engine as e; {KILLS[kill]}\n"
+            "from flows.stack import UpdateRequest, stack_update\n"
+            f"stack_update(UpdateRequest(services=['web'], backup=False), stack_file={updtest['file']!r})")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    free_killed_writers(validate_tree(stack_tree).name)
+    assert "an interrupted update of web is rolled back" in run_update(updtest, dry_run=True)["result"]
+
+    out = run_update(updtest, services=["web"])
+    assert out["result"].startswith("rolled back an interrupted update of web"), out
+    after = inspect(docker_client, "web")
+    assert after["Image"] == builds["v1"]
+    assert docker_client.api.inspect_image(f"{registry.host}/standin-web:stable")["Id"] == builds["v1"]
+    assert_same_configuration(before, after)
+    assert served_version(updtest["ports"], "web") == "v1"
+    assert len(docker_client.containers.list(all=True, filters={"label": [
+        f"com.docker.compose.project={PROJECT}", "com.docker.compose.service=web"]})) == 1  # nothing left aside
+    # the mark is gone: the next run updates as asked
+    assert list(run_update(updtest, services=["web"])["updated"]) == ["web"]
+    assert served_version(updtest["ports"], "web") == "v2"

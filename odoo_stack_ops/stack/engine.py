@@ -38,6 +38,35 @@ def record(client: Any, service: str, project: str | None) -> pl.Record:
                      image_config=image.get("Config") or {})
 
 
+MARK_FIELDS = ("service", "name", "container_id", "image_ref", "image_id", "repo_digests")
+
+
+def marked(rec: pl.Record) -> dict[str, Any]:
+    """What a later run needs to roll a service back to `rec` (its image; no configuration, so no secrets)."""
+    return {k: list(getattr(rec, k)) if k == "repo_digests" else getattr(rec, k) for k in MARK_FIELDS}
+
+
+def record_from_mark(client: Any, mark: dict[str, Any]) -> pl.Record:
+    """The rollback target of a service an interrupted update may have changed: its name:tag pointed back at the
+    marked image (pulled by digest if gone), whose configuration defaults are read from it; the container's
+    configuration from the old container if it is still there (stopped, or set aside), else from the one that
+    now has its name (an update changes the image, never the configuration)."""
+    rec = pl.Record(**{k: tuple(v) if k == "repo_digests" else v for k, v in mark.items() if k in MARK_FIELDS},
+                    attrs={}, image_config={})
+    retag(client, rec)
+    try:
+        attrs = client.api.inspect_container(rec.container_id)
+    except NotFound:
+        try:
+            attrs = client.api.inspect_container(rec.name)
+        except NotFound:
+            raise OpsError(f"no container {rec.name} of {rec.service} is left to roll back: recreate it by hand on "
+                           f"the droplet (`docker compose up -d {rec.service}`, its name:tag now names the previous "
+                           f"image {rec.image_id})") from None
+    return pl.Record(rec.service, rec.name, rec.container_id, rec.image_ref, rec.image_id, rec.repo_digests, attrs,
+                     image_config(client, rec.image_id))
+
+
 def pull(client: Any, ref: str) -> str:
     """Pull `ref` (name:tag) and return the local image id it now names."""
     repo, tag = pl.split_ref(ref)
