@@ -374,6 +374,9 @@ class RestoreConfig(_Model):
     staging_database: str = Field("odoo_dev", description="The staging refresh's target (neutralized before use)")
     export_dir: Path = Field(Path("~/odoo-stack-ops/exports"), description="Where the restore flow writes Odoo "
                              "database zips (flow parameters never choose a path)")
+    min_free_after_mb: int = Field(1024, ge=0, description="A filestore restore needs the backup's filestore size "
+                                   "plus this much free on Odoo's data volume (the restored copy is unpacked "
+                                   "beside the live one); it is refused before anything is written otherwise")
 
     _ident = field_validator("staging_database")(lambda v: plain_identifiers([v])[0])
 

@@ -65,6 +65,23 @@ def restore_database_copy(cfg: StackConfig, target: str, st: str, dump_file: Pat
     return name
 
 
+@task(name="check-filestore-space", **TRANSIENT_RETRIES)
+def check_filestore_space(cfg: StackConfig, manifest: Manifest) -> str:
+    """Refuse, before anything is written, a filestore restore that would fill Odoo's data volume."""
+    with Connections(cfg) as conns:
+        available = restore.free_bytes(conns.container("odoo-core"), cfg.odoo.data_dir)
+    if available is None:
+        logger().warning("could not read the free space of %s in odoo-core (df); restoring without that check",
+                         cfg.odoo.data_dir)
+        return "unknown"
+    problem = restore.space_problem(manifest.filestore.bytes, available, cfg.restore.min_free_after_mb << 20)
+    if problem:
+        raise OpsError(f"{problem}. Nothing was changed. Free space there (`docker system df`, old "
+                       "`<database>__before_`/`__failed_` copies), grow the volume, or restore the database alone "
+                       "(restore_filestore=false)")
+    return f"{available >> 20} MiB free for {manifest.filestore.bytes >> 20} MiB"
+
+
 @task(name="restore-filestore-copy", **NO_RETRIES)
 def restore_filestore_copy(cfg: StackConfig, manifest: Manifest, new: str) -> int:
     """Every filestore object (hash-checked, decrypted) into the filestore directory of database `new`."""
@@ -244,6 +261,7 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
                                                  target, cfg.backup.keep_previous_h, stale)
         if dirs:
             logger().warning("dropped filestore directories earlier restores of %s left behind: %s", target, dirs)
+        check_filestore_space(cfg, manifest)  # after the sweep, which may have freed some
     work = restore.scratch_dir()
     copy = restore.copy_name(target, "restoring", st)
     # the filestore unpacks into the copy's directory while the dump downloads and restores: one waits on the

@@ -356,3 +356,12 @@ def test_validators_refuse_a_trailing_newline(check):
     assert calls[check](good[check])
     with pytest.raises((ValueError, OpsError)):
         calls[check](good[check] + "\n")
+
+
+def test_a_filestore_restore_must_leave_odoo_its_free_space():
+    from odoo_stack_ops.backup.restore import space_problem
+
+    mib = 1 << 20
+    assert space_problem(100 * mib, 1200 * mib, 1024 * mib) is None
+    problem = space_problem(300 * mib, 1200 * mib, 1024 * mib)
+    assert "needs 300 MiB" in problem and "1024 MiB must stay free" in problem and "1200 MiB free" in problem

@@ -226,6 +226,21 @@ def test_a_connection_cut_between_the_renames_of_a_swap_puts_the_live_database_b
     assert databases(pg_tls, "victim\\_\\_%") == []
 
 
+def test_a_filestore_restore_that_would_fill_odoos_volume_is_refused_before_anything_is_written(
+        victim, stack_tree, stack_config, pg_tls, tmp_path):
+    """The restored filestore is unpacked beside the live one: on a nearly full volume that would stop Odoo
+    writing attachments half way through. The restore must refuse first, saying why, and change nothing."""
+    from flows.restore import restore
+
+    tree = {**stack_tree, "restore": {**stack_tree.get("restore", {}), "min_free_after_mb": 10**9}}
+    with pytest.raises(OpsError, match=r"must stay free for Odoo .* Nothing was changed"):
+        restore(stack_file=write(tree, tmp_path / "full.yaml"), database="odoo_core", target_database=victim,
+                overwrite=True)
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    assert databases(pg_tls, "victim\\_\\_%") == []
+    assert filestore_dirs(stack_config, "victim__") == []
+
+
 KILLS = {  # the restore's process SIGKILLed at a point after the live database was renamed away
     "in-its-gate": "import flows.restore as r; r.gate = lambda *a, **k: os.kill(os.getpid(), 9)",
     "between-its-renames": "import odoo_stack_ops.backup.restore as rs; real = rs._rename; "

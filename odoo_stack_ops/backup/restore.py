@@ -457,6 +457,26 @@ def filestore_root(data_dir: str, database: str) -> str:
     return f"{data_dir.rstrip('/')}/filestore/{ensure_identifier(database, 'database')}"
 
 
+def space_problem(need: int, available: int, keep_free: int) -> str | None:
+    """Why a filestore of `need` bytes must not be unpacked beside the live one with `available` bytes free (pure):
+    it would leave less than `keep_free` for Odoo, which keeps writing attachments there meanwhile."""
+    if available - need >= keep_free:
+        return None
+    mib = 1 << 20
+    return (f"the filestore restore needs {need / mib:.0f} MiB and {keep_free / mib:.0f} MiB must stay free for "
+            f"Odoo (restore.min_free_after_mb), but Odoo's data volume has {available / mib:.0f} MiB free")
+
+
+def free_bytes(executor: Executor, path: str) -> int | None:
+    """Bytes available to unprivileged writers on the file system of `path` (`df -Pk`); None if unknown."""
+    out = executor.run(["df", "-Pk", "--", path], check=False)
+    lines = out.stdout_text.splitlines() if out.exit_code == 0 else []
+    try:
+        return int(lines[-1].split()[3]) * 1024
+    except (IndexError, ValueError):
+        return None
+
+
 def restore_filestore(executor: Executor, data_dir: str, new: str, members: Iterator[Any], *,
                       owner: tuple[int, int] = (0, 0)) -> str:
     """Unpack the objects as a tar stream into the filestore of the NEW database name (a fresh directory; the
