@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
 from odoo_stack_ops import history
-from odoo_stack_ops.backup import layout, restore
+from odoo_stack_ops.backup import layout, restore, spools
 from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.backup.spaces import Bucket
 from odoo_stack_ops.command import ensure_identifier
@@ -111,14 +111,20 @@ def _roll_back_interrupted(cfg: StackConfig, conns: Connections, mark: dict[str,
     db, stamp, commits = mark["database"], mark["rollback_point"], mark.get("commits") or {}
     logger().warning("an upgrade of %s was interrupted while it changed the stack (stand-by %s): rolling it back "
                      "to its backup %s", db, mark["standby"], stamp)
+    # the killed run's plaintext copy of that backup, if it ran on this worker: no private key needed (hash-checked)
+    plain = spools.orphan_file("odoo-dump-", f"{db}-{stamp}.dump.zst")
     try:
         point = pick_backup(cfg, db, manifest_key=stamp)
-        return f"of {db}, rolled back: " + rollback(cfg, conns, db, point, None, commits, timeout_s)
+        done = f"of {db}, rolled back: " + rollback(cfg, conns, db, point, plain, commits, timeout_s)
+        if plain is not None:
+            shutil.rmtree(plain.parent, ignore_errors=True)
+        return done
     except Exception as exc:
         code = f", check the addons out at {commits}" if commits else ""
         raise OpsError(f"an upgrade of {db} was interrupted while it changed the stack, and rolling it back failed "
                        f"({exc}); odoo-core stays stopped (it may hold a half-upgraded database). By hand: restore "
-                       f"backup {stamp} of {db} over {db} with the restore flow (overwrite=True){code}, then remove "
+                       f"backup {stamp} of {db} over {db} with the restore flow (overwrite=True; an encrypted backup "
+                       f"needs backup.age_identity there){code}, then remove "
                        f"the stand-by container {mark['standby']} and start odoo-core") from exc
 
 

@@ -101,6 +101,74 @@ def test_encrypted_failing_upgrade_with_code_deploy_rolls_back_code_and_database
     assert databases(pg_tls, "odoo_core\\_\\_%") == []
 
 
+@pytest.mark.parametrize("plain_copy", ["left-on-this-worker", "gone"])
+def test_an_encrypted_upgrade_with_code_deploy_killed_mid_change_is_rolled_back_by_the_next_run(
+        prefect_harness, stack_tree, addons_repo, addons, pg_tls, docker_client, tmp_path, plain_copy):
+    """Encryption on, no private key on the worker, code deploy on, the upgrade killed while odoo upgrades: the
+    next run rolls code and database back from the killed run's plaintext copy of its backup (hash-checked), which
+    is on this worker. Without that copy it cannot decrypt: it says what to do and keeps odoo-core stopped."""
+    import glob
+    import tempfile
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.module_upgrade import UpgradeRequest, module_upgrade
+    from odoo_stack_ops.upgrade import steps
+    from tests.fixtures.stack import free_killed_writers
+
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]},
+            "odoo": {**stack_tree["odoo"], "compose_dir": str(addons_repo.parent.parent)}}
+    stack_file = write(tree, tmp_path / "s.yaml")
+    v1 = git(addons_repo, "rev-parse", "HEAD")
+    before = pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name", "odoo_core")
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+            f"module_upgrade(UpgradeRequest(upgrade=['ipai_finance_ppm'], addons_ref='v2'), stack_file={stack_file!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    standbys = lambda: docker_client.containers.list(all=True, filters={"label": [steps.MAINTENANCE_LABEL]})  # noqa: E731
+    try:
+        deadline = time.monotonic() + 180
+        while git(addons_repo, "rev-parse", "HEAD") == v1 or not standbys():  # the code is deployed, odoo -u runs
+            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never deployed its code"
+            time.sleep(0.5)
+        time.sleep(3)
+        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (standby,) = standbys()
+    standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+    free_killed_writers(validate_tree(tree).name)
+    copies = glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*/odoo_core-*.dump.zst")
+    assert len(copies) == 1, copies  # the killed run's plaintext copy of its backup
+    if plain_copy == "gone":
+        subprocess.run(["rm", "-rf", str(Path(copies[0]).parent)], check=True)
+    try:
+        if plain_copy == "gone":
+            with pytest.raises(OpsError, match=r"rolling it back failed .* odoo-core stays stopped") as err:
+                module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"], dry_run=True), stack_file=stack_file)
+            assert "age_identity" in str(err.value)
+            assert git(addons_repo, "rev-parse", "HEAD") == v1  # the code went back before the restore failed
+            assert len(standbys()) == 1  # nothing half-upgraded is served
+            return
+        out = module_upgrade(UpgradeRequest(upgrade=["ipai_finance_ppm"], dry_run=True), stack_file=stack_file)
+        assert out["interrupted_upgrade"].startswith("of odoo_core, rolled back: code back at"), out
+        assert git(addons_repo, "rev-parse", "HEAD") == v1
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'half_upgraded'", "odoo_core") == [(0,)]
+        assert pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name",
+                              "odoo_core") == before
+        assert standbys() == [] and not Path(copies[0]).parent.exists()
+        assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+    finally:  # whatever happened, later tests find odoo-core and the addons as they expect them
+        pg_tls.execute("DROP TABLE IF EXISTS half_upgraded", "odoo_core")
+        for left in standbys():
+            left.remove(force=True)
+            docker_client.containers.get(left.labels[steps.MAINTENANCE_LABEL]).start()
+
+
 def test_a_plan_refused_at_the_new_ref_changes_nothing(prefect_harness, stack_tree, addons_repo, docker_client,
                                                        stack_containers, tmp_path):
     """The plan reads the ref unpacked beside the checkout: refused with the served code, Odoo and the bucket

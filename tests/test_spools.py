@@ -66,3 +66,19 @@ def test_what_cannot_be_judged_or_is_not_ours_is_kept(tmp_path):
     assert spools.drop_orphans("odoo-restore-", str(tmp_path)) == [str(legacy_old)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (legacy_young, other_ns, user_dir, a_file))
+
+
+def test_a_killed_owners_file_is_found_and_a_live_owners_is_not(tmp_path):
+    """An interrupted upgrade's rollback restores from the killed run's plaintext copy; a live run's is not its."""
+    killed, killed_dir = owner(tmp_path)
+    live, live_dir = owner(tmp_path)
+    try:
+        assert spools.orphan_file("odoo-dump-", "odoo_core.dump.zst", str(tmp_path)) is None  # both alive
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert spools.orphan_file("odoo-dump-", "odoo_core.dump.zst", str(tmp_path)) == killed_dir / "odoo_core.dump.zst"
+        assert spools.orphan_file("odoo-dump-", "other.dump.zst", str(tmp_path)) is None
+        assert live_dir.exists()
+    finally:
+        live.kill()
+        live.wait()

@@ -9,6 +9,7 @@ never judged; one in the old `{prefix}{random}` form counts as dead after LEGACY
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -53,6 +54,21 @@ def owned_dir(prefix: str, base: str | None = None) -> Path:
     drop_orphans(prefix, base)
     pid = os.getpid()
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{_pid_namespace()}.{pid}.{_start_time(pid) or 0}-", dir=base))
+
+
+def orphan_file(prefix: str, name: str, base: str | None = None) -> Path | None:
+    """The file `name` in a folder of `prefix` whose owning process is gone (a killed run's), None if there is none
+    on this worker. Its content is the caller's to check (against a manifest's hash)."""
+    root = Path(base or tempfile.gettempdir())
+    namespace, uid = _pid_namespace(), os.getuid()
+    for folder in sorted(root.glob(f"{glob.escape(prefix)}*")):
+        owned = _OWNED.fullmatch(folder.name[len(prefix):])
+        path = folder / name
+        if (owned and owned.group(1) == namespace and _start_time(int(owned.group(2))) not in (owned.group(3), "0")
+                and not folder.is_symlink() and folder.stat().st_uid == uid and not path.is_symlink()
+                and path.is_file()):
+            return path
+    return None
 
 
 def drop_orphans(prefix: str, base: str | None = None) -> list[str]:
