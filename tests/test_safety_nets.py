@@ -215,6 +215,12 @@ def test_pg_restore_dying_half_way_in_a_rollback_leaves_the_live_database(
         pg_tls.execute("UPDATE ir_module_module SET state = 'installed' WHERE name = 'ipai_finance_ppm'", "odoo_core")
 
 
+def assert_victim_untouched(pg_tls) -> None:
+    """`victim` still holds the row no backup has, and no copy of it is left."""
+    assert pg_tls.execute("SELECT x FROM only_in_victim", "victim") == [(42,)]
+    assert databases(pg_tls, "victim\\_\\_%") == []
+
+
 @pytest.fixture
 def victim(prefect_harness, stack_file, pg_tls):
     """A restored database `victim` holding a row no backup has: it must survive every failed restore."""
@@ -236,8 +242,7 @@ def test_pg_restore_dying_half_way_in_an_overwrite_restore_leaves_the_live_datab
     with pytest.raises(CommandFailed, match=r"137|pg_restore"):
         restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
                 restore_filestore=False)
-    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
-    assert databases(pg_tls, "victim\\_\\_%") == []
+    assert_victim_untouched(pg_tls)
 
 
 def test_worker_killed_during_an_overwrite_restore_leaves_the_live_database(
@@ -290,8 +295,7 @@ def test_a_connection_cut_between_the_renames_of_a_swap_puts_the_live_database_b
     with pytest.raises(Exception, match="terminat"):
         restore(stack_file=stack_file, database="odoo_core", target_database=victim, overwrite=True,
                 restore_filestore=False)
-    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
-    assert databases(pg_tls, "victim\\_\\_%") == []
+    assert_victim_untouched(pg_tls)
 
 
 def test_a_filestore_restore_that_would_fill_odoos_volume_is_refused_before_anything_is_written(
@@ -304,8 +308,7 @@ def test_a_filestore_restore_that_would_fill_odoos_volume_is_refused_before_anyt
     with pytest.raises(OpsError, match=r"must stay free for Odoo .* Nothing was changed"):
         restore(stack_file=write(tree, tmp_path / "full.yaml"), database="odoo_core", target_database=victim,
                 overwrite=True)
-    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
-    assert databases(pg_tls, "victim\\_\\_%") == []
+    assert_victim_untouched(pg_tls)
     assert filestore_dirs(stack_config, "victim__") == []
 
 
