@@ -120,7 +120,7 @@ def _roll_back_interrupted(cfg: StackConfig, conns: Connections, mark: dict[str,
             shutil.rmtree(plain.parent, ignore_errors=True)
         return done
     except Exception as exc:
-        code = f", check the addons out at {commits}" if commits else ""
+        code = f", make sure the addons are at {commits} (the rollback checks them out first)" if commits else ""
         raise OpsError(f"an upgrade of {db} was interrupted while it changed the stack, and rolling it back failed "
                        f"({exc}); odoo-core stays stopped (it may hold a half-upgraded database). By hand: restore "
                        f"backup {stamp} of {db} over {db} with the restore flow (overwrite=True; an encrypted backup "

@@ -66,14 +66,15 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
     timeout = request.health_timeout_s or cfg.update.health_timeout_s
     started = time.monotonic()
     if request.dry_run:
+        if pending := [m["service"] for m in changing_services(cfg)]:  # its services may be down: no plan yet
+            return {"dry_run": True, "rows": [], "result": f"dry run: nothing changed; an interrupted update of "
+                    f"{', '.join(pending)} is rolled back by the next run, then it can be planned"}
         with Connections(cfg) as conns:
             records = record_services(cfg, conns, services)
             rows = pl.dry_run_rows(records, registry_digests(conns, records))
         publish_table("stack-update-dry-run", rows, f"stack update dry run on {cfg.name}: "
                       f"{sum(r['update'] == 'would change' for r in rows)} service(s) would change")
-        pending = [m["service"] for m in changing_services(cfg)]
-        return {"dry_run": True, "rows": rows, "result": "dry run: nothing changed" + (
-            f"; an interrupted update of {', '.join(pending)} is rolled back by the next run" if pending else "")}
+        return {"dry_run": True, "rows": rows, "result": "dry run: nothing changed"}
     wait = cfg.update.lock_wait_s if request.lock_wait_s is None else request.lock_wait_s
     outcome: dict[str, Any] = {"services": services, "method": cfg.update.method}
     with stack_writer(cfg, wait, "the stack update"), Connections(cfg) as conns:

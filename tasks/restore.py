@@ -275,11 +275,12 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
         if unpacking is not None:
             unpacking.result()
         return swap_in(cfg, target, copy, st, filestore)
-    except BaseException:
+    except BaseException as exc:
         if unpacking is not None:
             unpacking.wait()
-        logger().error("restore of %s into %s failed; %s is untouched and the partial copy %s is dropped",
-                       manifest.stamp, target, target, copy)
+        untouched = "" if isinstance(exc, restore.NotPutBack) else f"{target} is untouched and "
+        logger().error("restore of %s into %s failed; %sthe partial copy %s is dropped", manifest.stamp, target,
+                       untouched, copy)
         try:
             drop_copy(cfg, copy, filestore)
         except Exception as exc:  # noqa: BLE001 - the original failure is the one to show

@@ -363,6 +363,8 @@ def test_diagnose_starts_a_stopped_service_when_asked(updtest, docker_client):
 KILLS = {  # the update's process SIGKILLed while it changes web
     "in-its-gate": "e.gate = lambda *a, **k: os.kill(os.getpid(), 9)",  # web runs v2, v1's container is gone
     "before-the-old-container-is-removed": "e.remove = lambda *a, **k: os.kill(os.getpid(), 9)",  # v1 set aside
+    "right-after-the-stop": "import docker.api.container as c; "  # v1 stopped, no container of web running
+                            "c.ContainerApiMixin.rename = lambda *a, **k: os.kill(os.getpid(), 9)",
 }
 
 

@@ -314,6 +314,10 @@ def swap_in(server: DatabaseConfig, target: str, new: str, st: str) -> str | Non
     return before
 
 
+class NotPutBack(OpsError):
+    """A swap failed and the live database could not be given its name back: the message says what to run."""
+
+
 def _put_back(server: DatabaseConfig, name: str, target: str) -> None:
     """Rename `name` back to `target` (when not already) and allow connections again, on a NEW connection: the
     swap's own one may be what failed (cut, or its server restarted). If that fails too, says what to run."""
@@ -324,7 +328,7 @@ def _put_back(server: DatabaseConfig, name: str, target: str) -> None:
             _allow_connections(conn, target, True)
     except Exception as exc:
         fix = f'ALTER DATABASE "{name}" RENAME TO "{target}"; ' if name != target else ""
-        raise OpsError(f"a restore's swap failed and the live database could not be put back ({exc}): it is "
+        raise NotPutBack(f"a restore's swap failed and the live database could not be put back ({exc}): it is "
                        f"{name} now, refusing connections. Run as {server.user}: {fix}ALTER DATABASE \"{target}\" "
                        "WITH ALLOW_CONNECTIONS true") from exc
 
