@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
@@ -178,20 +179,25 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
             outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-        except Exception as exc:
-            log.error("upgrade failed (%s): rolling back to %s", exc, point.stamp)
-            outcome["result"] = f"FAILED and rolled back: {exc}"
+        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: odoo-core must not stay stopped
+            cancelled = isinstance(exc, TerminationSignal)
+            why = "cancelled" if cancelled else f"failed ({exc})"
+            log.error("upgrade %s: rolling back to %s", why, point.stamp)
+            outcome["result"] = f"{'CANCELLED' if cancelled else 'FAILED'} and rolled back" + (
+                "" if cancelled else f": {exc}")
             try:
                 outcome["rollback"] = rollback(cfg, conns, db, point, plain, commits, request.health_timeout_s)
             except Exception as again:
                 outcome["rollback"] = f"ROLLBACK FAILED: {again}"
                 outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
                 sent = _post(cfg, outcome, started, failed=True)
-                raise OpsError(alerted(f"upgrade failed ({exc}) AND rollback failed ({again}): odoo-core is left "
+                raise OpsError(alerted(f"upgrade {why} AND rollback failed ({again}): odoo-core is left "
                                        f"stopped; restore backup {point.stamp} with the restore flow (overwrite=True), "
                                        "then start odoo-core", sent)) from again
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
             sent = _post(cfg, outcome, started, failed=True)
+            if cancelled:  # the run ends Cancelled, as asked; the rollback is in its artifact and post
+                raise
             raise OpsError(alerted(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}", sent)) from exc
         else:  # the upgrade stands: what happens to its rollback point is reported, never undoes it
             outcome["rollback_point_verified"] = verify_point(cfg, point, plain)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
@@ -104,12 +105,15 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             try:
                 recreate_service(cfg, conns, rec)
                 took = health_gate(cfg, conns, service, timeout)
-            except Exception as exc:
-                outcome["result"] = f"FAILED at {service}: {exc}"
+            except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: no service left half updated
+                cancelled = isinstance(exc, TerminationSignal)
+                outcome["result"] = f"CANCELLED at {service}" if cancelled else f"FAILED at {service}: {exc}"
                 outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
                 if not any(r.startswith("ROLLBACK FAILED") for r in outcome["rollback"].values()):
                     mark_changing(cfg, [])
                 sent = _post(cfg, outcome, started, failed=True)
+                if cancelled:  # the run ends cancelled, as asked; the rollback is in its artifact and post
+                    raise
                 raise OpsError(alerted(failure_message(service, exc, [records[s] for s in updated],
                                                        outcome["rollback"]), sent)) from exc
             outcome["updated"][service] = {"from": rec.digest, "to": plan.new_images[service],

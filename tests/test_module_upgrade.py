@@ -5,6 +5,7 @@ refused before any change; a held lock makes a second run wait and give up."""
 from __future__ import annotations
 
 import pytest
+import requests
 import yaml
 
 from odoo_stack_ops.backup import restore as rs
@@ -169,6 +170,56 @@ def test_an_upgrade_killed_mid_change_is_rolled_back_by_the_next_run_not_started
         for left in standbys():
             left.remove(force=True)
             docker_client.containers.get(left.labels[MAINTENANCE_LABEL]).start()
+
+
+def test_an_upgrade_cancelled_mid_change_rolls_back_at_once_and_odoo_runs_again(
+        run, addons, pg_tls, stack_tree, docker_client, tmp_path):
+    """A cancel from the UI reaches the run as SIGTERM (the worker kills it 30 s later): the rollback guard used to
+    skip it (`except Exception`), leaving odoo-core stopped on a database that may be half-upgraded until the
+    next run. The cancelled run rolls back itself; the run ends cancelled."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL, UPGRADE_MARK
+
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
+    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+            f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    standbys = lambda: docker_client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})  # noqa: E731
+    try:
+        deadline = time.monotonic() + 180
+        while not any(s.exec_run(["cat", UPGRADE_MARK])[0] == 0 for s in standbys() if s.status == "running"):
+            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never began changing the stack"
+            time.sleep(0.5)
+        time.sleep(3)  # odoo -i runs (and hangs) in the stand-by
+        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+        for standby in standbys():  # the rollback starts odoo-core: it must not hang too
+            standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+        os.kill(proc.pid, signal.SIGTERM)  # what the worker does first when the run is cancelled
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGTERM, err[-2000:]  # it ends as terminated, after the rollback
+        assert "upgrade cancelled: rolling back to" in err and "dropped odoo_core__before_" in err, err[-3000:]
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'half_upgraded'", "odoo_core") == [(0,)]
+        assert state(pg_tls, "ipai_new") is None
+        assert standbys() == []
+        assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        pg_tls.execute("DROP TABLE IF EXISTS half_upgraded", "odoo_core")
+        for left in standbys():
+            left.remove(force=True)
+            docker_client.containers.get(left.labels[MAINTENANCE_LABEL]).start()
+        addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
 
 
 def test_hung_upgrade_times_out_and_rolls_back(run, addons, pg_tls):

@@ -409,3 +409,34 @@ def test_an_update_killed_while_it_changes_a_service_is_rolled_back_by_the_next_
     # the mark is gone: the next run updates as asked
     assert list(run_update(updtest, services=["web"])["updated"]) == ["web"]
     assert served_version(updtest["ports"], "web") == "v2"
+
+
+def test_an_update_cancelled_in_a_gate_rolls_back_at_once(updtest, podman, registry, docker_client, builds):
+    """A cancel reaches the run as SIGTERM: the rollback guard used to skip it (`except Exception`), leaving web on
+    an image that never passed its gate until the next run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    before = inspect(docker_client, "web")
+    publish(podman, registry, "web", "v2")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = ("import os, signal, time; import odoo_stack_ops.stack.engine as e\n"
+            "real = e.gate\n"
+            "def cancelled_once(*a, **k):\n"  # the worker's one SIGTERM; the rollback's gate is the real one
+            "    e.gate = real; os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)\n"
+            "e.gate = cancelled_once\n"
+            "from flows.stack import UpdateRequest, stack_update\n"
+            f"stack_update(UpdateRequest(services=['web'], backup=False), stack_file={updtest['file']!r})")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-3000:]
+    after = inspect(docker_client, "web")
+    assert after["Image"] == builds["v1"], proc.stderr[-3000:]
+    assert_same_configuration(before, after)
+    assert served_version(updtest["ports"], "web") == "v1"
+    assert "interrupted" not in run_update(updtest, dry_run=True)["result"], proc.stderr[-4000:]  # mark cleared
