@@ -109,7 +109,7 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
                 cancelled = isinstance(exc, TerminationSignal)
                 outcome["result"] = f"CANCELLED at {service}" if cancelled else f"FAILED at {service}: {exc}"
                 outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
-                if not any(r.startswith("ROLLBACK FAILED") for r in outcome["rollback"].values()):
+                if not rollback_failures(outcome["rollback"]):
                     mark_changing(cfg, [])
                 sent = _post(cfg, outcome, started, failed=True)
                 if cancelled:  # the run ends cancelled, as asked; the rollback is in its artifact and post
@@ -137,8 +137,7 @@ def _roll_back_interrupted(cfg: StackConfig, conns: Connections, marks: list[dic
         outcome["interrupted_update_rolled_back"] = roll_back(cfg, conns, list(reversed(records)), timeout)
     except Exception as exc:  # noqa: BLE001 - told below with what to do
         outcome["interrupted_update_rolled_back"] = {"all": f"ROLLBACK FAILED: {exc}"}
-    failed = {s: r for s, r in outcome["interrupted_update_rolled_back"].items() if r.startswith("ROLLBACK FAILED")}
-    if failed:
+    if failed := rollback_failures(outcome["interrupted_update_rolled_back"]):
         outcome["result"] = f"FAILED to roll back an interrupted update of {', '.join(services)}"
         sent = _post(cfg, outcome, started, failed=True)
         previous = "; ".join(f"{m['service']}: {m['image_ref']} = {m['image_id']}" for m in marks)
@@ -168,9 +167,14 @@ def roll_back(cfg: StackConfig, conns: Connections, records: list[pl.Record], ti
     return out
 
 
+def rollback_failures(rollback: dict[str, str]) -> dict[str, str]:
+    """The services roll_back could not put back, with why."""
+    return {s: r for s, r in rollback.items() if r.startswith("ROLLBACK FAILED")}
+
+
 def failure_message(service: str, exc: BaseException, updated: list[pl.Record], rollback: dict[str, str]) -> str:
     """What failed, where every touched service is now, and what the operator does next."""
-    failed = [s for s, r in rollback.items() if r.startswith("ROLLBACK FAILED")]
+    failed = list(rollback_failures(rollback))
     lines = [f"stack update failed at {service}: {exc}"]
     lines += [f"{s}: {r}" for s, r in rollback.items()]
     if failed:

@@ -230,8 +230,9 @@ def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseCon
     restore's filestore aside. A `__before_` directory with no database otherwise is kept: a restore killed
     between its filestore swap and its database swap left the live filestore there. Returns the names."""
     names = filestore_dirs(executor, data_dir, ensure_identifier(target, "database"))
-    doomed = [n for n in names if n == f"{target}.failed"]
+    legacy = f"{target}.failed" in names
     names = [n for n in names if n.startswith(target + "__")]
+    doomed: list[str] = []
     if names:
         with connect(server, server.maintenance_db, autocommit=True) as conn:
             databases = copy_databases(conn, target)
@@ -244,7 +245,10 @@ def drop_stale_filestores(executor: Executor, data_dir: str, server: DatabaseCon
                         "there. Check, then move them back or drop them by hand", "y" if len(kept) == 1 else "ies",
                         kept, target, target)
     for name in doomed:
-        executor.run(["rm", "-rf", "--", f"{data_dir.rstrip('/')}/filestore/{name}"], timeout=3600)
+        drop_filestore(executor, data_dir, name)
+    if legacy:
+        executor.run(["rm", "-rf", "--", filestore_root(data_dir, target) + ".failed"], timeout=3600)
+        doomed.append(f"{target}.failed")
     return doomed
 
 

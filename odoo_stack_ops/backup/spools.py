@@ -9,7 +9,6 @@ never judged; one in the old `{prefix}{random}` form counts as dead after LEGACY
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -59,24 +58,33 @@ def owned_dir(prefix: str, base: str | None = None) -> Path:
 def orphan_file(prefix: str, name: str, base: str | None = None) -> Path | None:
     """The file `name` in a folder of `prefix` whose owning process is gone (a killed run's), None if there is none
     on this worker. Its content is the caller's to check (against a manifest's hash)."""
-    root = Path(base or tempfile.gettempdir())
-    namespace, uid = _pid_namespace(), os.getuid()
-    for folder in sorted(root.glob(f"{glob.escape(prefix)}*")):
-        owned = _OWNED.fullmatch(folder.name[len(prefix):])
+    for folder in _orphans(prefix, base):
         path = folder / name
-        if (owned and owned.group(1) == namespace and _start_time(int(owned.group(2))) not in (owned.group(3), "0")
-                and not folder.is_symlink() and folder.stat().st_uid == uid and not path.is_symlink()
-                and path.is_file()):
+        if not path.is_symlink() and path.is_file():
             return path
     return None
 
 
 def drop_orphans(prefix: str, base: str | None = None) -> list[str]:
     """Remove the folders `prefix` names whose owning process is gone; returns their paths."""
+    dropped = []
+    for folder in _orphans(prefix, base):
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            dropped.append(str(folder))
+            log.warning("removed %s (%.1f MiB): a plaintext spool a killed run left on this worker",
+                        folder, size / (1 << 20))
+    return dropped
+
+
+def _orphans(prefix: str, base: str | None) -> list[Path]:
+    """This user's folders of `prefix` (not symlinks) whose owner in our pid namespace is gone, and old-form ones
+    older than LEGACY_AGE_S."""
     root = Path(base or tempfile.gettempdir())
-    namespace, uid, dropped = _pid_namespace(), os.getuid(), []
+    namespace, uid, found = _pid_namespace(), os.getuid(), []
     try:
-        entries = [e for e in os.scandir(root) if e.name.startswith(prefix)]
+        entries = sorted((e for e in os.scandir(root) if e.name.startswith(prefix)), key=lambda e: e.name)
     except OSError:
         return []
     for entry in entries:
@@ -94,10 +102,5 @@ def drop_orphans(prefix: str, base: str | None = None) -> list[str]:
                 continue
         elif not (_LEGACY.fullmatch(rest) and time.time() - st.st_mtime > LEGACY_AGE_S):
             continue
-        size = sum(f.stat().st_size for f in Path(entry.path).rglob("*") if f.is_file())
-        shutil.rmtree(entry.path, ignore_errors=True)
-        if not os.path.exists(entry.path):
-            dropped.append(entry.path)
-            log.warning("removed %s (%.1f MiB): a plaintext spool a killed run left on this worker",
-                        entry.path, size / (1 << 20))
-    return dropped
+        found.append(Path(entry.path))
+    return found
