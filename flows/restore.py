@@ -2,7 +2,8 @@
 
 Never destroys first: the backup is restored under a new name and swapped in only once complete; the replaced
 database is kept as `<target>__before_<stamp>` until the restored one has passed its gate (for production:
-odoo-core restarted and `/web/health` 200), then dropped (or kept `backup.keep_previous_h` hours). `staging=True`
+odoo-core restarted and `/web/health` 200), then dropped (or kept `backup.keep_previous_h` hours); a gate that
+fails, or a cancel while it runs, swaps the previous one back. `staging=True`
 is the staging refresh (production backup → odoo_dev): the copy is neutralized BEFORE it gets a name Odoo
 serves. `odoo_zip=True` writes a zip Odoo's database manager can restore under `restore.export_dir`.
 """
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import TerminationSignal
 
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest
@@ -77,11 +79,18 @@ def _restore_into(cfg: StackConfig, manifest: Manifest, target: str, *, overwrit
         outcome: dict[str, Any] = {"database": target, "replaced_copy": swapped.before or "none (new database)"}
         try:
             outcome["gate"] = gate(cfg, manifest, target, health_timeout_s)
-        except Exception as exc:
+        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: an unconfirmed restore goes back
             if swapped.before is None:
                 raise
+            cancelled = isinstance(exc, TerminationSignal)
+            if cancelled:
+                logger().error("restore into %s cancelled in its gate: swapping the previous database back", target)
             failed = swap_back(cfg, swapped)
             odoo = f" ({restart_on_previous(cfg, health_timeout_s)})" if target == cfg.database.name else ""
+            if cancelled:  # the run ends cancelled, as asked
+                logger().error("the previous %s is back in place%s; the restored copy is kept as %s until the next "
+                               "restore of %s", target, odoo, failed, target)
+                raise
             raise OpsError(f"the restored {target} failed its gate ({exc}); the previous database is back in "
                            f"place{odoo}, the restored copy is kept as {failed} for a look until the next restore "
                            f"of {target}") from exc

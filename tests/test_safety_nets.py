@@ -417,6 +417,81 @@ def test_a_production_restore_whose_gate_fails_restarts_odoo_on_the_previous_dat
             pg_tls.dropdb(name)
 
 
+HANGS_IN_ITS_FIRST_HEALTH_WAIT = """
+import pathlib, time
+from odoo_stack_ops.upgrade import steps
+real, calls = steps.wait_healthy, []
+def hang_first(url, timeout_s):
+    calls.append(url)
+    if len(calls) == 1:
+        pathlib.Path({marker!r}).touch()
+        time.sleep(600)
+    return real(url, timeout_s)
+steps.wait_healthy = hang_first
+from flows.restore import restore
+restore(stack_file={stack_file!r}, database='odoo_core', target_database='odoo_core', overwrite=True)
+"""
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_production_restore_cancelled_in_its_gate_puts_the_previous_database_back_and_restarts_odoo(
+        prefect_harness, stack_tree, stack_file, stack_config, pg_tls, stack_containers, docker_client, tmp_path,
+        encrypted):
+    """A cancel (SIGTERM, what the worker sends first) while odoo-core starts on the restored database: the gate's
+    guard was `except Exception`, so the restored copy stayed live, unconfirmed, with production's previous
+    database aside as `odoo_core__before_<stamp>`. The cancelled run swaps back and restarts odoo-core on it."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.backup import backup
+
+    if encrypted:
+        identity = pyrage.x25519.Identity.generate()
+        stack_tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [str(identity.to_public())],
+                                               "age_identity": str(identity)}}
+        stack_file = write(stack_tree, tmp_path / "encrypted.yaml")
+    backup(stack_file=stack_file)
+    assert published(stack_config)[-1].encryption.enabled == encrypted
+    pg_tls.execute("CREATE TABLE only_live (x int)", "odoo_core")
+    marker = tmp_path / "in-the-gate"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HANGS_IN_ITS_FIRST_HEALTH_WAIT.format(marker=str(marker), stack_file=stack_file)],
+        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    odoo = docker_client.containers.get(stack_containers["odoo-core"]["container"])
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the restore never reached its gate"
+            time.sleep(0.3)
+        odoo.reload()
+        started_on_the_restored = odoo.attrs["State"]["StartedAt"]
+        assert databases(pg_tls, "odoo\\_core\\_\\_before\\_%")  # the restored copy is live, unconfirmed
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == -signal.SIGTERM, err[-3000:]
+        assert "cancelled in its gate" in err and "odoo-core restarted on it, healthy" in err, err[-3000:]
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'only_live'", "odoo_core") == [(1,)]
+        assert databases(pg_tls, "odoo\\_core\\_\\_before\\_%") == []
+        (failed,) = databases(pg_tls, "odoo\\_core\\_\\_failed\\_%")
+        assert filestore_dirs(stack_config, "odoo_core") == ["odoo_core", failed]
+        odoo.reload()
+        assert odoo.attrs["State"]["StartedAt"] != started_on_the_restored  # restarted on the database put back
+        assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        free_killed_writers(stack_config.name)
+        pg_tls.execute("DROP TABLE IF EXISTS only_live", "odoo_core")
+        from odoo_stack_ops.connect import Connections
+
+        with Connections(stack_config) as conns:
+            for name in filestore_dirs(stack_config, "odoo_core__"):
+                rs.drop_filestore(conns.container("odoo-core"), stack_config.odoo.data_dir, name)
+        for name in databases(pg_tls, "odoo\\_core\\_\\_%"):
+            pg_tls.dropdb(name)
+
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database_exists_leaves_nothing(
         victim, stack_tree, stack_file, stack_config, pg_tls, s3, tmp_path, encrypted):
