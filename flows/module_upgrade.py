@@ -162,8 +162,11 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             point, plain = backup_one(cfg, db, layout.stamp(datetime.now(UTC)), run_verify=False,
                                       keep_plain_copy=True)
             outcome["rollback_point"] = point.stamp
-        except Exception as exc:
+        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: odoo-core must not stay stopped
             start_odoo(cfg, conns, request.health_timeout_s)
+            if isinstance(exc, TerminationSignal):  # the run ends cancelled, as asked
+                log.error("upgrade cancelled during its backup: nothing was upgraded, odoo-core is started again")
+                raise
             raise OpsError(f"the pre-upgrade backup failed ({exc}); nothing was upgraded, odoo-core is started "
                            "again") from exc
         commits: dict[str, str] = {}

@@ -222,6 +222,56 @@ def test_an_upgrade_cancelled_mid_change_rolls_back_at_once_and_odoo_runs_again(
         addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
 
 
+def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, stack_tree, docker_client, tmp_path):
+    """odoo-core is stopped before the rollback point is dumped, the longest step of an upgrade and the likeliest
+    to be cancelled: the backup's guard was `except Exception`, so a cancel (SIGTERM) left odoo-core stopped
+    behind the maintenance stand-by until the next upgrade."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL
+
+    real = subprocess.run(["sh", "-c", "command -v pg_dump"], check=True, capture_output=True, text=True).stdout.strip()
+    marker, bindir = tmp_path / "dumping", tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "pg_dump").write_text(f"#!/bin/sh\ncase \"$*\" in *--version*) exec {real} \"$@\";; esac\n"
+                                    f"touch {marker}\nsleep 300\nexec {real} \"$@\"\n")
+    (bindir / "pg_dump").chmod(0o755)
+    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+            f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    standbys = lambda: docker_client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})  # noqa: E731
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never began its backup"
+            time.sleep(0.3)
+        assert standbys(), "odoo-core is stopped while its rollback point is dumped"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGTERM, err[-2000:]
+        assert "upgrade cancelled during its backup" in err, err[-3000:]
+        assert standbys() == []
+        assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+        assert state(pg_tls, "ipai_new") is None and published(stack_tree) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the stalled pg_dump too, whatever became of the run
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for left in standbys():
+            left.remove(force=True)
+            docker_client.containers.get(left.labels[MAINTENANCE_LABEL]).start()
+
+
 def test_hung_upgrade_times_out_and_rolls_back(run, addons, pg_tls):
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
     with pytest.raises(OpsError, match="did not finish within 3 s"):
