@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import logging
+import os
 import re
 import shlex
 from collections.abc import Iterable, Iterator
@@ -31,6 +33,7 @@ from odoo_stack_ops.errors import CommandFailed, ConfigError, ConnectError, OpsE
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.executors.local import LocalExecutor
 
+log = logging.getLogger(__name__)
 WEEK_TAG = re.compile(r"^n8n-(\d{4})-W(\d{2})$")
 _COMMIT_START, _MESSAGE_END = "\x1e", "\x1f"
 _HUNK = re.compile(r"^@@+ (?:-\d+(?:,\d+)? )+\+(\d+)(?:,\d+)? @@")
@@ -209,6 +212,7 @@ class Repo:
     def sync(self) -> None:
         """Clone, or fetch and hard-reset to the remote branch: whatever a failed run left behind is dropped."""
         branch = self.cfg.branch
+        self._drop_stale_locks()
         if not (self.path / ".git").exists():
             self.path.mkdir(parents=True, exist_ok=True)
             self.git("init", "-q", "-b", branch)
@@ -228,6 +232,23 @@ class Repo:
             self.git("update-ref", "-d", f"refs/heads/{branch}", check=False)
             self.git("read-tree", "--empty")
         self.git("clean", "-q", "-fdx")
+
+    def _drop_stale_locks(self) -> None:
+        """A git killed half way (its run's worker killed) leaves its lock files, and every git after it fails on
+        them ('index.lock': File exists) until someone removes them by hand. Under the clone's flock no run of ours
+        uses the clone; a lock is removed only when no process works inside the clone either (a killed run's git
+        may outlive it, and git works with its current directory in the clone)."""
+        git_dir = self.path / ".git"
+        locks = [*git_dir.glob("*.lock"), *git_dir.glob("refs/**/*.lock")] if git_dir.is_dir() else []
+        if not locks:
+            return
+        names = ", ".join(sorted(str(p.relative_to(self.path)) for p in locks))
+        if _working_in(self.path):
+            raise OpsError(f"a git process still works in {self.path} (left by a killed run?) and holds {names}; "
+                           "run again once it has ended")
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        log.warning("removed lock files a git killed half way left in %s: %s", self.path, names)
 
     def remote_has_branch(self) -> bool:
         return bool(self.git("rev-parse", "--verify", "-q", f"refs/remotes/origin/{self.cfg.branch}", check=False)
@@ -318,6 +339,19 @@ class Repo:
             kind = ConnectError if _TRANSIENT_GIT.search(stderr) else OpsError
             raise kind(f"push to {shown_remote(self.remote)} was rejected; nothing was published and the local "
                        f"clone was reset to the remote, so the next run retries: {stderr}") from exc
+
+
+def _working_in(path: Path) -> bool:
+    """Some other process of this machine has its current directory in `path` (or under it)."""
+    root = str(path.resolve())
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        if cwd.parent.name == str(os.getpid()):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's
+            where = os.readlink(cwd)
+            if where == root or where.startswith(root + "/"):
+                return True
+    return False
 
 
 def _safe_relative(rel: str) -> str:

@@ -1,6 +1,6 @@
 """The push guard against real git: a working clone pushing to a bare remote, as the config backup and the n8n
 export do. Whatever the push would send is scanned; a hit refuses it, names file and line (never the value) and
-leaves the remote exactly as it was."""
+leaves the remote exactly as it was. And the clone a killed git left locked is usable again."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from odoo_stack_ops import n8n_export as nx
 from odoo_stack_ops import redact
 from odoo_stack_ops.config import GitConfig, validate_tree
+from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.gitops import PushRefused, Repo
 from tests import planted
 
@@ -118,3 +119,43 @@ def test_the_n8n_export_push_is_guarded(git_remote, tmp_path):
     files[f"{nx.WORKFLOWS_DIR}1-sync.json"] = workflow.replace(jwt, "{{ $credentials.key }}")
     assert commit_workflows.fn(cfg, files)["committed"]
     assert jwt not in remote_git(git_remote, "log", "-p", "--all")
+
+
+def plant_killed_gits_locks(repo: Repo) -> list[Path]:
+    """The lock files a git SIGKILLed half way leaves (git creates `<file>.lock`, writes, renames it over)."""
+    git_dir = repo.path / ".git"
+    locks = [git_dir / "index.lock", git_dir / "config.lock", git_dir / "refs" / "heads" / "main.lock"]
+    for lock in locks:
+        lock.write_bytes(b"DIRC\0\0\0\2")  # a half-written index
+    return locks
+
+
+def test_a_clone_a_killed_git_left_locked_is_unlocked_and_used(repo, git_remote, caplog):
+    """A worker killed while its run's git commits leaves `.git/index.lock` (and ref or config locks): every later
+    run failed on it ('File exists') until someone removed it by hand."""
+    commit(repo, {"stack/.env": "TZ=UTC\n"})
+    repo.push()
+    locks = plant_killed_gits_locks(repo)
+    repo.sync()
+    commit(repo, {"stack/.env": "TZ=Asia/Singapore\n"})
+    repo.push()
+    assert "TZ=Asia/Singapore" in remote_git(git_remote, "show", "main:stack/.env")
+    assert not any(lock.exists() for lock in locks)
+    assert any("removed lock files" in r.getMessage() and ".git/index.lock" in r.getMessage() for r in caplog.records)
+
+
+def test_a_lock_is_kept_while_a_process_still_works_in_the_clone(repo, git_remote):
+    """A killed run's git may outlive it (the run's flock went with the run): its locks are not taken from it."""
+    commit(repo, {"stack/.env": "TZ=UTC\n"})
+    repo.push()
+    (lock,) = plant_killed_gits_locks(repo)[:1]
+    still = subprocess.Popen(["sleep", "60"], cwd=repo.path / ".git")
+    try:
+        with pytest.raises(OpsError, match=r"a git process still works in .* holds .*\.git/index\.lock"):
+            repo.sync()
+        assert lock.exists()
+    finally:
+        still.kill()
+        still.wait()
+    repo.sync()
+    assert not lock.exists()
