@@ -145,16 +145,21 @@ def failure_automations(block_id: object, repeat_after_s: float) -> list[Automat
     """Failed or Crashed runs of our flows, posted to Mattermost through the notification block: every run of the
     flows an operator starts or that run daily or weekly; the flows that run every few minutes (REPEATING) once per
     run name (`health-sweep-<stack>`: tasks.common.stack_run_name) and `repeat_after_s`, else a sweep that cannot
-    start (its stack file gone) would post every minute. Prefect's reactive trigger fires at the first event, then
-    lets the window pass before counting again."""
-    def automation(name: str, flows: list[str], note: str, **bucket: Any) -> AutomationCore:
+    start (its stack file gone) would post every minute; their runs that never started (still randomly named) once
+    per deployment and window. Prefect's reactive trigger fires at the first event, then lets the window pass
+    before counting again."""
+    def automation(name: str, flows: list[str], note: str, run_names: list[str] | None = None,
+                   **bucket: Any) -> AutomationCore:
+        # a run that posted its own alert (with what to do) says so in its state message: not posted twice
+        match = {"prefect.resource.id": "prefect.flow-run.*", "prefect.state-message": f"!*{ALERTED}*"}
+        if run_names:  # fnmatch patterns, "!" negates
+            match["prefect.resource.name"] = run_names
         return AutomationCore(
             name=name,
             description=f"Posts Failed or Crashed runs of the odoo-stack-ops flows {', '.join(flows)} to Mattermost",
             trigger=EventTrigger(
                 expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
-                # a run that posted its own alert (with what to do) says so in its state message: not posted twice
-                match={"prefect.resource.id": "prefect.flow-run.*", "prefect.state-message": f"!*{ALERTED}*"},
+                match=match,
                 match_related={"prefect.resource.role": "flow", "prefect.resource.name": flows},
                 posture=Posture.Reactive, threshold=1, **bucket,
             ),
@@ -168,11 +173,21 @@ def failure_automations(block_id: object, repeat_after_s: float) -> list[Automat
         )
 
     window = f"{repeat_after_s / 3600:g} h" if repeat_after_s >= 3600 else f"{repeat_after_s:g} s"
+    within = timedelta(seconds=repeat_after_s)
+    # a run that never started (its worker could not launch it, its flow cannot be imported) keeps Prefect's random
+    # name: such runs of one deployment are counted together, else each would post
+    unnamed = [automation(f"{REPEAT_AUTOMATION}: {f} runs that never started", [f],
+                          f"\n(this run never started, so it has no stack name; further such failures of deployment "
+                          f"{{{{ deployment.name }}}} in the next {window} are not posted: see its runs in the Prefect UI)",
+                          run_names=[f"!{f}*"], for_each={"related:deployment:prefect.resource.id"}, within=within)
+               for f in REPEATING]
     return [automation(AUTOMATION, [f for f in FLOWS if f not in REPEATING], ""),
             automation(REPEAT_AUTOMATION, list(REPEATING),
                        f"\n(further failures of {{{{ flow_run.name }}}} in the next {window} are not posted: "
                        "see its runs in the Prefect UI)",
-                       for_each={"prefect.resource.name"}, within=timedelta(seconds=repeat_after_s))]
+                       run_names=[f"{f}*" for f in REPEATING],  # tasks.common.stack_run_name: <flow>[-<stack>]
+                       for_each={"prefect.resource.name"}, within=within),
+            *unnamed]
 
 
 def ensure_failure_automations(client: object, block_id: object, repeat_after_s: float) -> bool:

@@ -46,10 +46,17 @@ def alerting(mattermost, tmp_path_factory):
         prefect.stop()
 
 
-def fail(prefect: LocalPrefect, flow_id: str, name: str, message: str, crashed: bool = False) -> str:
+def fail(prefect: LocalPrefect, flow_id: str, name: str | None, message: str, crashed: bool = False,
+         deployment: str | None = None) -> str:
     """A run of the flow, named `name`, set Failed with `message` (as its engine would), or Crashed (as a worker
-    does when the run's process dies): its id."""
-    run = prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name}, timeout=10).json()["id"]
+    does when the run's process dies): its id. With `deployment`, a run of that deployment, with Prefect's random
+    name when `name` is None (the name the scheduler gives; the flow renames its run when it starts)."""
+    if deployment:
+        run = prefect.http.post(f"{prefect.api}/deployments/{deployment}/create_flow_run",
+                                json={"name": name} if name else {}, timeout=10).json()["id"]
+    else:
+        run = prefect.http.post(f"{prefect.api}/flow_runs/", json={"flow_id": flow_id, "name": name},
+                                timeout=10).json()["id"]
     failed = ({"type": "CRASHED", "name": "Crashed", "message": f"Flow run infrastructure exited: {message}"} if crashed
               else {"type": "FAILED", "name": "Failed", "message": f"Flow run encountered an exception: {message}"})
     assert prefect.http.post(f"{prefect.api}/flow_runs/{run}/set_state", json={"state": failed, "force": True},
@@ -63,9 +70,11 @@ def test_failed_deployment_run_posts_to_mattermost_with_its_link(alerting, matte
     # run again (as after an upgrade of this project): the automations are brought up to date, not doubled
     assert "failure automation: updated" in again
     autos = prefect.http.post(f"{prefect.api}/automations/filter", json={}, timeout=10).json()
+    frequent = "odoo-stack-ops: failing frequent run to Mattermost, once per window"
     assert sorted(a["name"] for a in autos) == ["odoo-stack-ops: crash runs whose heartbeat stopped",
-                                                 "odoo-stack-ops: failed run to Mattermost",
-                                                 "odoo-stack-ops: failing frequent run to Mattermost, once per window"]
+                                                 "odoo-stack-ops: failed run to Mattermost", frequent,
+                                                 f"{frequent}: health-sweep runs that never started",
+                                                 f"{frequent}: log-shipping runs that never started"]
     mattermost.clear()
     prefect.cli("--no-prompt", "deploy", "--name", "n8n-import/on-demand", extra_env=env)
     prefect.start_worker("ops-process", env)
@@ -129,3 +138,30 @@ def test_a_frequent_run_that_keeps_failing_posts_once_per_window_each_stack_and_
     time.sleep(max(0.0, REPEAT_S + 2 - (time.monotonic() - started)))
     later = fail(prefect, flows["health-sweep"], "health-sweep-prod", "exit code 1", crashed=True)  # after the window
     wait_posted(later, "prod's sweep still failing after the window")
+
+
+def test_runs_of_a_frequent_deployment_that_never_start_post_once_per_window_each_deployment(alerting, mattermost):
+    """A sweep whose runs never start (the worker cannot launch them; the flow no longer imports after an update)
+    keeps Prefect's random run names, which the once-per-run-name window cannot count: every minute's run of every
+    stack was posted. They are counted per deployment; another stack's deployment still posts."""
+    prefect, _env, _setups, flows = alerting
+    mattermost.clear()
+    deployments = {stack: prefect.http.post(f"{prefect.api}/deployments/", json={
+        "name": f"every-minute-{stack}", "flow_id": flows["health-sweep"]}, timeout=10).json()["id"]
+        for stack in ("prod", "staging")}
+
+    def posted(run: str) -> bool:
+        return any(run in str(m) for m in mattermost.messages)
+
+    why = "ModuleNotFoundError: No module named 'flows'"
+    started = time.monotonic()
+    prod = [fail(prefect, flows["health-sweep"], None, why, crashed=True, deployment=deployments["prod"])
+            for _ in range(2)]
+    assert time.monotonic() - started < REPEAT_S / 2  # both in one window (else the test proves nothing)
+    staging = fail(prefect, flows["health-sweep"], None, why, crashed=True, deployment=deployments["staging"])
+    _wait(lambda: posted(staging), 90, "the post for staging's runs", lambda: f"; received: {mattermost.messages}")
+    _wait(lambda: any(map(posted, prod)), 90, "the post for prod's runs", lambda: f"; received: {mattermost.messages}")
+    time.sleep(3)  # the events are evaluated as they come: a second post would be there by now
+    assert sum(map(posted, prod)) == 1
+    text = next(m["text"] for m in mattermost.messages if any(run in str(m) for run in prod))
+    assert "never started" in text and "every-minute-prod" in text and "No module named" in text, text
