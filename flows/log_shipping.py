@@ -20,7 +20,7 @@ def log_shipping(stack_file: str | None = None, options: LogShippingOptions | No
     cfg = load_config(stack_file, stack=stack)
     options = options or LogShippingOptions()
     stats = ship_logs(cfg, options)
-    sent = post_critical(cfg, stats["critical"], options.alert_interval_minutes * 60)
+    sent = post_critical(cfg, options.alert_interval_minutes * 60)
     per = "\n".join(f"| {name} | {n} |" for name, n in sorted(stats["per_container"].items()))
     groups = "\n".join(f"| {k.replace('|', ' / ')} | {g['count']} | {g['level']} |"
                        for k, g in sorted(stats["critical"].items()))

@@ -256,6 +256,29 @@ def test_critical_matcher_collector_and_rate_limit():
     assert alerts.plan_messages({}, state, 1701, 600)[0][0]["count"] == 2
 
 
+def test_the_collector_hands_over_each_batchs_groups_once_and_merged_groups_add_up():
+    """What a committed batch brought is saved at once (a run killed before it posts leaves it to the next run):
+    take_unsaved gives each line once; merge_groups adds two saves up."""
+    row = (b"", parse.parse_stamp("2026-11-25T01:00:00Z"), "h", "odoo-core", "stderr", "ERROR", "odoo.http", "boom", "{}")
+    later = (b"", parse.parse_stamp("2026-11-25T02:00:00Z"), *row[2:5], "CRITICAL", "odoo.http", "worse", "{}")
+    col = alerts.CriticalCollector(samples=2)
+    col.add(row)
+    first = col.take_unsaved()
+    assert first["odoo-core|odoo.http"]["count"] == 1 and col.take_unsaved() == {}
+    col.add(later)
+    col.add((*row[:5], "ERROR", "odoo.sql_db", "down", "{}"))
+    second = col.take_unsaved()
+    assert set(second) == {"odoo-core|odoo.http", "odoo-core|odoo.sql_db"}
+    assert col.as_dict()["odoo-core|odoo.http"]["count"] == 2  # the run's own total is kept for its artifact
+    merged = alerts.merge_groups(first, second, samples=2)
+    http = merged["odoo-core|odoo.http"]
+    assert (http["count"], http["level"], http["samples"]) == (2, "CRITICAL", ["[ERROR] boom", "[CRITICAL] worse"])
+    assert http["first"] < http["last"] and http["first"] == first["odoo-core|odoo.http"]["first"]
+    assert merged["odoo-core|odoo.sql_db"]["count"] == 1
+    assert alerts.merge_groups(merged, merged, samples=2)["odoo-core|odoo.http"]["samples"] == http["samples"]
+    assert first["odoo-core|odoo.http"]["count"] == 1  # the inputs are not changed
+
+
 def test_alert_state_parse_and_torn_text():
     assert alerts.parse_state(None) == {}
     assert alerts.parse_state('{"g": {"last_sent": 1.0, "held": 3}}') == {"g": {"last_sent": 1.0, "held": 3}}

@@ -167,6 +167,41 @@ def test_pg_sink_line_for_line_partial_lines_restart_and_recreate(
     assert cursor_ids == {"stderr": containers["odoo-core"].id, "stdout": old_id}
 
 
+def test_a_run_killed_after_shipping_and_before_posting_leaves_its_critical_lines_to_the_next_run(
+        prefect_harness, stack_tree, log_project, logs_db, unique, mattermost, tmp_path):
+    """The critical lines were collected in memory and posted after the pass: a run killed (or a pass failed)
+    after its batches were committed lost their alert, as the next run reads after the committed cursor."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.log_shipping import log_shipping
+
+    project, _containers = log_project
+    path, host = stack_file(stack_tree, project, logs_db, unique, tmp_path)
+    odoo, nginx = f"{project}-odoo-core-1", f"{project}-nginx-proxy-1"
+    mattermost.clear()
+    code = ("import os\nimport flows.log_shipping as f\nfrom odoo_stack_ops.logs.options import LogShippingOptions\n"
+            "f.post_critical = lambda *a, **k: os.kill(os.getpid(), 9)  # the worker dies before the post\n"
+            f"f.log_shipping(stack_file={path!r}, options=LogShippingOptions(settle_s=0))")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert len(db_rows(logs_db, host)) == 7 and mattermost.messages == []  # shipped, cursors committed, not posted
+    out = log_shipping(stack_file=path, options=NOW)
+    assert out["rows"] == 0  # nothing new: the lines are not read again...
+    assert titles(mattermost) == sorted([f"1 critical log line(s) in {odoo} / odoo.http",  # ...and yet posted
+                                         f"1 critical log line(s) in {odoo} / odoo.service.server",
+                                         f"1 critical log line(s) in {nginx} / nginx.access",
+                                         f"1 critical log line(s) in {nginx} / nginx.error"])
+    assert log_shipping(stack_file=path, options=NOW)["messages"] == 0  # once
+
+
 def test_a_refused_logs_database_password_is_permanent_and_names_the_setting(pg, logs_db):
     with pytest.raises(AccessDenied, match="password authentication failed") as err:
         PgSink({**logs_db, "password": "not-the-password"})

@@ -52,16 +52,26 @@ class CriticalCollector:
     def __init__(self, samples: int = 5, max_groups: int = 100, sample_chars: int = 300) -> None:
         self.samples, self.max_groups, self.sample_chars = samples, max_groups, sample_chars
         self.groups: dict[str, Group] = {}
+        self.unsaved: dict[str, Group] = {}  # since the last take_unsaved()
 
     def add(self, row: Row) -> None:
+        self._add(self.groups, row)
+        self._add(self.unsaved, row)
+
+    def take_unsaved(self) -> dict[str, dict[str, Any]]:
+        """The groups of the lines added since the last call (what a committed batch brought), then forgotten."""
+        taken, self.unsaved = _as_dict(self.unsaved), {}
+        return taken
+
+    def _add(self, groups: dict[str, Group], row: Row) -> None:
         key = f"{row[3]}|{row[6] or '-'}"
-        group = self.groups.get(key)
+        group = groups.get(key)
         if group is None:
-            if len(self.groups) >= self.max_groups:
+            if len(groups) >= self.max_groups:
                 key = OVERFLOW_GROUP
-                group = self.groups.setdefault(key, Group())
+                group = groups.setdefault(key, Group())
             else:
-                group = self.groups[key] = Group()
+                group = groups[key] = Group()
         group.count += 1
         if SEVERITY.get(row[5] or "", -1) > SEVERITY.get(group.level or "", -1):
             group.level = row[5]
@@ -72,8 +82,32 @@ class CriticalCollector:
             group.samples.append(f"[{row[5] or '-'}] {row[7][:self.sample_chars]}")
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {k: {"count": g.count, "level": g.level, "first": g.first, "last": g.last, "samples": g.samples}
-                for k, g in self.groups.items()}
+        return _as_dict(self.groups)
+
+
+def _as_dict(groups: dict[str, Group]) -> dict[str, dict[str, Any]]:
+    return {k: {"count": g.count, "level": g.level, "first": g.first, "last": g.last, "samples": list(g.samples)}
+            for k, g in groups.items()}
+
+
+def merge_groups(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], samples: int = 5
+                 ) -> dict[str, dict[str, Any]]:
+    """Two sets of groups (as_dict) as one: counts added, the worse level, the earlier first and later last line,
+    at most `samples` samples (the earlier ones kept)."""
+    out = {k: {**g, "samples": list(g["samples"])} for k, g in a.items()}
+    for key, g in b.items():
+        m = out.get(key)
+        if m is None:
+            out[key] = {**g, "samples": list(g["samples"])[:samples]}
+            continue
+        m["count"] += g["count"]
+        if SEVERITY.get(g["level"] or "", -1) > SEVERITY.get(m["level"] or "", -1):
+            m["level"] = g["level"]
+        firsts = [x for x in (m["first"], g["first"]) if x]  # ISO stamps; "" is none
+        m["first"] = min(firsts, default="")
+        m["last"] = max(m["last"], g["last"])
+        m["samples"] = (m["samples"] + g["samples"])[:samples]
+    return out
 
 
 def plan_messages(groups: dict[str, dict[str, Any]], state: dict[str, Any], now: float, min_interval_s: float

@@ -257,7 +257,8 @@ def open_stream(container: Any, service: str, stream: str, *, host: str, cursor:
 
 
 def ship_stream(job: StreamJob, *, host: str, sink: Any, stats: ShipStats, batch_size: int, deadline: float,
-                critical: Callable[[Row], None] | None = None, hot_levels: frozenset[str] | None = None) -> None:
+                critical: Callable[[Row], None] | None = None, hot_levels: frozenset[str] | None = None,
+                on_commit: Callable[[], None] | None = None) -> None:
     """One container stream after its cursor, batch by batch; returns early (resumable) past the deadline."""
     source, reader = job.source, job.reader
 
@@ -276,6 +277,8 @@ def ship_stream(job: StreamJob, *, host: str, sink: Any, stats: ShipStats, batch
                 stats.lines += written + batch.lines
                 stats.batches += 1
                 stats.per_container[source.container] = stats.per_container.get(source.container, 0) + written
+                if on_commit is not None:
+                    on_commit()
             if batch.exhausted or not written:
                 return
             if time.monotonic() > deadline:
@@ -287,10 +290,11 @@ def ship_stream(job: StreamJob, *, host: str, sink: Any, stats: ShipStats, batch
 
 
 def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int = 20_000, max_seconds: float = 240,
-         settle_s: float = 5.0, matcher: CriticalMatcher | None = None, collector: CriticalCollector | None = None
-         ) -> ShipStats:
+         settle_s: float = 5.0, matcher: CriticalMatcher | None = None, collector: CriticalCollector | None = None,
+         on_commit: Callable[[], None] | None = None) -> ShipStats:
     """One pass over every container (service → docker container) and both streams; stops early
-    (resumable) when `max_seconds` is spent. Critical rows (per `matcher`) go to `collector`. The next
+    (resumable) when `max_seconds` is spent. Critical rows (per `matcher`) go to `collector`; `on_commit` is
+    called after each batch is committed (its cursor with it). The next
     stream's read is started while the current one ships (one ahead: two streams' read-ahead at most)."""
     start = time.monotonic()
     deadline = start + max_seconds
@@ -319,7 +323,7 @@ def ship(containers: Mapping[str, Any], *, host: str, sink: Any, batch_size: int
         while upcoming is not None and stats.finished:
             job, upcoming = upcoming, start_next()
             ship_stream(job, host=host, sink=sink, stats=stats, batch_size=batch_size, deadline=deadline,
-                        critical=critical, hot_levels=hot_levels)
+                        critical=critical, hot_levels=hot_levels, on_commit=on_commit)
     finally:
         if upcoming is not None:
             upcoming.reader.close()
