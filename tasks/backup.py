@@ -121,8 +121,9 @@ def backup_filestore(cfg: StackConfig, database: str, st: str) -> tuple[mf.Files
         )
     key = layout.filestore_manifest_key(cfg.spaces.prefix, database, st)
     spaces.put_bytes(s3, cfg.spaces.bucket, key, fsleg.encode_manifest(database, st, root, files, tag))
-    log.info("filestore %s: %d files (%.1f MiB), %d new (%.1f MiB) in %d pack(s), %.1f s", database, stats.files,
-             stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20), stats.packs, stats.duration_s)
+    log.info("filestore %s: %d files (%.1f MiB), %d new (%.1f MiB; %d kept file(s) packed again) in %d pack(s), %.1f s",
+             database, stats.files, stats.bytes / (1 << 20), stats.new_objects, stats.new_bytes / (1 << 20),
+             stats.repacked_files, stats.packs, stats.duration_s)
     return mf.FilestoreRecord(manifest_key=key, **asdict(stats)), files
 
 

@@ -92,6 +92,21 @@ def test_plan_uploads_reads_only_files_no_present_pack_holds():
     assert not known and len(to_read) == 1
 
 
+def test_sparse_packs_are_those_tonight_needs_less_than_half_of():
+    full, half, thin, v1 = "1" * 64, "2" * 64, "3" * 64, None
+    sizes = {full: 100, half: 100, thin: 100, "4" * 64: 100}  # the fourth: tonight needs none of it
+
+    def f(path: str, pack: str | None, offset: int, length: int) -> fs.StoredFile:
+        return fs.StoredFile(path, length, 1, "sha256", path * 64, pack, offset, length)
+
+    known = [f("a", full, 0, 60), f("b", full, 60, 40), f("c", half, 0, 50), f("d", v1, 0, -1),
+             f("e", thin, 10, 30), f("e2", thin, 10, 30),  # two files, one blob: counted once
+             f("g", thin, 40, 19)]
+    assert fs.sparse_packs(known, sizes) == {thin}  # 49 of 100; exactly half is kept as it is
+    assert fs.sparse_packs(known, sizes, below=0.51) == {half, thin}
+    assert fs.sparse_packs(known[:1], sizes) == set()  # 60 of 100
+
+
 def test_tar_batches_split_and_validate():
     entries = [fs.FileEntry(f"d/{i:05d}" + "x" * 200, 1, 1) for i in range(700)]
     batches = list(fs.tar_batches("/root", entries))

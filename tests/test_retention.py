@@ -498,30 +498,34 @@ def test_drop_stale_scratch_spares_other_stacks_fresh_and_busy_databases(pg):
             pg.dropdb(name)
 
 
-def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True) -> dict:
+def night(pg, s3, bucket, root: Path, st: str, *, publish: bool = True, recipients: list[str] | None = None) -> dict:
     """A backup of `gc_src` (PostgreSQL) and `root` (a local filestore) to S3, with the night's own functions;
-    publish=False stops after the filestore manifest, as a night still verifying would."""
+    publish=False stops after the filestore manifest, as a night still verifying would. With `recipients` the
+    filestore's blobs are encrypted (the dump is not: these tests are about keys, not bytes)."""
+    from odoo_stack_ops.backup import crypto, spaces
     from odoo_stack_ops.backup import database as dbleg
     from odoo_stack_ops.backup import filestore as fs
     from odoo_stack_ops.backup import manifest as mf
-    from odoo_stack_ops.backup import spaces
     from odoo_stack_ops.executors.local import LocalExecutor
 
     server = pg.database_config("gc_src")
     fs_keys = sorted(o["Key"] for o in spaces.iter_objects(s3, bucket, "p/filestore/gc_src/"))
-    previous = fs.read_previous(s3, bucket, fs_keys[-1] if fs_keys else None, None)
+    tag = crypto.object_tag(recipients) if recipients else None
+    encrypt = crypto.file_encryptor(recipients) if recipients else None
+    previous = fs.read_previous(s3, bucket, fs_keys[-1] if fs_keys else None, tag)
     with dbleg.exported_snapshot(server, "gc_src") as (snapshot, facts):
         dump = dbleg.dump_to_spaces(LocalExecutor(), server, "gc_src", snapshot, s3=s3, bucket=bucket,
                                     key=layout.dump_key("p", "gc_src", st), pg_dump_version="test")
     files, stats = fs.backup_filestore(LocalExecutor(), str(root), s3=s3, bucket=bucket, prefix="p",
-                                       database="gc_src", st=st, previous=previous)
+                                       database="gc_src", st=st, previous=previous, encrypt=encrypt)
     fs_key = layout.filestore_manifest_key("p", "gc_src", st)
-    spaces.put_bytes(s3, bucket, fs_key, fs.encode_manifest("gc_src", st, str(root), files))
+    spaces.put_bytes(s3, bucket, fs_key, fs.encode_manifest("gc_src", st, str(root), files, tag))
     t = layout.parse_stamp(st)
     doc = mf.build_manifest(stack="gc-test", database="gc_src", st=st, started_at=t, finished_at=t,
                             facts=facts.as_dict(), dump=mf.DumpRecord(**dump.as_dict()),
                             filestore=mf.FilestoreRecord(manifest_key=fs_key, **stats.__dict__),
-                            verification=mf.Verification(ok=True), encryption=None)
+                            verification=mf.Verification(ok=True),
+                            encryption=mf.Encryption(**crypto.encryption_record(recipients)) if recipients else None)
     if publish:
         spaces.put_bytes(s3, bucket, layout.manifest_key("p", "gc_src", st), mf.encode(doc), "application/json")
     return doc
@@ -599,6 +603,63 @@ def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket
         assert sorted(p.read_bytes() for p in Path(root).rglob("*") if p.is_file()) == sorted([shared, c_new])
     finally:
         pg.dropdb("gc_restored")
+        pg.dropdb("gc_src")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_pack_mostly_of_deleted_files_is_packed_again_and_collected_once_its_old_backups_expire(
+        pg, s3, bucket, tmp_path, encrypted):
+    """Night A (40 days old) packs ten files; Odoo then deletes nine. Night B (yesterday) reads the tenth again
+    into a new pack instead of pointing at A's, night C (tonight) reads nothing, and retention deletes A with its
+    pack. Without repacking, B and C would keep A's nine deleted files in Spaces for as long as the tenth lives."""
+    import pyrage
+
+    from odoo_stack_ops.backup import prune, restore, spaces
+
+    client = s3.client()
+    store = spaces.Bucket(client, bucket, "p")
+    identity = pyrage.x25519.Identity.generate()
+    recipients = [str(identity.to_public())] if encrypted else None
+    pg.createdb("gc_src")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", "gc_src")
+    root = tmp_path / "filestore"
+    contents = [random.randbytes(3000) for _ in range(10)]
+    kept = contents[3]
+    now = datetime.now(UTC)
+    st_a, st_b, st_c = (layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 0))
+
+    def packs(doc) -> set[str]:
+        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
+
+    try:
+        write_files(root, contents)
+        doc_a = night(pg, client, bucket, root, st_a, recipients=recipients)
+        pack_a = packs(doc_a)
+        assert len(pack_a) == 1 and doc_a.filestore.repacked_files == 0
+        shutil.rmtree(root)
+        write_files(root, [kept])  # Odoo's attachment GC removed the other nine
+        doc_b = night(pg, client, bucket, root, st_b, recipients=recipients)
+        assert (doc_b.filestore.read_files, doc_b.filestore.repacked_files, doc_b.filestore.repacked_bytes) == (
+            1, 1, len(kept))
+        assert not packs(doc_b) & pack_a
+        doc_c = night(pg, client, bucket, root, st_c, recipients=recipients)  # a dense pack is left alone
+        assert (doc_c.filestore.read_files, doc_c.filestore.packs) == (0, 0) and packs(doc_c) == packs(doc_b)
+
+        plan = prune.plan(client, bucket, "p", RetentionPolicy(days=30), datetime.now(UTC), last_run_ok=True,
+                          tz="UTC", grace=timedelta(0))
+        assert [b.key for b in plan.delete] == [layout.manifest_key("p", "gc_src", st_a)]
+        assert pack_a <= set(plan.delete_keys)
+        assert not packs(doc_b) & set(plan.delete_keys)
+        prune.apply(client, bucket, plan)
+        present = {o["Key"] for o in spaces.iter_objects(client, bucket, "p/packs/")}
+        assert present == packs(doc_c)
+
+        decrypt = restore.decryptor_for(doc_c, str(identity))
+        got = [b"".join(chunks) for _path, _size, _mtime, chunks in restore.object_members(
+            store, restore.filestore_files(store, doc_c), decrypt, doc_c.object_tag)]
+        assert got == [kept]  # hash-checked on the way
+    finally:
         pg.dropdb("gc_src")
 
 

@@ -8,6 +8,11 @@ change. Packs make a night a few large requests instead of one per file (200,000
 200,000), and a restore a few large GETs. Blobs are checked against their file's digest on every read.
 Backups of the earlier format (one object per file, manifest version 1) are still read the same way: such an
 object is a pack of one blob.
+
+Packs are never rewritten. A pack of which tonight needs less than REPACK_BELOW of the bytes (Odoo deleted the
+other attachments) is left behind instead: its files are read and packed again tonight, so once the older
+backups that point at it expire, retention deletes it whole. Without that one kept file would keep its deleted
+neighbours in Spaces for as long as the file lives.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ ARGV_BUDGET = 64 * 1024  # bytes of paths per tar invocation, far below ARG_MAX
 SPOOL_MAX = 8 * 1024 * 1024
 PACK_TARGET = 32 * 1024 * 1024  # a pack is closed once it holds this much: few requests, restores in parallel
 PACKS_IN_FLIGHT = 3  # closed packs uploading at once (each a temporary file: bounded disk, not memory)
+REPACK_BELOW = 0.5  # a pack tonight needs less of than this share is left behind: at most half a pack re-read
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,16 @@ def plan_uploads(entries: Iterable[FileEntry], present: set[str], previous: Prev
     return known, to_read
 
 
+def sparse_packs(known: Iterable[StoredFile], sizes: dict[str, int], below: float = REPACK_BELOW) -> set[str]:
+    """Packs of which the files `known` need less than `below` of the stored bytes (pure): a blob two files
+    share counts once, a pack tonight does not need at all is not sparse (nothing points at it any more)."""
+    blobs = {(f.pack, f.offset, f.length) for f in known if f.pack is not None}
+    live: dict[str, int] = {}
+    for pack, _offset, length in blobs:
+        live[pack] = live.get(pack, 0) + length
+    return {pack for pack, n in live.items() if n < below * sizes.get(pack, 0)}
+
+
 def tar_batches(root: str, entries: list[FileEntry]) -> Iterator[list[str]]:
     """`tar` argv lists covering `entries`, each within ARGV_BUDGET; paths are validated, never shell-parsed."""
     batch: list[str] = []
@@ -156,6 +172,8 @@ class FilestoreStats:
     new_bytes: int = 0
     read_files: int = 0
     packs: int = 0
+    repacked_files: int = 0  # read again because their pack was mostly deleted files (sparse_packs)
+    repacked_bytes: int = 0
     duration_s: float = 0.0
 
 
@@ -250,11 +268,11 @@ def decode_manifest(data: bytes) -> list[StoredFile]:
     return _files(_decode(data))
 
 
-def present_packs(s3: Any, bucket: str, prefix: str) -> set[str]:
-    """Ids of the packs in the bucket: one listing request per 1,000 packs (about 32 GB)."""
+def present_packs(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """Id → stored size of the packs in the bucket: one listing request per 1,000 packs (about 32 GB)."""
     from odoo_stack_ops.backup.spaces import iter_objects  # noqa: PLC0415
 
-    return {o["Key"].rsplit("/", 1)[1] for o in iter_objects(s3, bucket, layout.packs_prefix(prefix))}
+    return {o["Key"].rsplit("/", 1)[1]: o["Size"] for o in iter_objects(s3, bucket, layout.packs_prefix(prefix))}
 
 
 def backup_filestore(
@@ -272,9 +290,18 @@ def backup_filestore(
     else:
         listing.check("check that the filestore volume is mounted at odoo.data_dir in odoo-core")
         entries = parse_listing(listing.stdout.decode("utf-8", "surrogateescape"), root)
-    present = present_packs(s3, bucket, prefix) if previous.by_path else set()
-    known, to_read = plan_uploads(entries, present, previous)
-    stats = FilestoreStats(files=len(entries), bytes=sum(e.size for e in entries), read_files=len(to_read))
+    sizes = present_packs(s3, bucket, prefix) if previous.by_path else {}
+    known, to_read = plan_uploads(entries, set(sizes), previous)
+    sparse = sparse_packs(known, sizes)
+    present = set(sizes) - sparse
+    repacked = [f for f in known if f.pack in sparse]
+    if sparse:
+        log.info("filestore %s: %d pack(s) mostly hold deleted files: their %d kept file(s) (%.1f MiB) are packed "
+                 "again, so retention can delete those packs once older backups expire", database, len(sparse),
+                 len(repacked), sum(f.size for f in repacked) / (1 << 20))
+        known, to_read = plan_uploads(entries, present, previous)
+    stats = FilestoreStats(files=len(entries), bytes=sum(e.size for e in entries), read_files=len(to_read),
+                           repacked_files=len(repacked), repacked_bytes=sum(f.size for f in repacked))
     stored = list(known)
     by_path = {e.path: e for e in to_read}
     packer = _Packer(s3, bucket, prefix)

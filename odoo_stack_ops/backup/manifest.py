@@ -46,6 +46,8 @@ class FilestoreRecord(_Part):
     new_bytes: int = 0
     read_files: int = 0
     packs: int = 0  # new packs written (0 for nights before packs, or with nothing new)
+    repacked_files: int = 0  # of read_files: kept files read again to leave a mostly-deleted pack behind
+    repacked_bytes: int = 0
     duration_s: float = 0.0
 
 

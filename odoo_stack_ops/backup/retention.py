@@ -31,7 +31,9 @@ published. The rule, in full -- a listed key survives when any of these holds:
    `packs/{xx}/{id}`).
 
 A pack holds blobs of many files and lives as long as any kept or young filestore manifest references it; the
-blobs in it that no kept backup needs any more are not reclaimed until the whole pack goes (no repacking).
+blobs in it that no kept backup needs any more are not reclaimed until the whole pack goes. A night stops
+pointing at a pack it needs less than half of (`filestore.sparse_packs`: it packs those files again), so such
+a pack goes once the backups that still point at it expire.
 
 So orphans -- dumps, filestore manifests and objects of crashed nights -- are collected once older than
 grace, and a deleted backup's dump and objects follow the same rule. Ages are measured against the earlier of
