@@ -222,17 +222,23 @@ def test_an_upgrade_cancelled_mid_change_rolls_back_at_once_and_odoo_runs_again(
         addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
 
 
-def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, stack_tree, docker_client, tmp_path):
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, stack_tree, docker_client, tmp_path,
+                                                                 encrypted):
     """odoo-core is stopped before the rollback point is dumped, the longest step of an upgrade and the likeliest
     to be cancelled: the backup's guard was `except Exception`, so a cancel (SIGTERM) left odoo-core stopped
-    behind the maintenance stand-by until the next upgrade."""
+    behind the maintenance stand-by until the next upgrade. The dump's plaintext copy (kept for the rollback, also
+    when the upload is encrypted) goes with the cancelled run."""
     import contextlib
+    import glob
     import os
     import signal
     import subprocess
     import sys
+    import tempfile
     import time
 
+    import pyrage
     from prefect.settings import PREFECT_API_URL
 
     from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL
@@ -243,6 +249,10 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
     (bindir / "pg_dump").write_text(f"#!/bin/sh\ncase \"$*\" in *--version*) exec {real} \"$@\";; esac\n"
                                     f"touch {marker}\nsleep 300\nexec {real} \"$@\"\n")
     (bindir / "pg_dump").chmod(0o755)
+    if encrypted:
+        public = str(pyrage.x25519.Identity.generate().to_public())
+        (tmp_path / "stack.yaml").write_text(yaml.safe_dump(
+            {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]}}))
     code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
             f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PREFECT_API_URL": PREFECT_API_URL.value(),
@@ -256,6 +266,8 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
             assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never began its backup"
             time.sleep(0.3)
         assert standbys(), "odoo-core is stopped while its rollback point is dumped"
+        plain = lambda: glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*.{proc.pid}.*")  # noqa: E731
+        assert plain(), "the dump's plaintext copy is being written"
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGTERM, err[-2000:]
@@ -263,6 +275,7 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
         assert standbys() == []
         assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
         assert state(pg_tls, "ipai_new") is None and published(stack_tree) == []
+        assert plain() == []
     finally:
         with contextlib.suppress(ProcessLookupError):  # the stalled pg_dump too, whatever became of the run
             os.killpg(proc.pid, signal.SIGKILL)
