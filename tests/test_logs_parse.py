@@ -278,6 +278,17 @@ def test_the_collector_hands_over_each_batchs_groups_once_and_merged_groups_add_
     assert alerts.merge_groups(merged, merged, samples=2)["odoo-core|odoo.http"]["samples"] == http["samples"]
     assert first["odoo-core|odoo.http"]["count"] == 1  # the inputs are not changed
 
+    # runs that cannot post (Mattermost down) keep adding groups: the pending state stays bounded, nothing uncounted
+    def runs(start: int) -> dict:
+        return {f"c{i}|l": {"count": 2, "level": "ERROR", "first": "a", "last": "b", "samples": ["x"]}
+                for i in range(start, start + 80)}
+
+    pending = alerts.merge_groups(alerts.merge_groups({}, runs(0), max_groups=100), runs(80), max_groups=100)
+    assert len(pending) == 101 and pending[alerts.OVERFLOW_GROUP]["count"] == 2 * 60
+    assert sum(g["count"] for g in pending.values()) == 2 * 160
+    pending = alerts.merge_groups(pending, runs(200), max_groups=100)  # all new again: all into the overflow
+    assert len(pending) == 101 and pending[alerts.OVERFLOW_GROUP]["count"] == 2 * 140
+
 
 def test_alert_state_parse_and_torn_text():
     assert alerts.parse_state(None) == {}

@@ -3,7 +3,7 @@
 A crash loop writes the same error hundreds of times a minute; the channel gets one message per group per
 interval, carrying how many lines matched and a few samples, and the lines held back in between are counted
 into the next message (sent even if the group has gone quiet, so nothing is silently swallowed). Memory is
-bounded: per group a count and at most `samples` lines, at most `max_groups` groups per run.
+bounded: per group a count and at most `samples` lines, at most `max_groups` groups per run and pending.
 A message that Mattermost did not accept leaves the group's state as it was, so its lines are reported on
 the next run instead.
 """
@@ -35,6 +35,10 @@ class CriticalMatcher:
         if row[5] in self.levels:
             return True
         return any(p.search(row[7]) for p in self.patterns) if self.patterns else False
+
+
+def worse(a: str | None, b: str | None) -> str | None:
+    return b if SEVERITY.get(b or "", -1) > SEVERITY.get(a or "", -1) else a
 
 
 @dataclass
@@ -73,8 +77,7 @@ class CriticalCollector:
             else:
                 group = groups[key] = Group()
         group.count += 1
-        if SEVERITY.get(row[5] or "", -1) > SEVERITY.get(group.level or "", -1):
-            group.level = row[5]
+        group.level = worse(group.level, row[5])
         stamp = row[1].isoformat()
         group.first = group.first or stamp
         group.last = stamp
@@ -90,19 +93,20 @@ def _as_dict(groups: dict[str, Group]) -> dict[str, dict[str, Any]]:
             for k, g in groups.items()}
 
 
-def merge_groups(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], samples: int = 5
-                 ) -> dict[str, dict[str, Any]]:
+def merge_groups(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], samples: int = 5,
+                 max_groups: int = 100) -> dict[str, dict[str, Any]]:
     """Two sets of groups (as_dict) as one: counts added, the worse level, the earlier first and later last line,
-    at most `samples` samples (the earlier ones kept)."""
+    at most `samples` samples (the earlier ones kept). Beyond `max_groups` a new group counts into
+    OVERFLOW_GROUP, as within a run: runs that cannot post (Mattermost down for days) add up to a bounded state."""
     out = {k: {**g, "samples": list(g["samples"])} for k, g in a.items()}
-    for key, g in b.items():
+    for name, g in b.items():
+        key = name if name in out or len(out) < max_groups else OVERFLOW_GROUP
         m = out.get(key)
         if m is None:
             out[key] = {**g, "samples": list(g["samples"])[:samples]}
             continue
         m["count"] += g["count"]
-        if SEVERITY.get(g["level"] or "", -1) > SEVERITY.get(m["level"] or "", -1):
-            m["level"] = g["level"]
+        m["level"] = worse(m["level"], g["level"])
         firsts = [x for x in (m["first"], g["first"]) if x]  # ISO stamps; "" is none
         m["first"] = min(firsts, default="")
         m["last"] = max(m["last"], g["last"])
