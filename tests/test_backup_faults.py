@@ -242,6 +242,47 @@ def test_killed_in_every_phase_then_the_next_night_succeeds(prefect_harness, sta
     assert pg_tls.execute("SELECT datname FROM pg_database WHERE datname LIKE 'verify%'") == []
 
 
+HANGS = {"dump": PHASES["dump"][1], "pack": lambda m, p: m == "PUT" and "/packs/" in p}
+
+
+@pytest.mark.parametrize("phase", list(HANGS))
+def test_a_night_cancelled_while_s3_hangs_ends_in_seconds_and_leaves_no_upload_open(prefect_harness, stack_tree, s3,
+                                                                                      tmp_path, phase):
+    """A cancel reaches a run as SIGTERM: its guards abort the upload and re-raise. The upload threads used to be
+    joined (by the abort, and again at exit) while one hung reading from a dead connection, so the run outlived
+    Prefect's 30 s grace and was SIGKILLed, skipping the guards still to run (an upgrade's restart of odoo-core,
+    a plaintext spool's removal)."""
+    import glob
+    import tempfile
+
+    from prefect.settings import PREFECT_API_URL
+
+    proxy = S3FaultProxy(s3.endpoint)
+    held = proxy.hold(HANGS[phase])  # held until the end of the test: a connection that never answers
+    tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "prefix": f"hang-{os.urandom(3).hex()}"}}  # all new
+    stack_file = write({**tree, "spaces": {**tree["spaces"], "endpoint": proxy.endpoint}}, tmp_path / "s.yaml")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-c", f"from flows.backup import backup\nbackup(stack_file={stack_file!r})"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_until(held.reached.is_set, 120, f"the {phase} request at S3", 0.2)
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+        assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
+        assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"
+        assert glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*.{proc.pid}.*") == []  # its guard ran
+        assert open_uploads(validate_tree(tree)) == []
+    finally:
+        held.release.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proxy.stop()
+
+
 def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path):
     from flows.backup import backup
 

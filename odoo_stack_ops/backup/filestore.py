@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.spaces import explain
 from odoo_stack_ops.errors import ConnectError, OpsError
 from odoo_stack_ops.executors.base import Executor
+from odoo_stack_ops.pools import GIVE_UP_S, DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class _Packer:
 
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
         self.s3, self.bucket, self.prefix, self.target = s3, bucket, prefix, PACK_TARGET
-        self.pool = ThreadPoolExecutor(PACKS_IN_FLIGHT, thread_name_prefix="s3pack")
+        self.pool = DaemonPool(PACKS_IN_FLIGHT, "s3pack")
         self.slots = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
         self.futures: list[Future[None]] = []
         self.file: Any = None
@@ -235,7 +236,7 @@ class _Packer:
         finally:
             if self.file is not None:
                 self.file.close()
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(GIVE_UP_S)  # all done, or failing: a pack still sending is left to retention
 
 
 def read_previous(s3: Any, bucket: str, key: str | None, tag: str | None) -> Previous:

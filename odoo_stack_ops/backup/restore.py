@@ -20,7 +20,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from odoo_stack_ops.config import DatabaseConfig
 from odoo_stack_ops.errors import OpsError, VerificationFailed
 from odoo_stack_ops.executors.base import Executor
 from odoo_stack_ops.executors.local import LocalExecutor
+from odoo_stack_ops.pools import GIVE_UP_S, DaemonPool
 from odoo_stack_ops.streams import checked, zstd_decompressed
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ def object_members(bucket: Bucket, files: list[StoredFile], decrypt_object: Decr
             raise
         return spool
 
-    pool = ThreadPoolExecutor(PREFETCH, thread_name_prefix="s3get")
+    pool = DaemonPool(PREFETCH, "s3get")
     ahead: collections.deque[tuple[str, Future[Any]]] = collections.deque()
     pending = iter(list(groups))
     try:
@@ -421,7 +422,7 @@ def object_members(bucket: Bucket, files: list[StoredFile], decrypt_object: Decr
     finally:
         for _key, fut in ahead:
             fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(GIVE_UP_S)  # a fetch hanging on a dead connection does not hold a failing restore
         for _key, fut in ahead:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 fut.result().close()

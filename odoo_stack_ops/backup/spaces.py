@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from odoo_stack_ops.config import SpacesConfig
 from odoo_stack_ops.errors import AccessDenied, ConnectError, OpsError
+from odoo_stack_ops.pools import GIVE_UP_S, DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class MultipartWriter:
         self._chunks: list[bytes] = []
         self._pending = 0
         self._parts: list[Future[dict[str, Any]]] = []
-        self._pool = ThreadPoolExecutor(max_workers=MAX_INFLIGHT, thread_name_prefix="s3part")
+        self._pool = DaemonPool(MAX_INFLIGHT, "s3part")
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
         self._closed = False
         try:
@@ -173,7 +174,7 @@ class MultipartWriter:
                 Bucket=bucket, Key=key, Metadata=metadata or {}, ContentType="application/octet-stream"
             )["UploadId"]
         except Exception as exc:
-            self._pool.shutdown()
+            self._pool.shutdown(0)
             raise explain(exc, bucket, key) from exc
 
     def writable(self) -> bool:
@@ -233,11 +234,13 @@ class MultipartWriter:
         return Uploaded(self.key, self.hash.size, self.hash.sha256.hexdigest(), len(parts))
 
     def abort(self) -> None:
-        """Abort the upload (idempotent); parts already sent are discarded by the server."""
+        """Abort the upload (idempotent); parts already sent are discarded by the server. A part still sending
+        after GIVE_UP_S (a dead connection, a cancel) is left behind rather than waited for."""
         if self._closed:
             return
         self._closed = True
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if not self._pool.shutdown(GIVE_UP_S):
+            log.warning("aborting the upload of %s with a part still sending (the connection hangs)", self.key)
         try:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception as exc:  # noqa: BLE001 - the original error matters more; the sweeper retries later
