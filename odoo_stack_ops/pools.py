@@ -12,6 +12,7 @@ grace ran out and SIGKILL skipped what the guards had left to do. Here the threa
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -53,15 +54,7 @@ class DaemonPool:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            fut, fn, args = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
+            _call(*item)
 
     def shutdown(self, wait_s: float | None = None) -> bool:
         """Cancel the calls not started yet and wait for the running ones, at most `wait_s` seconds (None: until
@@ -75,3 +68,24 @@ class DaemonPool:
             fut.cancel()  # only those not started
         _done, running = cf.wait(unfinished, timeout=wait_s)
         return not running
+
+
+def in_background(fn: Callable[..., T], /, *args: Any) -> cf.Future[T]:
+    """`fn(*args)` on a daemon thread of its own, in a copy of the caller's context: a Prefect task called so is a
+    task run of the caller's flow run, as `.submit` makes one, but Prefect's task runner, which joins its threads
+    when the flow run ends, does not hold a cancelled run on it."""
+    fut: cf.Future[T] = cf.Future()
+    threading.Thread(target=_call, args=(fut, contextvars.copy_context().run, (fn, *args)), daemon=True,
+                     name=getattr(fn, "name", "background")).start()
+    return fut
+
+
+def _call(fut: cf.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args)
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

@@ -4,6 +4,7 @@ gate, by the caller) → drop the replaced copy, or swap back."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import shutil
 from dataclasses import dataclass
 from datetime import date
@@ -21,6 +22,7 @@ from odoo_stack_ops.command import ensure_identifier
 from odoo_stack_ops.config import StackConfig
 from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError, VerificationFailed
+from odoo_stack_ops.pools import GIVE_UP_S, in_background
 from odoo_stack_ops.upgrade import steps
 from tasks.backup import dump_executor
 from tasks.common import NO_RETRIES, TRANSIENT_RETRIES, logger
@@ -266,7 +268,7 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
     copy = restore.copy_name(target, "restoring", st)
     # the filestore unpacks into the copy's directory while the dump downloads and restores: one waits on the
     # network and tar, the other on pg_restore
-    unpacking = restore_filestore_copy.submit(cfg, manifest, copy) if filestore else None
+    unpacking = in_background(restore_filestore_copy, cfg, manifest, copy) if filestore else None
     try:
         dump_file = fetch_dump(cfg, manifest, work, plain_copy)
         restore_database_copy(cfg, target, st, dump_file, jobs)
@@ -276,8 +278,8 @@ def restore_as(cfg: StackConfig, manifest: Manifest, target: str, st: str, *, ov
             unpacking.result()
         return swap_in(cfg, target, copy, st, filestore)
     except BaseException as exc:
-        if unpacking is not None:
-            unpacking.wait()
+        if unpacking is not None:  # a cancel does not wait on a fetch hung on a dead connection: the run must end
+            cf.wait([unpacking], None if isinstance(exc, Exception) else GIVE_UP_S)  # before Prefect's SIGKILL
         untouched = "" if isinstance(exc, restore.NotPutBack) else f"{target} is untouched and "
         logger().error("restore of %s into %s failed; %sthe partial copy %s is dropped", manifest.stamp, target,
                        untouched, copy)

@@ -12,6 +12,7 @@ from odoo_stack_ops.backup import layout, spaces
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.sandbox import odoo_data
 from odoo_stack_ops.sandbox.images import write_files
+from tests.checks import task_runs
 from tests.fixtures.stack import published as manifests
 
 pytestmark = pytest.mark.integration
@@ -57,8 +58,12 @@ def test_round_trip_database_and_filestore(backup_flow, restore_flow, stack_conf
     assert m.database_facts.tables > 300 and m.database_facts.large_objects == 3
     assert m.filestore.files == len(seeded_filestore) and m.dump.stored_bytes > 0
 
-    out = restore_flow(stack_file=str(stack_file), database="odoo_core", target_database="restored_core",
-                       odoo_zip=True)
+    state = restore_flow(stack_file=str(stack_file), database="odoo_core", target_database="restored_core",
+                         odoo_zip=True, return_state=True)
+    out = state.result()
+    # the filestore leg runs beside the database's on a thread of its own, still a task run of this flow run
+    ((_unpacked, history),) = task_runs(state.state_details.flow_run_id)["restore-filestore-copy"]
+    assert history == ["Pending", "Running", "Completed"], history
     assert out["database"] == "restored_core" and out["replaced_copy"].startswith("none")
     assert out["odoo_zip"] == str(tmp_path / "exports" / f"odoo_core-{m.stamp}.zip")
     with psycopg.connect(**pg_tls.conninfo("odoo_core")) as a, psycopg.connect(**pg_tls.conninfo("restored_core")) as b:

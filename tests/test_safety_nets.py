@@ -552,6 +552,45 @@ def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database
                 rs.drop_filestore(conns.container("odoo-core"), stack_config.odoo.data_dir, name)
 
 
+@pytest.mark.parametrize("hangs", ["dump", "pack"])
+def test_a_restore_cancelled_while_its_download_hangs_ends_in_seconds_and_the_live_database_stays(
+        victim, stack_tree, stack_config, pg_tls, s3, tmp_path, hangs):
+    """A cancel (SIGTERM) while the dump's download (the main thread) or a pack's (the filestore leg's fetches,
+    on threads) hangs on a dead connection: the run ends well within Prefect's 30 s grace, so its guards run
+    rather than a SIGKILL, and `victim` is untouched."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.faults import S3FaultProxy
+
+    proxy = S3FaultProxy(s3.endpoint)
+    held = proxy.hold(lambda m, p: m == "GET" and f"/{'db' if hangs == 'dump' else 'packs'}/" in p)
+    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                    tmp_path / "proxied.yaml")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    code = (f"from flows.restore import restore; restore(stack_file={proxied!r}, database='odoo_core', "
+            f"target_database='victim', overwrite=True)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: held.reached.is_set() or proc.poll() is not None, 120, f"the {hangs}'s download")
+        time.sleep(0.5)
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+        assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
+        assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"
+    finally:
+        held.release.set()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proxy.stop()
+        free_killed_writers(stack_config.name)
+    assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
+    assert databases(pg_tls, "victim\\_\\_%") == []
+
+
 def test_nightly_and_pre_upgrade_backup_at_once_one_waits_and_both_are_whole(
         prefect_harness, stack_tree, stack_file, addons, pg_tls, tmp_path):
     from prefect.settings import PREFECT_API_URL
