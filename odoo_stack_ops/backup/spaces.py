@@ -233,14 +233,16 @@ class MultipartWriter:
         self._pool.shutdown()
         return Uploaded(self.key, self.hash.size, self.hash.sha256.hexdigest(), len(parts))
 
-    def abort(self) -> None:
-        """Abort the upload (idempotent); parts already sent are discarded by the server. A part still sending
-        after GIVE_UP_S (a dead connection, a cancel) is left behind rather than waited for."""
+    def abort(self, wait_s: float | None = None) -> None:
+        """Abort the upload (idempotent); parts already sent are discarded by the server. The parts still sending
+        are waited for, since one that lands after the abort is stored unlisted; a cancel (`wait_s`) waits only
+        so long: a part hung on a dead connection would hold the run until Prefect kills it."""
         if self._closed:
             return
         self._closed = True
-        if not self._pool.shutdown(GIVE_UP_S):
-            log.warning("aborting the upload of %s with a part still sending (the connection hangs)", self.key)
+        if not self._pool.shutdown(wait_s):
+            log.warning("aborting the upload of %s with a part still sending after %.0f s (cancelled)", self.key,
+                        wait_s)
         try:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except Exception as exc:  # noqa: BLE001 - the original error matters more; the sweeper retries later
@@ -250,9 +252,9 @@ class MultipartWriter:
     def __enter__(self) -> MultipartWriter:
         return self
 
-    def __exit__(self, exc_type: object, *_: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is not None:
-            self.abort()
+            self.abort(None if issubclass(exc_type, Exception) else GIVE_UP_S)
 
 
 def check_access(s3: Any, bucket: str, prefix: str) -> None:
