@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
+
+from prefect.settings import PREFECT_API_URL
+
+from tests.checks import wait_until
 
 
 @dataclass
@@ -179,3 +190,40 @@ class TcpCutProxy:
     def stop(self) -> None:
         self.listener.close()
         self.cut()
+
+
+def run_flow(code: str, stack_file: str, *, stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`code` (a flow call naming `stack_file`) in a process of its own session, against the harness's Prefect
+    API; stderr piped (text) unless told otherwise."""
+
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+    return subprocess.Popen([sys.executable, "-c", code.format(stack_file=repr(stack_file))], env=env, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def cancel_while_held(proc: subprocess.Popen[str], held: Hold, what: str) -> None:
+    """SIGTERM (a cancel) once `held` holds the run's request: the run must end of it well within Prefect's 30 s
+    grace (after which it is SIGKILLed, skipping its guards), having said so."""
+
+
+    wait_until(lambda: held.reached.is_set() or proc.poll() is not None, 120, what, 0.2)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
+    assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"
+
+
+def stop_run(proc: subprocess.Popen[str], held: Hold | None, proxy: Any) -> None:
+    """The end of a test around `proc`: the held request let go, the run's session killed if still there."""
+
+    if held is not None:
+        held.release.set()
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proxy.stop()

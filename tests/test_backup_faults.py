@@ -25,7 +25,7 @@ from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import AccessDenied, OpsError
 from odoo_stack_ops.notify import ALERTED
 from tests.checks import task_runs, wait_until
-from tests.faults import S3FaultProxy, TcpCutProxy
+from tests.faults import S3FaultProxy, TcpCutProxy, cancel_while_held, run_flow, stop_run
 from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
 
@@ -255,32 +255,17 @@ def test_a_night_cancelled_while_s3_hangs_ends_in_seconds_and_leaves_no_upload_o
     import glob
     import tempfile
 
-    from prefect.settings import PREFECT_API_URL
-
     proxy = S3FaultProxy(s3.endpoint)
     held = proxy.hold(HANGS[phase])  # held until the end of the test: a connection that never answers
     tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "prefix": f"hang-{os.urandom(3).hex()}"}}  # all new
     stack_file = write({**tree, "spaces": {**tree["spaces"], "endpoint": proxy.endpoint}}, tmp_path / "s.yaml")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-c", f"from flows.backup import backup\nbackup(stack_file={stack_file!r})"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = run_flow("from flows.backup import backup\nbackup(stack_file={stack_file})", stack_file)
     try:
-        wait_until(held.reached.is_set, 120, f"the {phase} request at S3", 0.2)
-        sent = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - sent
-        assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
-        assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"
+        cancel_while_held(proc, held, f"the {phase} request at S3")
         assert glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*.{proc.pid}.*") == []  # its guard ran
         assert open_uploads(validate_tree(tree)) == []
     finally:
-        held.release.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proxy.stop()
+        stop_run(proc, held, proxy)
 
 
 def test_ssh_cut_mid_run_is_retried(prefect_harness, stack_tree, sshd, tmp_path):

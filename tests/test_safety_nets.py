@@ -367,6 +367,16 @@ def test_a_restore_killed_after_its_swap_leaves_the_replaced_database_and_the_ne
         pg_tls.dropdb(before)
 
 
+def proxied_restore(stack_tree, proxy, tmp_path, stderr=subprocess.PIPE):
+    """A restore of odoo_core over `victim` in a process of its own, reaching S3 through `proxy`."""
+    from tests.faults import run_flow
+
+    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
+                    tmp_path / "proxied.yaml")
+    return run_flow("from flows.restore import restore; restore(stack_file={stack_file}, database='odoo_core', "
+                    "target_database='victim', overwrite=True)", proxied, stderr=stderr)
+
+
 def filestore_dirs(cfg, prefix: str) -> list[str]:
     """The odoo-core container's filestore directories whose names start with `prefix`."""
     from odoo_stack_ops.connect import Connections
@@ -503,7 +513,6 @@ def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database
     """The filestore leg unpacks from the start while the dump downloads: a kill in that window leaves a copy
     directory and no copy database. The next restore drops it (stale copies were found by database alone). With
     encryption on, the night restored is an encrypted one (each blob decrypted as it unpacks)."""
-    from prefect.settings import PREFECT_API_URL
 
     from flows.backup import backup
     from flows.restore import restore
@@ -518,13 +527,7 @@ def test_worker_killed_while_a_restore_unpacks_the_filestore_before_its_database
         assert published(stack_config)[-1].encryption.enabled
     proxy = S3FaultProxy(s3.endpoint)
     held = proxy.hold(lambda m, p: m == "GET" and "/db/" in p)  # the dump's download waits; the filestore's does not
-    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
-                    tmp_path / "proxied.yaml")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    code = (f"from flows.restore import restore; restore(stack_file={proxied!r}, database='odoo_core', "
-            f"target_database='victim', overwrite=True)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = proxied_restore(stack_tree, proxy, tmp_path, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: proc.poll() is None and held.reached.is_set()
                    and filestore_dirs(stack_config, "victim__restoring_"), 120,
@@ -558,34 +561,15 @@ def test_a_restore_cancelled_while_a_pack_download_hangs_ends_in_seconds_and_the
     restore) hangs on a dead connection: the run ends well within Prefect's 30 s grace, so its guards run rather
     than a SIGKILL, and `victim` is untouched. (The dump's download is in the main thread, which the signal
     interrupts: that case never hung.)"""
-    from prefect.settings import PREFECT_API_URL
-
-    from tests.faults import S3FaultProxy
+    from tests.faults import S3FaultProxy, cancel_while_held, stop_run
 
     proxy = S3FaultProxy(s3.endpoint)
     held = proxy.hold(lambda m, p: m == "GET" and "/packs/" in p)
-    proxied = write({**stack_tree, "spaces": {**stack_tree["spaces"], "endpoint": proxy.endpoint}},
-                    tmp_path / "proxied.yaml")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    code = (f"from flows.restore import restore; restore(stack_file={proxied!r}, database='odoo_core', "
-            f"target_database='victim', overwrite=True)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = proxied_restore(stack_tree, proxy, tmp_path)
     try:
-        wait_until(lambda: held.reached.is_set() or proc.poll() is not None, 120, "the pack's download")
-        time.sleep(0.5)
-        sent = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        took = time.monotonic() - sent
-        assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
-        assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"
+        cancel_while_held(proc, held, "the pack's download")
     finally:
-        held.release.set()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proxy.stop()
+        stop_run(proc, held, proxy)
         free_killed_writers(stack_config.name)
     assert pg_tls.execute("SELECT x FROM only_in_victim", victim) == [(42,)]
     assert databases(pg_tls, "victim\\_\\_%") == []
