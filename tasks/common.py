@@ -19,6 +19,7 @@ from prefect.tasks import exponential_backoff
 
 from odoo_stack_ops.errors import is_transient
 from odoo_stack_ops.redact import mask_exception, redact
+from odoo_stack_ops.signals import keep_cancels
 
 
 def retry_transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -98,6 +99,7 @@ def mask_failed_states() -> None:
 
 
 mask_failed_states()
+keep_cancels()
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

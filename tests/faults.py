@@ -192,27 +192,40 @@ class TcpCutProxy:
         self.cut()
 
 
-def run_flow(code: str, stack_file: str, *, stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+def run_flow(code: str, stack_file: str, *, stderr: int = subprocess.PIPE,
+             env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`code` (a flow call naming `stack_file`) in a process of its own session, against the harness's Prefect
-    API; stderr piped (text) unless told otherwise."""
-
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    return subprocess.Popen([sys.executable, "-c", code.format(stack_file=repr(stack_file))], env=env, text=True,
+    API (`env` added to the environment); stderr piped (text) unless told otherwise. SIGUSR1 makes it print every
+    thread's stack (`ended` asks for it when the run hangs)."""
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+           **(env or {})}
+    code = "import faulthandler, signal; faulthandler.register(signal.SIGUSR1)\n" + code.format(stack_file=repr(stack_file))
+    return subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
                             cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def ended(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """The run's stderr once it ended; when it has not within `timeout`, the test fails with where each of its
+    threads was (a hang in CI is then readable from the log) and the run's session is killed."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        err = proc.communicate()[1]
+        raise AssertionError(f"{what} had not ended after {timeout:g} s; its threads, then its log:\n{err[-8000:]}") from None
 
 
 def cancel_while_held(proc: subprocess.Popen[str], held: Hold, what: str) -> None:
     """SIGTERM (a cancel) once `held` holds the run's request: the run must end of it well within Prefect's 30 s
     grace (after which it is SIGKILLed, skipping its guards), having said so."""
-
-
     wait_until(lambda: held.reached.is_set() or proc.poll() is not None, 120, what, 0.2)
     time.sleep(0.5)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    err = ended(proc, 60, f"{what}, cancelled,")
     took = time.monotonic() - sent
     assert proc.returncode == -signal.SIGTERM and "aborted by a termination signal" in err, err[-3000:]
     assert took < 20, f"{took:.1f} s after the SIGTERM: Prefect SIGKILLs a cancelled run after 30 s"

@@ -13,8 +13,12 @@ from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.notify import ALERTED
+from tests.faults import ended, run_flow
 
 pytestmark = pytest.mark.integration
+UPGRADE_CODE = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+                "module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={stack_file})")
+
 
 @pytest.fixture
 def run(prefect_harness, stack_tree, addons, tmp_path, pg_tls):
@@ -179,20 +183,12 @@ def test_an_upgrade_cancelled_mid_change_rolls_back_at_once_and_odoo_runs_again(
     next run. The cancelled run rolls back itself; the run ends cancelled."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
-
-    from prefect.settings import PREFECT_API_URL
 
     from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL, UPGRADE_MARK
 
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
-    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
-            f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = run_flow(UPGRADE_CODE, str(tmp_path / "stack.yaml"))
     standbys = lambda: docker_client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})  # noqa: E731
     try:
         deadline = time.monotonic() + 180
@@ -204,7 +200,7 @@ def test_an_upgrade_cancelled_mid_change_rolls_back_at_once_and_odoo_runs_again(
         for standby in standbys():  # the rollback starts odoo-core: it must not hang too
             standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
         os.kill(proc.pid, signal.SIGTERM)  # what the worker does first when the run is cancelled
-        _, err = proc.communicate(timeout=120)
+        err = ended(proc, 180, "the cancelled upgrade")
         assert proc.returncode == -signal.SIGTERM, err[-2000:]  # it ends as terminated, after the rollback
         assert "upgrade cancelled: rolling back to" in err and "dropped odoo_core__before_" in err, err[-3000:]
         assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'half_upgraded'", "odoo_core") == [(0,)]
@@ -234,12 +230,10 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
     import os
     import signal
     import subprocess
-    import sys
     import tempfile
     import time
 
     import pyrage
-    from prefect.settings import PREFECT_API_URL
 
     from odoo_stack_ops.upgrade.steps import MAINTENANCE_LABEL
 
@@ -253,12 +247,7 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
         public = str(pyrage.x25519.Identity.generate().to_public())
         (tmp_path / "stack.yaml").write_text(yaml.safe_dump(
             {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]}}))
-    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
-            f"module_upgrade(UpgradeRequest(install=['ipai_new']), stack_file={str(tmp_path / 'stack.yaml')!r})")
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = run_flow(UPGRADE_CODE, str(tmp_path / "stack.yaml"), env={"PATH": f"{bindir}:{os.environ['PATH']}"})
     standbys = lambda: docker_client.containers.list(all=True, filters={"label": [MAINTENANCE_LABEL]})  # noqa: E731
     try:
         deadline = time.monotonic() + 180
@@ -269,7 +258,7 @@ def test_an_upgrade_cancelled_during_its_backup_starts_odoo_again(run, pg_tls, s
         plain = lambda: glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*.{proc.pid}.*")  # noqa: E731
         assert plain(), "the dump's plaintext copy is being written"
         os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        err = ended(proc, 180, "the cancelled upgrade")
         assert proc.returncode == -signal.SIGTERM, err[-2000:]
         assert "upgrade cancelled during its backup" in err, err[-3000:]
         assert standbys() == []
