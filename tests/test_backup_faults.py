@@ -245,9 +245,10 @@ def test_killed_in_every_phase_then_the_next_night_succeeds(prefect_harness, sta
 HANGS = {"dump": PHASES["dump"][1], "pack": lambda m, p: m == "PUT" and "/packs/" in p}
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 @pytest.mark.parametrize("phase", list(HANGS))
 def test_a_night_cancelled_while_s3_hangs_ends_in_seconds_and_leaves_no_upload_open(prefect_harness, stack_tree, s3,
-                                                                                      tmp_path, phase):
+                                                                                      tmp_path, phase, encrypted):
     """A cancel reaches a run as SIGTERM: its guards abort the upload and re-raise. The upload threads used to be
     joined (by the abort, and again at exit) while one hung reading from a dead connection, so the run outlived
     Prefect's 30 s grace and was SIGKILLed, skipping the guards still to run (an upgrade's restart of odoo-core,
@@ -258,6 +259,11 @@ def test_a_night_cancelled_while_s3_hangs_ends_in_seconds_and_leaves_no_upload_o
     proxy = S3FaultProxy(s3.endpoint)
     held = proxy.hold(HANGS[phase])  # held until the end of the test: a connection that never answers
     tree = {**stack_tree, "spaces": {**stack_tree["spaces"], "prefix": f"hang-{os.urandom(3).hex()}"}}  # all new
+    if encrypted:  # the upload goes through age's writer, each pack's file through its encryptor
+        import pyrage
+
+        public = str(pyrage.x25519.Identity.generate().to_public())
+        tree = {**tree, "backup": {**tree["backup"], "age_recipients": [public]}}
     stack_file = write({**tree, "spaces": {**tree["spaces"], "endpoint": proxy.endpoint}}, tmp_path / "s.yaml")
     proc = run_flow("from flows.backup import backup\nbackup(stack_file={stack_file})", stack_file)
     try:
