@@ -170,6 +170,58 @@ def test_an_encrypted_upgrade_with_code_deploy_killed_mid_change_is_rolled_back_
             docker_client.containers.get(left.labels[steps.MAINTENANCE_LABEL]).start()
 
 
+def test_an_encrypted_upgrade_with_code_deploy_cancelled_mid_change_rolls_back_code_and_database_at_once(
+        prefect_harness, stack_tree, addons_repo, addons, pg_tls, docker_client, tmp_path):
+    """The cancel (SIGTERM) of an upgrade that deployed code, encryption on and no private key on the worker: the
+    cancelled run itself checks the old code out again and restores the database from its own plaintext copy,
+    starts odoo-core, removes that copy, and ends as terminated."""
+    import glob
+    import tempfile
+
+    from odoo_stack_ops.upgrade import steps
+    from tests.faults import ended, run_flow
+
+    public = str(pyrage.x25519.Identity.generate().to_public())
+    tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]},
+            "odoo": {**stack_tree["odoo"], "compose_dir": str(addons_repo.parent.parent)}}
+    v1 = git(addons_repo, "rev-parse", "HEAD")
+    before = pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name", "odoo_core")
+    addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
+    proc = run_flow("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+                    "module_upgrade(UpgradeRequest(upgrade=['ipai_finance_ppm'], addons_ref='v2'), "
+                    "stack_file={stack_file})", write(tree, tmp_path / "s.yaml"))
+    standbys = lambda: docker_client.containers.list(all=True, filters={"label": [steps.MAINTENANCE_LABEL]})  # noqa: E731
+    try:
+        deadline = time.monotonic() + 180
+        while git(addons_repo, "rev-parse", "HEAD") == v1 or not standbys():  # the code is deployed, odoo -u runs
+            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never deployed its code"
+            time.sleep(0.5)
+        time.sleep(3)
+        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+        for standby in standbys():  # the rollback starts odoo-core: it must not hang too
+            standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+        proc.send_signal(signal.SIGTERM)
+        err = ended(proc, 180, "the cancelled upgrade")
+        assert proc.returncode == -signal.SIGTERM, err[-2000:]
+        assert "upgrade cancelled: rolling back to" in err, err[-3000:]
+        assert git(addons_repo, "rev-parse", "HEAD") == v1  # the code is back
+        assert pg_tls.execute("SELECT count(*) FROM pg_class WHERE relname = 'half_upgraded'", "odoo_core") == [(0,)]
+        assert pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name",
+                              "odoo_core") == before
+        assert standbys() == []
+        assert requests.get(stack_tree["odoo"]["health_url"], timeout=5).status_code == 200
+        assert glob.glob(f"{tempfile.gettempdir()}/odoo-dump-*.{proc.pid}.*") == []  # the plaintext copy is gone
+    finally:  # whatever happened, later tests find odoo-core and the addons as they expect them
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        addons.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
+        pg_tls.execute("DROP TABLE IF EXISTS half_upgraded", "odoo_core")
+        for left in standbys():
+            left.remove(force=True)
+            docker_client.containers.get(left.labels[steps.MAINTENANCE_LABEL]).start()
+
+
 def test_a_plan_refused_at_the_new_ref_changes_nothing(prefect_harness, stack_tree, addons_repo, docker_client,
                                                        stack_containers, tmp_path):
     """The plan reads the ref unpacked beside the checkout: refused with the served code, Odoo and the bucket
