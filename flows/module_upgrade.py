@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
@@ -32,6 +31,7 @@ from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import alerted, notify
+from odoo_stack_ops.signals import STOPS, finishing, stopped_how
 from odoo_stack_ops.upgrade import plan as pl
 from odoo_stack_ops.upgrade import steps
 from tasks.backup import publish, verify
@@ -162,10 +162,12 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             point, plain = backup_one(cfg, db, layout.stamp(datetime.now(UTC)), run_verify=False,
                                       keep_plain_copy=True)
             outcome["rollback_point"] = point.stamp
-        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: odoo-core must not stay stopped
-            start_odoo(cfg, conns, request.health_timeout_s)
-            if isinstance(exc, TerminationSignal):  # the run ends cancelled, as asked
-                log.error("upgrade cancelled during its backup: nothing was upgraded, odoo-core is started again")
+        except (Exception, *STOPS) as exc:  # a cancel or the worker's stop too: odoo-core must not stay stopped
+            with finishing():
+                start_odoo(cfg, conns, request.health_timeout_s)
+            if isinstance(exc, STOPS):  # the run ends cancelled (or stopped), as asked
+                log.error("upgrade %s during its backup: nothing was upgraded, odoo-core is started again",
+                          stopped_how(exc))
                 raise
             raise OpsError(f"the pre-upgrade backup failed ({exc}); nothing was upgraded, odoo-core is started "
                            "again") from exc
@@ -182,23 +184,23 @@ def module_upgrade(request: UpgradeRequest, stack_file: str | None = None,
             upgrade_modules(cfg, conns, db, plan, request.upgrade_timeout_s)
             outcome["healthy_after_s"] = start_odoo(cfg, conns, request.health_timeout_s)
             outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: odoo-core must not stay stopped
-            cancelled = isinstance(exc, TerminationSignal)
-            why = "cancelled" if cancelled else f"failed ({exc})"
+        except (Exception, *STOPS) as exc:  # a cancel or the worker's stop too: odoo-core must not stay stopped
+            cancelled = isinstance(exc, STOPS)
+            why = stopped_how(exc) if cancelled else f"failed ({exc})"
             log.error("upgrade %s: rolling back to %s", why, point.stamp)
-            outcome["result"] = f"{'CANCELLED' if cancelled else 'FAILED'} and rolled back" + (
-                "" if cancelled else f": {exc}")
-            try:
-                outcome["rollback"] = rollback(cfg, conns, db, point, plain, commits, request.health_timeout_s)
-            except Exception as again:
-                outcome["rollback"] = f"ROLLBACK FAILED: {again}"
+            outcome["result"] = f"{why.upper()} and rolled back" if cancelled else f"FAILED and rolled back: {exc}"
+            with finishing():
+                try:
+                    outcome["rollback"] = rollback(cfg, conns, db, point, plain, commits, request.health_timeout_s)
+                except Exception as again:
+                    outcome["rollback"] = f"ROLLBACK FAILED: {again}"
+                    outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
+                    sent = _post(cfg, outcome, started, failed=True)
+                    raise OpsError(alerted(f"upgrade {why} AND rollback failed ({again}): odoo-core is left "
+                                           f"stopped; restore backup {point.stamp} with the restore flow "
+                                           "(overwrite=True), then start odoo-core", sent)) from again
                 outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
                 sent = _post(cfg, outcome, started, failed=True)
-                raise OpsError(alerted(f"upgrade {why} AND rollback failed ({again}): odoo-core is left "
-                                       f"stopped; restore backup {point.stamp} with the restore flow (overwrite=True), "
-                                       "then start odoo-core", sent)) from again
-            outcome["downtime_s"] = round(time.monotonic() - down_at, 1)
-            sent = _post(cfg, outcome, started, failed=True)
             if cancelled:  # the run ends Cancelled, as asked; the rollback is in its artifact and post
                 raise
             raise OpsError(alerted(f"upgrade of {db} failed and was rolled back to {point.stamp}: {exc}", sent)) from exc

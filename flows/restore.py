@@ -14,13 +14,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.exceptions import TerminationSignal
 
 from odoo_stack_ops.backup import layout
 from odoo_stack_ops.backup.manifest import Manifest
 from odoo_stack_ops.config import StackConfig, load_config
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
+from odoo_stack_ops.signals import STOPS, finishing, stopped_how
 from tasks.common import logger, publish_markdown
 from tasks.restore import (
     Swapped,
@@ -79,15 +79,17 @@ def _restore_into(cfg: StackConfig, manifest: Manifest, target: str, *, overwrit
         outcome: dict[str, Any] = {"database": target, "replaced_copy": swapped.before or "none (new database)"}
         try:
             outcome["gate"] = gate(cfg, manifest, target, health_timeout_s)
-        except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: an unconfirmed restore goes back
+        except (Exception, *STOPS) as exc:  # a cancel or the worker's stop too: an unconfirmed restore goes back
             if swapped.before is None:
                 raise
-            cancelled = isinstance(exc, TerminationSignal)
+            cancelled = isinstance(exc, STOPS)
             if cancelled:
-                logger().error("restore into %s cancelled in its gate: swapping the previous database back", target)
-            failed = swap_back(cfg, swapped)
-            odoo = f" ({restart_on_previous(cfg, health_timeout_s)})" if target == cfg.database.name else ""
-            if cancelled:  # the run ends cancelled, as asked
+                logger().error("restore into %s %s in its gate: swapping the previous database back", target,
+                               stopped_how(exc))
+            with finishing():
+                failed = swap_back(cfg, swapped)
+                odoo = f" ({restart_on_previous(cfg, health_timeout_s)})" if target == cfg.database.name else ""
+            if cancelled:  # the run ends cancelled (or stopped), as asked
                 logger().error("the previous %s is back in place%s; the restored copy is kept as %s until the next "
                                "restore of %s", target, odoo, failed, target)
                 raise

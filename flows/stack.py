@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, Field
 
 from flows.backup import backup_one
@@ -27,6 +26,7 @@ from odoo_stack_ops.connect import Connections
 from odoo_stack_ops.errors import OpsError
 from odoo_stack_ops.locks import stack_writer
 from odoo_stack_ops.notify import alerted, notify
+from odoo_stack_ops.signals import STOPS, finishing, stopped_how
 from odoo_stack_ops.stack import plan as pl
 from tasks.common import logger, publish_markdown, publish_table
 from tasks.digitalocean import snapshot_before
@@ -105,13 +105,15 @@ def stack_update(request: UpdateRequest | None = None, stack_file: str | None = 
             try:
                 recreate_service(cfg, conns, rec)
                 took = health_gate(cfg, conns, service, timeout)
-            except (Exception, TerminationSignal) as exc:  # a cancel (SIGTERM) too: no service left half updated
-                cancelled = isinstance(exc, TerminationSignal)
-                outcome["result"] = f"CANCELLED at {service}" if cancelled else f"FAILED at {service}: {exc}"
-                outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
-                if not rollback_failures(outcome["rollback"]):
-                    mark_changing(cfg, [])
-                sent = _post(cfg, outcome, started, failed=True)
+            except (Exception, *STOPS) as exc:  # a cancel or the worker's stop too: no service left half updated
+                cancelled = isinstance(exc, STOPS)
+                outcome["result"] = (f"{stopped_how(exc).upper()} at {service}" if cancelled
+                                     else f"FAILED at {service}: {exc}")
+                with finishing():
+                    outcome["rollback"] = roll_back(cfg, conns, [records[s] for s in reversed(updated)], timeout)
+                    if not rollback_failures(outcome["rollback"]):
+                        mark_changing(cfg, [])
+                    sent = _post(cfg, outcome, started, failed=True)
                 if cancelled:  # the run ends cancelled, as asked; the rollback is in its artifact and post
                     raise
                 raise OpsError(alerted(failure_message(service, exc, [records[s] for s in updated],
