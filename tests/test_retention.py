@@ -663,6 +663,66 @@ def test_a_pack_mostly_of_deleted_files_is_packed_again_and_collected_once_its_o
         pg.dropdb("gc_src")
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_night_killed_after_its_new_pack_leaves_an_orphan_that_retention_collects_and_the_next_night_packs_again(
+        pg, s3, bucket, tmp_path, encrypted):
+    """Night A (40 days old) packs ten files; Odoo deletes nine. Night B is killed right after it stored the new
+    pack holding the tenth (no filestore manifest, nothing published). Night C packs the tenth again (A's pack is
+    still sparse) and publishes; retention then deletes A, A's pack and B's orphan pack, and C restores whole."""
+    import pyrage
+
+    from odoo_stack_ops.backup import crypto, prune, restore, spaces
+    from odoo_stack_ops.backup import filestore as fs
+    from odoo_stack_ops.executors.local import LocalExecutor
+
+    client = s3.client()
+    store = spaces.Bucket(client, bucket, "p")
+    identity = pyrage.x25519.Identity.generate()
+    recipients = [str(identity.to_public())] if encrypted else None
+    pg.createdb("gc_src")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", "gc_src")
+    root = tmp_path / "filestore"
+    contents = [random.randbytes(3000) for _ in range(10)]
+    kept = contents[6]
+    now = datetime.now(UTC)
+    st_a, st_b, st_c = (layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 0))
+
+    def packs(doc) -> set[str]:
+        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
+
+    def stored_packs() -> set[str]:
+        return {o["Key"] for o in spaces.iter_objects(client, bucket, "p/packs/")}
+
+    try:
+        write_files(root, contents)
+        pack_a = packs(night(pg, client, bucket, root, st_a, recipients=recipients))
+        shutil.rmtree(root)
+        write_files(root, [kept])
+        previous = fs.read_previous(client, bucket, layout.filestore_manifest_key("p", "gc_src", st_a),
+                                    crypto.object_tag(recipients) if recipients else None)
+        _, killed = fs.backup_filestore(LocalExecutor(), str(root), s3=client, bucket=bucket, prefix="p",
+                                        database="gc_src", st=st_b, previous=previous,
+                                        encrypt=crypto.file_encryptor(recipients) if recipients else None)
+        orphan = stored_packs() - pack_a  # what night B left when it was killed: its pack, nothing pointing at it
+        assert killed.repacked_files == 1 and len(orphan) == 1
+        doc_c = night(pg, client, bucket, root, st_c, recipients=recipients)
+        assert doc_c.filestore.repacked_files == 1 and not packs(doc_c) & (pack_a | orphan)
+
+        plan = prune.plan(client, bucket, "p", RetentionPolicy(days=30), datetime.now(UTC), last_run_ok=True,
+                          tz="UTC", grace=timedelta(0))
+        assert [b.key for b in plan.delete] == [layout.manifest_key("p", "gc_src", st_a)]
+        assert pack_a | orphan <= set(plan.delete_keys) and not packs(doc_c) & set(plan.delete_keys)
+        prune.apply(client, bucket, plan)
+        assert stored_packs() == packs(doc_c)
+        decrypt = restore.decryptor_for(doc_c, str(identity))
+        got = [b"".join(chunks) for _path, _size, _mtime, chunks in restore.object_members(
+            store, restore.filestore_files(store, doc_c), decrypt, doc_c.object_tag)]
+        assert got == [kept]
+    finally:
+        pg.dropdb("gc_src")
+
+
 def mf_encode(doc: dict) -> bytes:
     from odoo_stack_ops.backup import manifest as mf
 
