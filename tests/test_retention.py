@@ -606,6 +606,29 @@ def test_retention_while_a_night_waits_to_publish_leaves_it_whole(pg, s3, bucket
         pg.dropdb("gc_src")
 
 
+def sparse_bed(pg, s3, bucket, encrypted: bool):
+    """For the repacking tests: `gc_src` created, the bucket's client and store (prefix p), an age identity and the
+    recipients (None when plain), ten random files, the stamps of nights 40 days old, a day old and now, and
+    `packs(doc)`: the pack keys a published backup points at."""
+    import pyrage
+
+    from odoo_stack_ops.backup import restore, spaces
+
+    client = s3.client()
+    store = spaces.Bucket(client, bucket, "p")
+    identity = pyrage.x25519.Identity.generate()
+    pg.createdb("gc_src")
+    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", "gc_src")
+    now = datetime.now(UTC)
+
+    def packs(doc) -> set[str]:
+        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
+
+    return (client, store, identity, [str(identity.to_public())] if encrypted else None,
+            [random.randbytes(3000) for _ in range(10)],
+            tuple(layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 0)), packs)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_a_pack_mostly_of_deleted_files_is_packed_again_and_collected_once_its_old_backups_expire(
@@ -613,24 +636,11 @@ def test_a_pack_mostly_of_deleted_files_is_packed_again_and_collected_once_its_o
     """Night A (40 days old) packs ten files; Odoo then deletes nine. Night B (yesterday) reads the tenth again
     into a new pack instead of pointing at A's, night C (tonight) reads nothing, and retention deletes A with its
     pack. Without repacking, B and C would keep A's nine deleted files in Spaces for as long as the tenth lives."""
-    import pyrage
-
     from odoo_stack_ops.backup import prune, restore, spaces
 
-    client = s3.client()
-    store = spaces.Bucket(client, bucket, "p")
-    identity = pyrage.x25519.Identity.generate()
-    recipients = [str(identity.to_public())] if encrypted else None
-    pg.createdb("gc_src")
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", "gc_src")
+    client, store, identity, recipients, contents, (st_a, st_b, st_c), packs = sparse_bed(pg, s3, bucket, encrypted)
     root = tmp_path / "filestore"
-    contents = [random.randbytes(3000) for _ in range(10)]
     kept = contents[3]
-    now = datetime.now(UTC)
-    st_a, st_b, st_c = (layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 0))
-
-    def packs(doc) -> set[str]:
-        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
 
     try:
         write_files(root, contents)
@@ -670,26 +680,13 @@ def test_a_night_killed_after_its_new_pack_leaves_an_orphan_that_retention_colle
     """Night A (40 days old) packs ten files; Odoo deletes nine. Night B is killed right after it stored the new
     pack holding the tenth (no filestore manifest, nothing published). Night C packs the tenth again (A's pack is
     still sparse) and publishes; retention then deletes A, A's pack and B's orphan pack, and C restores whole."""
-    import pyrage
-
     from odoo_stack_ops.backup import crypto, prune, restore, spaces
     from odoo_stack_ops.backup import filestore as fs
     from odoo_stack_ops.executors.local import LocalExecutor
 
-    client = s3.client()
-    store = spaces.Bucket(client, bucket, "p")
-    identity = pyrage.x25519.Identity.generate()
-    recipients = [str(identity.to_public())] if encrypted else None
-    pg.createdb("gc_src")
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY)", "gc_src")
+    client, store, identity, recipients, contents, (st_a, st_b, st_c), packs = sparse_bed(pg, s3, bucket, encrypted)
     root = tmp_path / "filestore"
-    contents = [random.randbytes(3000) for _ in range(10)]
     kept = contents[6]
-    now = datetime.now(UTC)
-    st_a, st_b, st_c = (layout.stamp(now - timedelta(hours=h)) for h in (40 * 24, 24, 0))
-
-    def packs(doc) -> set[str]:
-        return {layout.pack_key("p", f.pack) for f in restore.filestore_files(store, doc)}
 
     def stored_packs() -> set[str]:
         return {o["Key"] for o in spaces.iter_objects(client, bucket, "p/packs/")}

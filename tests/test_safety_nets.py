@@ -20,6 +20,7 @@ from odoo_stack_ops.backup import spaces
 from odoo_stack_ops.config import validate_tree
 from odoo_stack_ops.errors import CommandFailed, OpsError, VerificationFailed
 from tests.checks import wait_until
+from tests.faults import run_flow
 from tests.fixtures.stack import free_killed_writers, published
 from tests.fixtures.stack import write_tree as write
 
@@ -75,6 +76,20 @@ def addons_repo(addons, stack_containers):
     subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
 
 
+CODE_UPGRADE = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
+                "module_upgrade(UpgradeRequest(upgrade=['ipai_finance_ppm'], addons_ref='v2'), stack_file={stack_file})")
+
+
+def upgrading(proc, addons_repo, v1, standbys, pg) -> None:
+    """Until the run of CODE_UPGRADE has deployed its code and odoo -u runs; then a table it half-created."""
+    deadline = time.monotonic() + 180
+    while git(addons_repo, "rev-parse", "HEAD") == v1 or not standbys():
+        assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never deployed its code"
+        time.sleep(0.5)
+    time.sleep(3)
+    pg.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+
+
 def test_encrypted_failing_upgrade_with_code_deploy_rolls_back_code_and_database(
         prefect_harness, stack_tree, addons_repo, addons, pg_tls, docker_client, tmp_path):
     from flows.module_upgrade import UpgradeRequest, module_upgrade
@@ -111,8 +126,6 @@ def test_an_encrypted_upgrade_with_code_deploy_killed_mid_change_is_rolled_back_
     import glob
     import tempfile
 
-    from prefect.settings import PREFECT_API_URL
-
     from flows.module_upgrade import UpgradeRequest, module_upgrade
     from odoo_stack_ops.upgrade import steps
     from tests.fixtures.stack import free_killed_writers
@@ -124,19 +137,10 @@ def test_an_encrypted_upgrade_with_code_deploy_killed_mid_change_is_rolled_back_
     v1 = git(addons_repo, "rev-parse", "HEAD")
     before = pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name", "odoo_core")
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
-    code = ("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
-            f"module_upgrade(UpgradeRequest(upgrade=['ipai_finance_ppm'], addons_ref='v2'), stack_file={stack_file!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = run_flow(CODE_UPGRADE, stack_file, stderr=subprocess.DEVNULL)
     standbys = lambda: docker_client.containers.list(all=True, filters={"label": [steps.MAINTENANCE_LABEL]})  # noqa: E731
     try:
-        deadline = time.monotonic() + 180
-        while git(addons_repo, "rev-parse", "HEAD") == v1 or not standbys():  # the code is deployed, odoo -u runs
-            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never deployed its code"
-            time.sleep(0.5)
-        time.sleep(3)
-        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+        upgrading(proc, addons_repo, v1, standbys, pg_tls)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -179,7 +183,7 @@ def test_an_encrypted_upgrade_with_code_deploy_cancelled_mid_change_rolls_back_c
     import tempfile
 
     from odoo_stack_ops.upgrade import steps
-    from tests.faults import ended, run_flow
+    from tests.faults import ended
 
     public = str(pyrage.x25519.Identity.generate().to_public())
     tree = {**stack_tree, "backup": {**stack_tree["backup"], "age_recipients": [public]},
@@ -187,17 +191,10 @@ def test_an_encrypted_upgrade_with_code_deploy_cancelled_mid_change_rolls_back_c
     v1 = git(addons_repo, "rev-parse", "HEAD")
     before = pg_tls.execute("SELECT name, state, latest_version FROM ir_module_module ORDER BY name", "odoo_core")
     addons.exec_run(["sh", "-c", "mkdir -p /var/lib/odoo/.standin && echo hang > /var/lib/odoo/.standin/mode"])
-    proc = run_flow("from flows.module_upgrade import UpgradeRequest, module_upgrade\n"
-                    "module_upgrade(UpgradeRequest(upgrade=['ipai_finance_ppm'], addons_ref='v2'), "
-                    "stack_file={stack_file})", write(tree, tmp_path / "s.yaml"))
+    proc = run_flow(CODE_UPGRADE, write(tree, tmp_path / "s.yaml"))
     standbys = lambda: docker_client.containers.list(all=True, filters={"label": [steps.MAINTENANCE_LABEL]})  # noqa: E731
     try:
-        deadline = time.monotonic() + 180
-        while git(addons_repo, "rev-parse", "HEAD") == v1 or not standbys():  # the code is deployed, odoo -u runs
-            assert time.monotonic() < deadline and proc.poll() is None, "the upgrade never deployed its code"
-            time.sleep(0.5)
-        time.sleep(3)
-        pg_tls.execute("CREATE TABLE half_upgraded (x int)", "odoo_core")
+        upgrading(proc, addons_repo, v1, standbys, pg_tls)
         for standby in standbys():  # the rollback starts odoo-core: it must not hang too
             standby.exec_run(["rm", "-f", "/var/lib/odoo/.standin/mode"])
         proc.send_signal(signal.SIGTERM)
