@@ -63,7 +63,8 @@ def finishing() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    # a handler not set from Python reads as None and could not be put back: such a signal is left as it is
+    held = {s: h for s in (signal.SIGTERM, signal.SIGINT) if (h := signal.getsignal(s)) is not None}
     for s in held:
         signal.signal(s, signal.SIG_IGN)
     try:

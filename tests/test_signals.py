@@ -38,3 +38,22 @@ def test_a_cancel_that_lands_in_a_finalizer_still_ends_the_run():
     proc = subprocess.run([sys.executable, "-c", CHILD], check=False, cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert "Exception ignored in" in proc.stderr and "TerminationSignal" in proc.stderr, proc.stderr[-2000:]
     assert (proc.returncode, proc.stdout) == (3, "cancelled\n"), proc.stderr[-2000:]
+
+
+def test_finishing_ignores_sigterm_and_sigint_for_its_block_and_puts_the_handlers_back():
+    import os
+    import signal
+
+    from odoo_stack_ops.signals import finishing
+
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda *_: seen.append("term"))
+    try:
+        with finishing():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt here without finishing
+        assert seen == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == ["term"]
+    finally:
+        signal.signal(signal.SIGTERM, before)
